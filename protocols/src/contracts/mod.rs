@@ -1,0 +1,245 @@
+//! Contracts: the [`Contract`] trait user code implements, the execution
+//! [`Context`] that confines a call to its declared access set, and the
+//! native contracts (coin, multi-asset token, constant-product AMM).
+
+pub mod amm;
+pub mod coin;
+pub mod token;
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+
+use crate::model::{AccountId, Call, ContractId, Key, Transaction, TxError, TxId, Value};
+use crate::state::Slot;
+
+/// User contract code. `execute` runs against a [`Context`] that allows
+/// reads and writes only inside the transaction's declared access set; its
+/// writes apply only if it returns `Ok`. A panic is caught and becomes
+/// [`TxError::ContractPanicked`]; nothing it wrote applies.
+///
+/// Contracts must be deterministic: the parallel executor relies on a call
+/// giving the same result for the same state and arguments.
+pub trait Contract: Send + Sync {
+    /// Executes one call and returns its output value.
+    fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Value, TxError>;
+}
+
+/// Error registering a contract.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// The id is taken.
+    #[error("contract id {} is already registered", .0 .0)]
+    DuplicateContract(ContractId),
+}
+
+/// The user contracts an executor can call, by id.
+#[derive(Clone, Default)]
+pub struct Registry {
+    contracts: HashMap<ContractId, Arc<dyn Contract>>,
+}
+
+impl Registry {
+    /// An empty registry: native contracts only.
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Registers `contract` under `id`.
+    pub fn register(
+        &mut self,
+        id: ContractId,
+        contract: Arc<dyn Contract>,
+    ) -> Result<(), RegistryError> {
+        if self.contracts.contains_key(&id) {
+            return Err(RegistryError::DuplicateContract(id));
+        }
+        self.contracts.insert(id, contract);
+        Ok(())
+    }
+
+    fn get(&self, id: ContractId) -> Option<&Arc<dyn Contract>> {
+        self.contracts.get(&id)
+    }
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.contracts.keys()).finish()
+    }
+}
+
+/// Writes a call made, by position in the access set, applied only if the
+/// call succeeds.
+pub(crate) type Writes = SmallVec<[(u8, Value); 4]>;
+
+/// What a call sees: its transaction and the state of its declared keys.
+pub struct Context<'a> {
+    tx: &'a Transaction,
+    /// One entry per declared key (reads, then writes): its slot, or `None`
+    /// if the key does not exist yet.
+    slots: &'a [Option<&'a Slot>],
+    writes: Writes,
+}
+
+impl<'a> Context<'a> {
+    pub(crate) fn new(tx: &'a Transaction, slots: &'a [Option<&'a Slot>]) -> Context<'a> {
+        debug_assert_eq!(slots.len(), tx.access.len());
+        Context {
+            tx,
+            slots,
+            writes: Writes::new(),
+        }
+    }
+
+    /// The transaction's id.
+    pub fn tx_id(&self) -> TxId {
+        self.tx.id
+    }
+
+    /// The account that sent the transaction.
+    pub fn sender(&self) -> AccountId {
+        self.tx.sender
+    }
+
+    #[inline]
+    fn position(&self, key: &Key) -> Option<usize> {
+        self.tx.access.keys().position(|k| k == key)
+    }
+
+    /// The value of `key`, or `None` if it does not exist. Sees this call's
+    /// own earlier writes.
+    #[inline]
+    pub fn read(&self, key: Key) -> Result<Option<Value>, TxError> {
+        let position = self
+            .position(&key)
+            .ok_or(TxError::AccessViolation { key, write: false })?;
+        if let Some((_, value)) = self
+            .writes
+            .iter()
+            .find(|(p, _)| usize::from(*p) == position)
+        {
+            return Ok(Some(*value));
+        }
+        Ok(self.slots[position].and_then(Slot::load))
+    }
+
+    /// Sets `key` to `value`, creating it if needed.
+    #[inline]
+    pub fn write(&mut self, key: Key, value: Value) -> Result<(), TxError> {
+        let position = self
+            .position(&key)
+            .filter(|p| *p >= self.tx.access.reads.len())
+            .ok_or(TxError::AccessViolation { key, write: true })?;
+        // The access set holds at most MAX_ACCESS_KEYS (< 256) keys.
+        let position = position as u8;
+        match self.writes.iter_mut().find(|(p, _)| *p == position) {
+            Some(entry) => entry.1 = value,
+            None => self.writes.push((position, value)),
+        }
+        Ok(())
+    }
+
+    /// A balance: a missing key reads as zero.
+    #[inline]
+    pub fn balance(&self, key: Key) -> Result<Value, TxError> {
+        Ok(self.read(key)?.unwrap_or(0))
+    }
+
+    /// Subtracts `amount` from the balance at `key`.
+    #[inline]
+    pub fn debit(&mut self, key: Key, amount: Value) -> Result<(), TxError> {
+        let available = self.balance(key)?;
+        let left = available
+            .checked_sub(amount)
+            .ok_or(TxError::InsufficientFunds {
+                key,
+                needed: amount,
+                available,
+            })?;
+        self.write(key, left)
+    }
+
+    /// Adds `amount` to the balance at `key`.
+    #[inline]
+    pub fn credit(&mut self, key: Key, amount: Value) -> Result<(), TxError> {
+        let sum = self
+            .balance(key)?
+            .checked_add(amount)
+            .ok_or(TxError::Overflow { key })?;
+        self.write(key, sum)
+    }
+
+    /// Fails with [`TxError::UnknownAccount`] unless `account` exists (holds
+    /// a coin balance).
+    pub fn require_account(&self, account: AccountId) -> Result<(), TxError> {
+        let key = Key::balance(account, crate::model::AssetId::COIN);
+        match self.read(key)? {
+            Some(_) => Ok(()),
+            None => Err(TxError::UnknownAccount { account }),
+        }
+    }
+
+    fn into_writes(self) -> Writes {
+        self.writes
+    }
+}
+
+/// Runs `tx` against its resolved slots and returns its output and writes.
+/// Contract panics are caught here, so no panic leaves an executor worker.
+pub(crate) fn run(
+    tx: &Transaction,
+    slots: &[Option<&Slot>],
+    registry: &Registry,
+) -> Result<(Value, Writes), TxError> {
+    tx.access.validate()?;
+    let mut ctx = Context::new(tx, slots);
+    let output = match &tx.call {
+        Call::CreateAccount { account, balance } => {
+            coin::create_account(&mut ctx, *account, *balance)
+        }
+        Call::Transfer { to, amount } => coin::transfer(&mut ctx, *to, *amount),
+        Call::CreateAsset { asset } => token::create_asset(&mut ctx, *asset),
+        Call::Mint { asset, to, amount } => token::mint(&mut ctx, *asset, *to, *amount),
+        Call::TokenTransfer { asset, to, amount } => {
+            token::transfer(&mut ctx, *asset, *to, *amount)
+        }
+        Call::CreatePool {
+            pool,
+            asset_a,
+            asset_b,
+            fee_bps,
+        } => amm::create_pool(&mut ctx, *pool, *asset_a, *asset_b, *fee_bps),
+        Call::AddLiquidity {
+            pool,
+            amount_a,
+            amount_b,
+        } => amm::add_liquidity(&mut ctx, *pool, *amount_a, *amount_b),
+        Call::Swap {
+            pool,
+            asset_in,
+            asset_out,
+            amount_in,
+            min_out,
+        } => amm::swap(&mut ctx, *pool, *asset_in, *asset_out, *amount_in, *min_out),
+        Call::Custom { contract, args } => {
+            let code = registry.get(*contract).ok_or(TxError::UnknownContract {
+                contract: *contract,
+            })?;
+            catch_unwind(AssertUnwindSafe(|| code.execute(&mut ctx, args))).unwrap_or_else(
+                |payload| {
+                    let message = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "non-string panic payload".to_string());
+                    Err(TxError::ContractPanicked { message })
+                },
+            )
+        }
+    }?;
+    Ok((output, ctx.into_writes()))
+}

@@ -1,0 +1,61 @@
+//! Block executors: a sequential reference and a parallel executor whose
+//! state and receipts equal the reference's for every block.
+
+mod parallel;
+mod sequential;
+
+pub use parallel::{ParallelExecutor, ParallelStats};
+pub use sequential::SequentialExecutor;
+
+use crate::model::{Receipt, Transaction};
+use crate::state::State;
+
+/// The most transactions one block may hold. Indices into a block fit in
+/// `u32` with room to spare, and a block's bookkeeping stays bounded.
+pub const MAX_BLOCK_TXS: usize = 1 << 24;
+
+/// Error executing a block. A failing transaction is not an error (it gets
+/// a failed receipt); these errors reject the whole block before anything
+/// is applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecutorError {
+    /// The block holds more than [`MAX_BLOCK_TXS`] transactions.
+    #[error("block of {len} transactions exceeds the maximum of {max}")]
+    BlockTooLarge {
+        /// The block's size.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// A parallel executor needs at least one worker.
+    #[error("an executor needs at least one worker, {workers} given")]
+    NoWorkers {
+        /// The number given.
+        workers: usize,
+    },
+    /// The worker threads could not be started.
+    #[error("could not start executor workers: {0}")]
+    ThreadPool(String),
+}
+
+/// Executes blocks of transactions against a [`State`].
+pub trait BlockExecutor: Send + Sync {
+    /// Executes `block` in order against `state` and returns one receipt
+    /// per transaction, in block order.
+    fn execute_block(
+        &self,
+        state: &mut State,
+        block: &[Transaction],
+    ) -> Result<Vec<Receipt>, ExecutorError>;
+}
+
+fn check_block_size(block: &[Transaction]) -> Result<(), ExecutorError> {
+    if block.len() > MAX_BLOCK_TXS {
+        return Err(ExecutorError::BlockTooLarge {
+            len: block.len(),
+            max: MAX_BLOCK_TXS,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,20 @@
+//! The deterministic, sans-IO core of parashard.
+//!
+//! Everything that decides something lives here and runs without an async
+//! runtime: the data model ([`model`]), contracts ([`contracts`]), the
+//! shard state ([`state`]) and the block executors ([`exec`]).
+#![warn(missing_docs)]
+
+pub mod contracts;
+pub mod exec;
+pub mod model;
+pub mod state;
+pub mod workload;
+
+pub use contracts::{Context, Contract, Registry, RegistryError};
+pub use exec::{BlockExecutor, ExecutorError, ParallelExecutor, ParallelStats, SequentialExecutor};
+pub use model::{
+    AccessSet, AccountId, AssetId, Call, ContractId, Key, Receipt, ShardId, Status, Transaction,
+    TxError, TxId, Value,
+};
+pub use state::State;

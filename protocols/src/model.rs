@@ -1,0 +1,591 @@
+//! The data model: accounts, state keys, transactions and receipts.
+//!
+//! Every type here crosses a boundary sooner or later (a client, a shard, a
+//! log record), so all of them are `serde`-serialisable.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+use uuid::Uuid;
+
+/// A state word. Balances, reserves and contract fields are all `u64`
+/// words; contracts that need more state use more keys.
+pub type Value = u64;
+
+/// An account address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AccountId(pub u64);
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "account {}", self.0)
+    }
+}
+
+/// An asset (coin or token) identifier. [`AssetId::COIN`] is the native coin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AssetId(pub u64);
+
+impl AssetId {
+    /// The native coin, which every account holds from its creation on.
+    pub const COIN: AssetId = AssetId(0);
+    /// Asset ids at or above this value are reserved for pool shares.
+    pub const LP_BASE: u64 = 1 << 62;
+
+    /// The asset that represents liquidity shares of `pool`.
+    pub fn lp_shares(pool: AccountId) -> AssetId {
+        AssetId(Self::LP_BASE | (pool.0 & (Self::LP_BASE - 1)))
+    }
+}
+
+/// Identifies a user contract registered with an executor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ContractId(pub u64);
+
+/// Identifies a shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ShardId(pub u32);
+
+impl fmt::Display for ShardId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "shard {}", self.0)
+    }
+}
+
+/// Identifies a transaction for its whole life: receipts, logs and 2PC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TxId(pub Uuid);
+
+impl TxId {
+    /// A fresh random id.
+    pub fn random() -> TxId {
+        TxId(Uuid::new_v4())
+    }
+
+    /// A deterministic id, for simulations and tests that must replay.
+    pub fn from_u128(n: u128) -> TxId {
+        TxId(Uuid::from_u128(n))
+    }
+}
+
+impl fmt::Display for TxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tx {}", self.0)
+    }
+}
+
+/// One word of state: a field (`slot`) of an account.
+///
+/// Slots below [`Key::META_BASE`] are balances (the slot is the asset id);
+/// slots at or above it are contract fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Key {
+    /// The account that owns the word; it decides the shard.
+    pub account: AccountId,
+    /// Which word of the account.
+    pub slot: u64,
+}
+
+impl Key {
+    /// First slot number of contract fields.
+    pub const META_BASE: u64 = 1 << 63;
+
+    /// The balance of `asset` held by `account`.
+    pub fn balance(account: AccountId, asset: AssetId) -> Key {
+        debug_assert!(asset.0 < Self::META_BASE);
+        Key {
+            account,
+            slot: asset.0,
+        }
+    }
+
+    /// Contract field number `field` of `account`.
+    pub fn field(account: AccountId, field: u64) -> Key {
+        Key {
+            account,
+            slot: Self::META_BASE | field,
+        }
+    }
+
+    /// The asset this key is a balance of, if it is a balance.
+    pub fn asset(&self) -> Option<AssetId> {
+        (self.slot < Self::META_BASE).then_some(AssetId(self.slot))
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.asset() {
+            Some(AssetId(0)) => write!(f, "coin balance of {}", self.account),
+            Some(asset) => write!(f, "asset {} balance of {}", asset.0, self.account),
+            None => write!(
+                f,
+                "field {} of {}",
+                self.slot & !Self::META_BASE,
+                self.account
+            ),
+        }
+    }
+}
+
+/// The most keys one transaction may declare.
+pub const MAX_ACCESS_KEYS: usize = 64;
+
+/// The keys a transaction may touch, declared up front. The executor routes
+/// and schedules by it, and the execution context refuses anything outside
+/// it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessSet {
+    /// Keys the transaction only reads.
+    pub reads: SmallVec<[Key; 3]>,
+    /// Keys the transaction may read and write.
+    pub writes: SmallVec<[Key; 4]>,
+}
+
+impl AccessSet {
+    /// An access set from read-only and read-write keys. A key named twice
+    /// is kept once; a key named as both read and write is a write.
+    pub fn new(
+        reads: impl IntoIterator<Item = Key>,
+        writes: impl IntoIterator<Item = Key>,
+    ) -> AccessSet {
+        let mut set = AccessSet::default();
+        for key in writes {
+            if !set.writes.contains(&key) {
+                set.writes.push(key);
+            }
+        }
+        for key in reads {
+            if !set.writes.contains(&key) && !set.reads.contains(&key) {
+                set.reads.push(key);
+            }
+        }
+        set
+    }
+
+    /// Every declared key: reads first, then writes.
+    pub fn keys(&self) -> impl Iterator<Item = &Key> + '_ {
+        self.reads.iter().chain(self.writes.iter())
+    }
+
+    /// The number of declared keys.
+    pub fn len(&self) -> usize {
+        self.reads.len() + self.writes.len()
+    }
+
+    /// Whether no key is declared.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Checks that the set is bounded and names each key once.
+    pub fn validate(&self) -> Result<(), TxError> {
+        if self.len() > MAX_ACCESS_KEYS {
+            return Err(TxError::InvalidInput {
+                reason: format!(
+                    "access set declares {} keys, at most {MAX_ACCESS_KEYS} allowed",
+                    self.len()
+                ),
+            });
+        }
+        let keys: SmallVec<[&Key; 8]> = self.keys().collect();
+        for (i, a) in keys.iter().enumerate() {
+            if keys[..i].contains(a) {
+                return Err(TxError::InvalidInput {
+                    reason: format!("access set declares {a} twice"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a transaction does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Call {
+    /// Creates `account` with a coin balance of `balance`. Creates value:
+    /// meant for genesis.
+    CreateAccount {
+        /// The new account.
+        account: AccountId,
+        /// Its starting coin balance.
+        balance: Value,
+    },
+    /// Moves `amount` coins from the sender to `to`; both accounts must exist.
+    Transfer {
+        /// The receiving account.
+        to: AccountId,
+        /// How many coins.
+        amount: Value,
+    },
+    /// Registers `asset` with the sender as its only minter.
+    CreateAsset {
+        /// The new asset.
+        asset: AssetId,
+    },
+    /// Mints `amount` of `asset` to `to`; only the asset's issuer may mint.
+    Mint {
+        /// The asset.
+        asset: AssetId,
+        /// The receiving account.
+        to: AccountId,
+        /// How much.
+        amount: Value,
+    },
+    /// Moves `amount` of `asset` from the sender to `to`.
+    TokenTransfer {
+        /// The asset.
+        asset: AssetId,
+        /// The receiving account.
+        to: AccountId,
+        /// How much.
+        amount: Value,
+    },
+    /// Creates a constant-product pool account trading `asset_a` for
+    /// `asset_b` with a fee of `fee_bps` basis points.
+    CreatePool {
+        /// The pool's account; its balances are the reserves.
+        pool: AccountId,
+        /// First asset of the pair.
+        asset_a: AssetId,
+        /// Second asset of the pair.
+        asset_b: AssetId,
+        /// Swap fee in basis points (at most 10 000).
+        fee_bps: Value,
+    },
+    /// Deposits `amount_a` and `amount_b` into `pool` and mints pool shares
+    /// to the sender.
+    AddLiquidity {
+        /// The pool.
+        pool: AccountId,
+        /// Deposit of the pool's first asset.
+        amount_a: Value,
+        /// Deposit of the pool's second asset.
+        amount_b: Value,
+    },
+    /// Swaps `amount_in` of `asset_in` for at least `min_out` of `asset_out`.
+    Swap {
+        /// The pool.
+        pool: AccountId,
+        /// The asset paid in.
+        asset_in: AssetId,
+        /// The asset received.
+        asset_out: AssetId,
+        /// How much is paid in.
+        amount_in: Value,
+        /// The slippage guard: the swap fails if it would pay out less.
+        min_out: Value,
+    },
+    /// Calls a user contract registered with the executor.
+    Custom {
+        /// Which contract.
+        contract: ContractId,
+        /// Its arguments.
+        args: Vec<Value>,
+    },
+}
+
+/// A transaction: who sends it, what it does, and what it may touch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transaction {
+    /// Its id.
+    pub id: TxId,
+    /// The sending account, whose authority the call uses.
+    pub sender: AccountId,
+    /// What it does.
+    pub call: Call,
+    /// What it may touch.
+    pub access: AccessSet,
+}
+
+impl Transaction {
+    /// A transaction with an explicitly declared access set (user contracts).
+    pub fn new(id: TxId, sender: AccountId, call: Call, access: AccessSet) -> Transaction {
+        Transaction {
+            id,
+            sender,
+            call,
+            access,
+        }
+    }
+
+    /// Creates `account` holding `balance` coins.
+    pub fn create_account(id: TxId, account: AccountId, balance: Value) -> Transaction {
+        let access = AccessSet::new([], [Key::balance(account, AssetId::COIN)]);
+        Transaction::new(
+            id,
+            account,
+            Call::CreateAccount { account, balance },
+            access,
+        )
+    }
+
+    /// Moves `amount` coins from `from` to `to`.
+    pub fn transfer(id: TxId, from: AccountId, to: AccountId, amount: Value) -> Transaction {
+        let access = AccessSet::new(
+            [],
+            [
+                Key::balance(from, AssetId::COIN),
+                Key::balance(to, AssetId::COIN),
+            ],
+        );
+        Transaction::new(id, from, Call::Transfer { to, amount }, access)
+    }
+
+    /// Registers `asset` with `issuer` as its minter.
+    pub fn create_asset(id: TxId, issuer: AccountId, asset: AssetId) -> Transaction {
+        let access = AccessSet::new([], [crate::contracts::token::issuer_key(asset)]);
+        Transaction::new(id, issuer, Call::CreateAsset { asset }, access)
+    }
+
+    /// Mints `amount` of `asset` to `to`, signed by `issuer`.
+    pub fn mint(
+        id: TxId,
+        issuer: AccountId,
+        asset: AssetId,
+        to: AccountId,
+        amount: Value,
+    ) -> Transaction {
+        let access = AccessSet::new(
+            [crate::contracts::token::issuer_key(asset)],
+            [Key::balance(to, asset)],
+        );
+        Transaction::new(id, issuer, Call::Mint { asset, to, amount }, access)
+    }
+
+    /// Moves `amount` of `asset` from `from` to `to`.
+    pub fn token_transfer(
+        id: TxId,
+        from: AccountId,
+        asset: AssetId,
+        to: AccountId,
+        amount: Value,
+    ) -> Transaction {
+        let access = AccessSet::new([], [Key::balance(from, asset), Key::balance(to, asset)]);
+        Transaction::new(id, from, Call::TokenTransfer { asset, to, amount }, access)
+    }
+
+    /// Creates pool `pool` for the pair (`asset_a`, `asset_b`).
+    pub fn create_pool(
+        id: TxId,
+        creator: AccountId,
+        pool: AccountId,
+        asset_a: AssetId,
+        asset_b: AssetId,
+        fee_bps: Value,
+    ) -> Transaction {
+        use crate::contracts::amm::fields;
+        let access = AccessSet::new([], fields(pool));
+        let call = Call::CreatePool {
+            pool,
+            asset_a,
+            asset_b,
+            fee_bps,
+        };
+        Transaction::new(id, creator, call, access)
+    }
+
+    /// Deposits liquidity into `pool`, whose pair is (`asset_a`, `asset_b`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_liquidity(
+        id: TxId,
+        provider: AccountId,
+        pool: AccountId,
+        asset_a: AssetId,
+        asset_b: AssetId,
+        amount_a: Value,
+        amount_b: Value,
+    ) -> Transaction {
+        use crate::contracts::amm::fields;
+        let [a, b, fee, supply] = fields(pool);
+        let access = AccessSet::new(
+            [a, b, fee],
+            [
+                supply,
+                Key::balance(pool, asset_a),
+                Key::balance(pool, asset_b),
+                Key::balance(provider, asset_a),
+                Key::balance(provider, asset_b),
+                Key::balance(provider, AssetId::lp_shares(pool)),
+            ],
+        );
+        let call = Call::AddLiquidity {
+            pool,
+            amount_a,
+            amount_b,
+        };
+        Transaction::new(id, provider, call, access)
+    }
+
+    /// Swaps `amount_in` of `asset_in` for at least `min_out` of `asset_out`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn swap(
+        id: TxId,
+        trader: AccountId,
+        pool: AccountId,
+        asset_in: AssetId,
+        asset_out: AssetId,
+        amount_in: Value,
+        min_out: Value,
+    ) -> Transaction {
+        use crate::contracts::amm::fields;
+        let [a, b, fee, _] = fields(pool);
+        let access = AccessSet::new(
+            [a, b, fee],
+            [
+                Key::balance(pool, asset_in),
+                Key::balance(pool, asset_out),
+                Key::balance(trader, asset_in),
+                Key::balance(trader, asset_out),
+            ],
+        );
+        let call = Call::Swap {
+            pool,
+            asset_in,
+            asset_out,
+            amount_in,
+            min_out,
+        };
+        Transaction::new(id, trader, call, access)
+    }
+
+    /// Calls user contract `contract`.
+    pub fn custom(
+        id: TxId,
+        sender: AccountId,
+        contract: ContractId,
+        args: Vec<Value>,
+        access: AccessSet,
+    ) -> Transaction {
+        Transaction::new(id, sender, Call::Custom { contract, args }, access)
+    }
+}
+
+/// Why a transaction did not commit. Every reason names what it is about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum TxError {
+    /// A debit larger than the balance.
+    #[error("insufficient funds: {key} holds {available}, {needed} needed")]
+    InsufficientFunds {
+        /// The balance debited.
+        key: Key,
+        /// What the debit needed.
+        needed: Value,
+        /// What the balance held.
+        available: Value,
+    },
+    /// An account that does not exist.
+    #[error("unknown account: {account}")]
+    UnknownAccount {
+        /// The account.
+        account: AccountId,
+    },
+    /// Something a call needs does not exist (an asset, a pool).
+    #[error("not found: {key}")]
+    NotFound {
+        /// The missing key.
+        key: Key,
+    },
+    /// Something a call creates already exists.
+    #[error("already exists: {key}")]
+    AlreadyExists {
+        /// The existing key.
+        key: Key,
+    },
+    /// Checked arithmetic overflowed while updating `key`.
+    #[error("arithmetic overflow on {key}")]
+    Overflow {
+        /// The key being updated.
+        key: Key,
+    },
+    /// The call touched a key it did not declare (or wrote a read-only key).
+    #[error("access outside the declared set: {} {key}", if *write { "write to" } else { "read of" })]
+    AccessViolation {
+        /// The key.
+        key: Key,
+        /// Whether the access was a write.
+        write: bool,
+    },
+    /// The sender may not do this.
+    #[error("unauthorised: {sender} may not {action}")]
+    Unauthorized {
+        /// The sender.
+        sender: AccountId,
+        /// What it tried.
+        action: String,
+    },
+    /// A swap would pay out less than its guard allows.
+    #[error("slippage: swap would pay {amount_out}, guard requires at least {min_out}")]
+    SlippageExceeded {
+        /// The guard.
+        min_out: Value,
+        /// What the swap would have paid.
+        amount_out: Value,
+    },
+    /// The called user contract is not registered.
+    #[error("unknown contract {}", contract.0)]
+    UnknownContract {
+        /// The contract id.
+        contract: ContractId,
+    },
+    /// Contract code panicked; its effects were discarded.
+    #[error("contract panicked: {message}")]
+    ContractPanicked {
+        /// The panic message.
+        message: String,
+    },
+    /// Malformed input.
+    #[error("invalid input: {reason}")]
+    InvalidInput {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A cross-shard transaction was aborted because another of its legs
+    /// failed or its coordinator decided abort.
+    #[error("cross-shard transaction aborted: {reason}")]
+    CrossShardAborted {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The outcome of one transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Status {
+    /// Applied. `output` is the call's return value (a swap's amount out,
+    /// minted pool shares, a user contract's result; 0 otherwise).
+    Committed {
+        /// The return value.
+        output: Value,
+    },
+    /// Not applied, for the reason given.
+    Failed(TxError),
+}
+
+/// What a client gets back for a transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The transaction.
+    pub tx_id: TxId,
+    /// What happened.
+    pub status: Status,
+}
+
+impl Receipt {
+    /// Whether the transaction was applied.
+    pub fn is_committed(&self) -> bool {
+        matches!(self.status, Status::Committed { .. })
+    }
+
+    /// The failure reason, if any.
+    pub fn error(&self) -> Option<&TxError> {
+        match &self.status {
+            Status::Failed(e) => Some(e),
+            Status::Committed { .. } => None,
+        }
+    }
+}

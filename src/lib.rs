@@ -1,0 +1,14 @@
+//! parashard: sharded smart-contract execution.
+#![warn(missing_docs)]
+
+pub use parashard_actors as actors;
+pub use parashard_protocols as protocols;
+
+/// Everything a typical user needs.
+pub mod prelude {
+    pub use parashard_protocols::{
+        AccessSet, AccountId, AssetId, BlockExecutor, Call, Context, Contract, ContractId, Key,
+        ParallelExecutor, Receipt, Registry, SequentialExecutor, State, Status, Transaction,
+        TxError, TxId, Value,
+    };
+}
