@@ -189,11 +189,15 @@ impl AccessSet {
                 ),
             });
         }
-        let keys: SmallVec<[&Key; 8]> = self.keys().collect();
-        for (i, a) in keys.iter().enumerate() {
-            if keys[..i].contains(a) {
+        let key_at = |i: usize| match self.reads.get(i) {
+            Some(key) => key,
+            None => &self.writes[i - self.reads.len()],
+        };
+        for i in 1..self.len() {
+            let key = key_at(i);
+            if (0..i).any(|j| key_at(j) == key) {
                 return Err(TxError::InvalidInput {
-                    reason: format!("access set declares {a} twice"),
+                    reason: format!("access set declares {key} twice"),
                 });
             }
         }

@@ -209,6 +209,30 @@ impl Partition {
         *self = grown;
     }
 
+    /// Asks the CPU to start loading the line where a probe for a key with
+    /// hash `h` begins. Lookups in a large state are cache misses; issuing
+    /// them a few transactions ahead lets them overlap.
+    #[inline]
+    pub(crate) fn prefetch(&self, h: u64) {
+        self.prefetch_slot(h as usize & self.mask());
+    }
+
+    /// Asks the CPU to start loading slot `index`.
+    #[inline]
+    pub(crate) fn prefetch_slot(&self, index: usize) {
+        let slot: *const Slot = &self.slots[index];
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch is a hint that never dereferences its operand
+        // (no fault even for a bad address), and SSE is part of the x86_64
+        // baseline.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(slot.cast());
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = slot;
+    }
+
     #[inline]
     pub(crate) fn slot(&self, index: usize) -> &Slot {
         &self.slots[index]
@@ -304,6 +328,13 @@ impl State {
             .filter(|(key, _)| key.asset() == Some(asset))
             .map(|(_, value)| u128::from(value))
             .sum()
+    }
+
+    /// Starts loading `key`'s slot into cache; see [`Partition::prefetch`].
+    #[inline]
+    pub(crate) fn prefetch(&self, key: &Key) {
+        let h = hash(key);
+        self.partitions[partition_of(h)].prefetch(h);
     }
 
     #[inline]

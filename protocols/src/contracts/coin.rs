@@ -28,9 +28,29 @@ pub fn create_account(
 #[inline]
 pub fn transfer(ctx: &mut Context<'_>, to: AccountId, amount: Value) -> Result<Value, TxError> {
     let from = ctx.sender();
-    ctx.require_account(from)?;
-    ctx.require_account(to)?;
-    ctx.debit(Key::balance(from, AssetId::COIN), amount)?;
-    ctx.credit(Key::balance(to, AssetId::COIN), amount)?;
+    let from_key = Key::balance(from, AssetId::COIN);
+    let to_key = Key::balance(to, AssetId::COIN);
+    // One read per account: existence and balance at once.
+    let available = ctx
+        .read(from_key)?
+        .ok_or(TxError::UnknownAccount { account: from })?;
+    let to_balance = ctx
+        .read(to_key)?
+        .ok_or(TxError::UnknownAccount { account: to })?;
+    let from_left = available
+        .checked_sub(amount)
+        .ok_or(TxError::InsufficientFunds {
+            key: from_key,
+            needed: amount,
+            available,
+        })?;
+    if from == to {
+        return Ok(0);
+    }
+    let to_sum = to_balance
+        .checked_add(amount)
+        .ok_or(TxError::Overflow { key: to_key })?;
+    ctx.write(from_key, from_left)?;
+    ctx.write(to_key, to_sum)?;
     Ok(0)
 }

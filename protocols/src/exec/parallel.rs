@@ -32,8 +32,8 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
 
 use smallvec::SmallVec;
 
@@ -56,7 +56,10 @@ const CONFLICT_WINDOW: usize = 4 * CHUNK;
 /// The block runs sequentially if more than 1/`CONTENDED_DIVISOR` of the
 /// sample conflicts.
 const CONTENDED_DIVISOR: usize = 5;
-const NO_DEPENDENCY: u32 = u32::MAX;
+/// Keys a worker prefetches ahead during analysis.
+const PREFETCH_KEYS: usize = 8;
+/// Transactions a worker prefetches ahead during execution.
+const PREFETCH_TXS: usize = 4;
 /// Spins before a waiting worker yields its core.
 const SPINS_BEFORE_YIELD: u32 = 128;
 
@@ -77,6 +80,8 @@ pub struct ParallelExecutor {
     registry: Arc<Registry>,
     workers: usize,
     pool: rayon::ThreadPool,
+    /// The block plan, whose buffers every block reuses.
+    plan: Mutex<Plan>,
     parallel_blocks: AtomicU64,
     sequential_blocks: AtomicU64,
     waits: AtomicU64,
@@ -107,6 +112,7 @@ impl ParallelExecutor {
             registry,
             workers,
             pool,
+            plan: Mutex::new(Plan::new(workers)),
             parallel_blocks: AtomicU64::new(0),
             sequential_blocks: AtomicU64::new(0),
             waits: AtomicU64::new(0),
@@ -140,37 +146,82 @@ impl BlockExecutor for ParallelExecutor {
             return Ok(execute_in_order(state, block, &self.registry));
         }
         self.parallel_blocks.fetch_add(1, Ordering::Relaxed);
-        let plan = self.analyse(state, block);
-        Ok(self.execute(state, block, &plan))
+        // Reuse the buffers of an earlier block: fresh ones would cost page
+        // faults on every block.
+        // Holding the plan serialises parallel blocks: phase 1 waits on a
+        // barrier, which two interleaved broadcasts could deadlock.
+        let mut plan = lock(&self.plan);
+        self.analyse(state, block, &mut plan);
+        let receipts = self.execute(state, block, &plan);
+        Ok(receipts)
     }
 }
 
-/// Phase 1's output, indexed by declared key (`first[i]..first[i + 1]` are
-/// transaction `i`'s keys, reads then writes).
+/// Phase 1's output. Declared keys are numbered through the block:
+/// `first[i]..first[i + 1]` are transaction `i`'s keys, reads then writes.
 struct Plan {
     first: Vec<u32>,
-    /// The key's slot: partition in the high half, slot index in the low.
-    slots: Vec<AtomicU64>,
-    /// The previous transaction that declared the key, or `NO_DEPENDENCY`.
-    dependencies: Vec<AtomicU32>,
+    /// One per worker, each written only by its worker: no cache line is
+    /// written by two cores during phase 1.
+    workers: Vec<WorkerPlan>,
+    /// `outboxes[from][to]`: keys worker `from` routes to worker `to`.
+    outboxes: Vec<Vec<Mutex<Vec<Routed>>>>,
 }
 
-impl ParallelExecutor {
-    fn analyse(&self, state: &mut State, block: &[Transaction]) -> Plan {
-        let mut first = Vec::with_capacity(block.len() + 1);
-        let mut total = 0u32;
-        first.push(0);
-        for tx in block {
-            // MAX_BLOCK_TXS * MAX_ACCESS_KEYS keeps this below u32::MAX for
-            // valid sets; oversize sets are bounded below.
-            total += tx.access.len().min(crate::model::MAX_ACCESS_KEYS + 1) as u32;
-            first.push(total);
+/// What one worker found for the keys in its partitions; zero for keys in
+/// other workers' partitions.
+struct WorkerPlan {
+    /// `(partition << 32 | slot index) + 1`.
+    slots: Vec<u64>,
+    /// The previous transaction that declared the key, plus one.
+    dependencies: Vec<u32>,
+}
+
+impl Plan {
+    fn new(workers: usize) -> Plan {
+        Plan {
+            first: Vec::new(),
+            workers: (0..workers)
+                .map(|_| WorkerPlan {
+                    slots: Vec::new(),
+                    dependencies: Vec::new(),
+                })
+                .collect(),
+            outboxes: (0..workers)
+                .map(|_| (0..workers).map(|_| Mutex::new(Vec::new())).collect())
+                .collect(),
         }
-        let plan = Plan {
-            first,
-            slots: (0..total).map(|_| AtomicU64::new(0)).collect(),
-            dependencies: (0..total).map(|_| AtomicU32::new(NO_DEPENDENCY)).collect(),
-        };
+    }
+
+    /// The slot and the dependency (if any) of declared key `k`.
+    #[inline]
+    fn key(&self, k: usize) -> (usize, usize, Option<usize>) {
+        let (packed, dependency) = self
+            .workers
+            .iter()
+            .find_map(|w| (w.slots[k] != 0).then(|| (w.slots[k] - 1, w.dependencies[k])))
+            .expect("phase 1 resolved every declared key");
+        let dependency = dependency.checked_sub(1).map(|d| d as usize);
+        ((packed >> 32) as usize, packed as u32 as usize, dependency)
+    }
+}
+
+/// How far a chunk's worker has come: transactions `chunk * CHUNK + n` for
+/// `n < progress` are done. One cache line each, written by one core.
+#[repr(align(64))]
+struct Progress(AtomicU32);
+
+impl ParallelExecutor {
+    fn analyse(&self, state: &mut State, block: &[Transaction], plan: &mut Plan) {
+        plan.first.clear();
+        plan.first.push(0);
+        let mut total = 0u32;
+        for tx in block {
+            // An oversize set fails validation; its surplus keys are not
+            // scheduled, and this bound keeps the count far below u32::MAX.
+            total += tx.access.len().min(crate::model::MAX_ACCESS_KEYS + 1) as u32;
+            plan.first.push(total);
+        }
         let epoch = state.next_epoch();
         let workers = self.workers;
         let mut groups: Vec<Vec<(usize, &mut Partition)>> =
@@ -178,17 +229,30 @@ impl ParallelExecutor {
         for (p, partition) in state.partitions_mut().iter_mut().enumerate() {
             groups[p % workers].push((p, partition));
         }
-        let plan_ref = &plan;
-        self.pool.scope(|scope| {
-            for group in groups {
-                scope.spawn(move |_| analyse_partitions(group, block, epoch, workers, plan_ref));
-            }
+        // Each worker thread takes the same plan every block (broadcast
+        // indices are thread indices), so its buffers stay in its cache.
+        let jobs: Vec<Mutex<AnalysisJob<'_>>> = groups
+            .into_iter()
+            .zip(plan.workers.iter_mut())
+            .map(Mutex::new)
+            .collect();
+        let (first, outboxes) = (&plan.first, &plan.outboxes);
+        let barrier = Barrier::new(workers);
+        self.pool.broadcast(|ctx| {
+            let w = ctx.index();
+            route_keys(w, workers, block, first, &outboxes[w]);
+            barrier.wait();
+            let mut job = lock(&jobs[w]);
+            let (group, worker_plan) = &mut *job;
+            let inboxes: Vec<_> = outboxes.iter().map(|from| lock(&from[w])).collect();
+            analyse_partitions(group, worker_plan, &inboxes, epoch, total as usize);
         });
-        plan
     }
 
     fn execute(&self, state: &State, block: &[Transaction], plan: &Plan) -> Vec<Receipt> {
-        let done: Vec<AtomicBool> = (0..block.len()).map(|_| AtomicBool::new(false)).collect();
+        let progress: Vec<Progress> = (0..block.len().div_ceil(CHUNK))
+            .map(|_| Progress(AtomicU32::new(0)))
+            .collect();
         let next_chunk = AtomicUsize::new(0);
         let chunks: Mutex<Vec<(usize, Vec<Receipt>)>> =
             Mutex::new(Vec::with_capacity(block.len() / CHUNK + 1));
@@ -196,29 +260,37 @@ impl ParallelExecutor {
             let mut mine = Vec::new();
             let mut waits = 0u64;
             loop {
-                let start = next_chunk.fetch_add(CHUNK, Ordering::Relaxed);
+                let chunk = next_chunk.fetch_add(1, Ordering::Relaxed);
+                let start = chunk * CHUNK;
                 if start >= block.len() {
                     break;
                 }
                 let end = (start + CHUNK).min(block.len());
                 let mut receipts = Vec::with_capacity(end - start);
+                #[allow(clippy::needless_range_loop)] // `i` indexes the plan too
                 for i in start..end {
-                    let keys = plan.first[i] as usize..plan.first[i + 1] as usize;
-                    for k in keys.clone() {
-                        let dependency = plan.dependencies[k].load(Ordering::Relaxed);
-                        if dependency != NO_DEPENDENCY {
-                            waits += u64::from(wait_for(&done[dependency as usize]));
+                    // Slots were last touched by phase 1, often on the other
+                    // core: start moving them here a few transactions ahead.
+                    if i + PREFETCH_TXS < end {
+                        let ahead = i + PREFETCH_TXS;
+                        for k in plan.first[ahead] as usize..plan.first[ahead + 1] as usize {
+                            let (partition, index, _) = plan.key(k);
+                            state.partitions()[partition].prefetch_slot(index);
                         }
                     }
-                    let slots: SmallVec<[Option<&Slot>; 8]> = keys
-                        .map(|k| {
-                            let packed = plan.slots[k].load(Ordering::Relaxed);
-                            let partition = &state.partitions()[(packed >> 32) as usize];
-                            Some(partition.slot(packed as u32 as usize))
-                        })
-                        .collect();
+                    let keys = plan.first[i] as usize..plan.first[i + 1] as usize;
+                    let mut slots: SmallVec<[Option<&Slot>; 8]> = SmallVec::new();
+                    for k in keys {
+                        let (partition, index, dependency) = plan.key(k);
+                        if let Some(d) = dependency {
+                            waits += u64::from(wait_for(&progress, d));
+                        }
+                        slots.push(Some(state.partitions()[partition].slot(index)));
+                    }
                     receipts.push(run_resolved(&block[i], &slots, &self.registry));
-                    done[i].store(true, Ordering::Release);
+                    progress[chunk]
+                        .0
+                        .store((i + 1 - start) as u32, Ordering::Release);
                 }
                 mine.push((start, receipts));
             }
@@ -249,67 +321,110 @@ impl ParallelExecutor {
     }
 }
 
-/// Phase 1 for one worker's partitions; see the module docs.
-fn analyse_partitions(
-    mut group: Vec<(usize, &mut Partition)>,
-    block: &[Transaction],
-    epoch: u32,
+/// One worker's phase-1 job: its partitions (with their numbers) and its plan.
+type AnalysisJob<'a> = (Vec<(usize, &'a mut Partition)>, &'a mut WorkerPlan);
+
+/// A declared key on its way to the worker that owns its partition.
+struct Routed {
+    tx: u32,
+    /// The key's number in the block (see [`Plan`]).
+    number: u32,
+    hash: u64,
+    key: Key,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Phase 1a: worker `w` hashes the keys of its share of the block and sorts
+/// them into one outbox per owning worker, keeping block order.
+fn route_keys(
+    w: usize,
     workers: usize,
-    plan: &Plan,
+    block: &[Transaction],
+    first: &[u32],
+    outboxes: &[Mutex<Vec<Routed>>],
 ) {
+    let mut outboxes: Vec<_> = outboxes.iter().map(lock).collect();
+    outboxes.iter_mut().for_each(|outbox| outbox.clear());
+    let share = block.len().div_ceil(workers);
+    let range = (w * share).min(block.len())..((w + 1) * share).min(block.len());
+    for i in range {
+        let base = first[i];
+        let len = (first[i + 1] - base) as usize;
+        for (offset, key) in block[i].access.keys().take(len).enumerate() {
+            let hash = hash(key);
+            outboxes[partition_of(hash) % workers].push(Routed {
+                tx: i as u32,
+                number: base + offset as u32,
+                hash,
+                key: *key,
+            });
+        }
+    }
+}
+
+/// Phase 1b for one worker's partitions; see the module docs. `inboxes`
+/// come from workers in block order.
+fn analyse_partitions(
+    group: &mut [(usize, &mut Partition)],
+    plan: &mut WorkerPlan,
+    inboxes: &[std::sync::MutexGuard<'_, Vec<Routed>>],
+    epoch: u32,
+    total: usize,
+) {
+    plan.slots.clear();
+    plan.slots.resize(total, 0);
+    plan.dependencies.clear();
+    plan.dependencies.resize(total, 0);
     // Which group entry holds partition p, if this worker owns it.
     let mut owned = [usize::MAX; PARTITIONS];
     for (position, (p, _)) in group.iter().enumerate() {
         owned[*p] = position;
     }
-    // Pass 1: hash every key once, keep ours, and count them per partition
-    // so each table grows at most once and slot indices stay valid.
-    let mut mine: Vec<(u32, u32, u64)> = Vec::with_capacity(plan.slots.len() / workers + 16);
+    // Grow each table at most once, before any slot index is handed out.
     let mut counts = [0usize; PARTITIONS];
-    for (i, tx) in block.iter().enumerate() {
-        let base = plan.first[i];
-        let len = plan.first[i + 1] - base;
-        for (offset, key) in tx.access.keys().take(len as usize).enumerate() {
-            let h = hash(key);
-            let p = partition_of(h);
-            if owned[p] != usize::MAX {
-                mine.push((i as u32, base + offset as u32, h));
-                counts[p] += 1;
-            }
-        }
+    for routed in inboxes.iter().flat_map(|inbox| inbox.iter()) {
+        counts[partition_of(routed.hash)] += 1;
     }
     for (p, partition) in group.iter_mut() {
         partition.reserve(counts[*p]);
     }
-    // Pass 2: find or insert, tag, record.
-    for (i, k, h) in mine {
-        let p = partition_of(h);
+    let mut ahead = inboxes
+        .iter()
+        .flat_map(|inbox| inbox.iter())
+        .skip(PREFETCH_KEYS);
+    for routed in inboxes.iter().flat_map(|inbox| inbox.iter()) {
+        if let Some(next) = ahead.next() {
+            group[owned[partition_of(next.hash)]].1.prefetch(next.hash);
+        }
+        let p = partition_of(routed.hash);
+        debug_assert_ne!(owned[p], usize::MAX, "routed to its owner");
         let partition = &mut group[owned[p]].1;
-        let key: &Key = block[i as usize]
-            .access
-            .keys()
-            .nth((k - plan.first[i as usize]) as usize)
-            .expect("recorded from this access set");
-        let index = partition.find_or_insert(key, h);
-        if let Some(previous) = partition.tag(index, epoch, i) {
+        let index = partition.find_or_insert(&routed.key, routed.hash);
+        let number = routed.number as usize;
+        if let Some(previous) = partition.tag(index, epoch, routed.tx) {
             // A key declared twice by one transaction is no dependency (the
             // transaction is rejected as invalid anyway).
-            if previous != i {
-                plan.dependencies[k as usize].store(previous, Ordering::Relaxed);
+            if previous != routed.tx {
+                plan.dependencies[number] = previous + 1;
             }
         }
-        plan.slots[k as usize].store(((p as u64) << 32) | index as u64, Ordering::Relaxed);
+        plan.slots[number] = (((p as u64) << 32) | index as u64) + 1;
     }
 }
 
-/// Waits until `flag` is set; returns whether it had to wait.
+/// Waits until transaction `tx` is done; returns whether it had to wait.
 #[inline]
-fn wait_for(flag: &AtomicBool) -> bool {
-    if flag.load(Ordering::Acquire) {
+fn wait_for(progress: &[Progress], tx: usize) -> bool {
+    let (chunk, n) = (tx / CHUNK, (tx % CHUNK) as u32);
+    let done = || progress[chunk].0.load(Ordering::Acquire) > n;
+    if done() {
         return false;
     }
     let mut spins = 0u32;
-    while !flag.load(Ordering::Acquire) {
+    while !done() {
         if spins < SPINS_BEFORE_YIELD {
             std::hint::spin_loop();
             spins += 1;
