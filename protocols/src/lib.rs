@@ -8,7 +8,9 @@
 pub mod contracts;
 pub mod exec;
 pub mod model;
+pub mod placement;
 pub mod state;
+pub mod twopc;
 pub mod workload;
 
 pub use contracts::{Context, Contract, Registry, RegistryError};

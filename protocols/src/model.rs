@@ -44,7 +44,9 @@ impl AssetId {
 pub struct ContractId(pub u64);
 
 /// Identifies a shard.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct ShardId(pub u32);
 
 impl fmt::Display for ShardId {

@@ -59,3 +59,37 @@ fn check_block_size(block: &[Transaction]) -> Result<(), ExecutorError> {
     }
     Ok(())
 }
+
+/// Executes one transaction against explicitly given values of its declared
+/// keys (`None`: the key does not exist) instead of a shard's state, and
+/// returns its output and the writes it makes. This is how a cross-shard
+/// transaction runs once every shard has locked and sent its keys.
+pub fn execute_with_values(
+    tx: &Transaction,
+    values: &[(crate::model::Key, Option<crate::model::Value>)],
+    registry: &crate::contracts::Registry,
+) -> Result<
+    (
+        crate::model::Value,
+        Vec<(crate::model::Key, crate::model::Value)>,
+    ),
+    crate::model::TxError,
+> {
+    let mut state = State::with_capacity(values.len());
+    for (key, value) in values {
+        if let Some(value) = value {
+            state.set(*key, *value);
+        }
+    }
+    let slots: smallvec::SmallVec<[Option<&crate::state::Slot>; 8]> =
+        tx.access.keys().map(|key| state.slot(key)).collect();
+    let (output, writes) = crate::contracts::run(tx, &slots, registry)?;
+    let keys: smallvec::SmallVec<[&crate::model::Key; 8]> = tx.access.keys().collect();
+    Ok((
+        output,
+        writes
+            .into_iter()
+            .map(|(position, value)| (*keys[usize::from(position)], value))
+            .collect(),
+    ))
+}
