@@ -4,8 +4,13 @@
 pub use parashard_actors as actors;
 pub use parashard_protocols as protocols;
 
+mod cluster;
+pub use cluster::{failed, Cluster, ClusterBuilder, ClusterError, MetricsSnapshot};
+
 /// Everything a typical user needs.
 pub mod prelude {
+    pub use crate::{Cluster, ClusterError};
+    pub use parashard_protocols::model::ShardId;
     pub use parashard_protocols::{
         AccessSet, AccountId, AssetId, BlockExecutor, Call, Context, Contract, ContractId, Key,
         ParallelExecutor, Receipt, Registry, SequentialExecutor, State, Status, Transaction,

@@ -1,0 +1,130 @@
+//! Starting and stopping the actor system: one arbiter (thread) per shard
+//! and one for the coordinator, each actor under a supervisor.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use parashard_protocols::contracts::Registry;
+use parashard_protocols::exec::{ExecutorError, ParallelExecutor};
+use parashard_protocols::model::ShardId;
+use parashard_protocols::placement::Placement;
+use parashard_protocols::twopc::CoordinatorConfig;
+
+use crate::coordinator::{Connect, CoordinatorActor};
+use crate::shard::ShardActor;
+use crate::storage::{CoordinatorRecord, ShardRecord, Storage};
+
+/// Everything needed to start the actors.
+pub struct RuntimeConfig {
+    /// Where keys live.
+    pub placement: Placement,
+    /// Executor workers per shard.
+    pub workers: usize,
+    /// User contracts.
+    pub registry: Arc<Registry>,
+    /// 2PC tunables.
+    pub coordinator: CoordinatorConfig,
+    /// One log per shard.
+    pub shard_storage: Vec<Arc<dyn Storage<ShardRecord>>>,
+    /// The coordinator's log.
+    pub coordinator_storage: Arc<dyn Storage<CoordinatorRecord>>,
+}
+
+/// Error starting the runtime.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// An executor could not be built.
+    #[error(transparent)]
+    Executor(#[from] ExecutorError),
+    /// The actor system thread failed to start.
+    #[error("actor system failed to start: {0}")]
+    Start(String),
+}
+
+/// A running actor system.
+pub struct Runtime {
+    /// The shards' addresses, by shard id.
+    pub shards: Vec<Addr<ShardActor>>,
+    /// The coordinator's address.
+    pub coordinator: Addr<CoordinatorActor>,
+    system: actix::System,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Runtime {
+    /// Starts the actors on their own threads.
+    pub fn start(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        let shards = config.placement.shards() as usize;
+        if config.shard_storage.len() != shards {
+            return Err(RuntimeError::Start(format!(
+                "{} shard logs for {shards} shards",
+                config.shard_storage.len()
+            )));
+        }
+        let executors = (0..shards)
+            .map(|_| ParallelExecutor::new(config.workers, config.registry.clone()).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("parashard-system".into())
+            .spawn(move || {
+                let system = actix::System::new();
+                system.block_on(async move {
+                    let coordinator_arbiter = Arbiter::new();
+                    let (placement, registry, coordinator_config, storage) = (
+                        config.placement.clone(),
+                        config.registry.clone(),
+                        config.coordinator.clone(),
+                        config.coordinator_storage.clone(),
+                    );
+                    let coordinator = actix::Supervisor::start_in_arbiter(
+                        &coordinator_arbiter.handle(),
+                        move |_| {
+                            CoordinatorActor::new(coordinator_config, placement, registry, storage)
+                        },
+                    );
+                    let mut addrs = Vec::with_capacity(shards);
+                    for (i, (executor, storage)) in
+                        executors.into_iter().zip(config.shard_storage).enumerate()
+                    {
+                        let arbiter = Arbiter::new();
+                        let recipient = coordinator.clone().recipient();
+                        let addr =
+                            actix::Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+                                ShardActor::new(ShardId(i as u32), executor, storage, recipient)
+                            });
+                        addrs.push(addr);
+                    }
+                    coordinator.do_send(Connect(addrs.clone()));
+                    let _ = sender.send((addrs, coordinator, actix::System::current()));
+                });
+                let _ = system.run();
+            })
+            .map_err(|e| RuntimeError::Start(e.to_string()))?;
+        let (shards, coordinator, system) = receiver
+            .recv()
+            .map_err(|_| RuntimeError::Start("actor system thread exited".into()))?;
+        Ok(Runtime {
+            shards,
+            coordinator,
+            system,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops every actor and waits for the system thread.
+    pub fn stop(&mut self) {
+        self.system.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

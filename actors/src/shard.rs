@@ -1,0 +1,293 @@
+//! The shard actor: owns one shard's state, executes local blocks with the
+//! parallel executor, and is the 2PC participant of its shard.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+use tracing::{debug_span, warn};
+
+use parashard_protocols::exec::{BlockExecutor, ParallelExecutor};
+use parashard_protocols::model::{Key, Receipt, ShardId, Status, Transaction, TxError, Value};
+use parashard_protocols::state::State;
+use parashard_protocols::twopc::{Participant, ToCoordinator, ToParticipant};
+
+use crate::batch::{BatchReply, Batches};
+use crate::storage::{ShardRecord, Storage, StorageError};
+
+/// Local transactions for this shard, answered in batch order.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubmitLocal {
+    /// The transactions; every key lives on this shard.
+    pub txs: Vec<Transaction>,
+    /// Where the receipts go.
+    pub reply: BatchReply,
+}
+
+/// A batch of 2PC messages from the coordinator.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FromCoordinator(pub Vec<ToParticipant>);
+
+/// A batch of 2PC messages for the coordinator.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FromShard(pub Vec<ToCoordinator>);
+
+/// Reads keys; a key locked by a prepared transaction reads its last
+/// committed value.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Read {
+    /// The keys.
+    pub keys: Vec<Key>,
+    /// Where the values go.
+    pub reply: oneshot::Sender<Vec<Option<Value>>>,
+}
+
+/// Fault injection: the shard fails now, losing everything not in storage.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Crash;
+
+/// See the module docs.
+pub struct ShardActor {
+    shard: ShardId,
+    executor: Arc<ParallelExecutor>,
+    storage: Arc<dyn Storage<ShardRecord>>,
+    coordinator: Recipient<FromShard>,
+    state: State,
+    participant: Participant,
+    batches: Batches,
+    /// Local transactions waiting for locks, in arrival order.
+    deferred: VecDeque<Transaction>,
+    /// A storage failure is sticky: the shard refuses work after it.
+    failed: Option<StorageError>,
+}
+
+impl ShardActor {
+    /// A shard actor; its state is recovered from `storage` when it starts.
+    pub fn new(
+        shard: ShardId,
+        executor: Arc<ParallelExecutor>,
+        storage: Arc<dyn Storage<ShardRecord>>,
+        coordinator: Recipient<FromShard>,
+    ) -> ShardActor {
+        ShardActor {
+            shard,
+            executor,
+            storage,
+            coordinator,
+            state: State::new(),
+            participant: Participant::new(shard),
+            batches: Batches::default(),
+            deferred: VecDeque::new(),
+            failed: None,
+        }
+    }
+
+    /// Drops all in-memory state and rebuilds it from storage.
+    fn recover(&mut self) {
+        let _span = debug_span!("recover", shard = self.shard.0).entered();
+        self.state = State::new();
+        self.participant = Participant::new(self.shard);
+        self.batches = Batches::default();
+        self.deferred.clear();
+        self.failed = None;
+        let records = match self.storage.read_all() {
+            Ok(records) => records,
+            Err(error) => {
+                warn!(shard = self.shard.0, %error, "recovery failed; shard refuses work");
+                self.failed = Some(error);
+                return;
+            }
+        };
+        for record in records {
+            match record {
+                ShardRecord::Block(txs) => {
+                    // Re-execution is deterministic; the block was accepted
+                    // once, so it fits the executor's limits.
+                    let _ = self.executor.execute_block(&mut self.state, &txs);
+                }
+                ShardRecord::Prepared { tx, keys } => {
+                    self.participant.prepare(tx, keys, |_| None);
+                }
+                ShardRecord::Committed { tx, writes } => {
+                    for (key, value) in self.participant.commit(tx, writes).apply {
+                        self.state.set(key, value);
+                    }
+                }
+                ShardRecord::Aborted { tx } => self.participant.abort(tx),
+            }
+        }
+    }
+
+    fn fail_all(&mut self, txs: Vec<Transaction>, error: &StorageError) {
+        for tx in txs {
+            let reason = format!("{} failed: {error}", self.shard);
+            self.batches.complete(Receipt {
+                tx_id: tx.id,
+                status: Status::Failed(TxError::CrossShardAborted { reason }),
+            });
+        }
+    }
+
+    /// Executes whatever queued transactions no lock holds back, as one
+    /// block. A transaction that shares a key with a held-back one is held
+    /// back too, so each key still sees transactions in arrival order.
+    fn run_ready(&mut self) {
+        if self.deferred.is_empty() {
+            return;
+        }
+        let mut blocked: HashSet<Key> = HashSet::new();
+        let mut ready = Vec::new();
+        let mut waiting = VecDeque::new();
+        for tx in self.deferred.drain(..) {
+            let held = tx
+                .access
+                .keys()
+                .any(|k| self.participant.is_locked(k) || blocked.contains(k));
+            if held {
+                blocked.extend(tx.access.keys().copied());
+                waiting.push_back(tx);
+            } else {
+                ready.push(tx);
+            }
+        }
+        self.deferred = waiting;
+        if ready.is_empty() {
+            return;
+        }
+        if let Some(error) = self.failed.clone() {
+            self.fail_all(ready, &error);
+            return;
+        }
+        let _span = debug_span!("execute_block", shard = self.shard.0, txs = ready.len()).entered();
+        // Log first: a receipt is only sent for a block that is durable.
+        if let Err(error) = self.storage.append(vec![ShardRecord::Block(ready.clone())]) {
+            self.failed = Some(error.clone());
+            self.fail_all(ready, &error);
+            return;
+        }
+        match self.executor.execute_block(&mut self.state, &ready) {
+            Ok(receipts) => receipts.into_iter().for_each(|r| self.batches.complete(r)),
+            Err(error) => {
+                let reason = error.to_string();
+                for tx in ready {
+                    self.batches.complete(Receipt {
+                        tx_id: tx.id,
+                        status: Status::Failed(TxError::InvalidInput {
+                            reason: reason.clone(),
+                        }),
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl Actor for ShardActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Bounded mailbox: senders wait when the shard is saturated.
+        ctx.set_mailbox_capacity(1024);
+        self.recover();
+    }
+}
+
+impl actix::Supervised for ShardActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        warn!(shard = self.shard.0, "shard restarting");
+    }
+}
+
+impl Handler<SubmitLocal> for ShardActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubmitLocal, _ctx: &mut Context<Self>) {
+        let _span = debug_span!("submit", shard = self.shard.0, txs = msg.txs.len()).entered();
+        let (_, proceed) = self.batches.open(msg.txs.iter().map(|tx| tx.id), msg.reply);
+        self.deferred.extend(
+            msg.txs
+                .into_iter()
+                .zip(proceed)
+                .filter_map(|(tx, ok)| ok.then_some(tx)),
+        );
+        self.run_ready();
+    }
+}
+
+impl Handler<FromCoordinator> for ShardActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: FromCoordinator, _ctx: &mut Context<Self>) {
+        if self.failed.is_some() {
+            // Silence: the coordinator times out and aborts.
+            return;
+        }
+        let mut records = Vec::new();
+        let mut replies = Vec::new();
+        let mut writes = Vec::new();
+        for message in msg.0 {
+            match message {
+                ToParticipant::Prepare { tx, keys } => {
+                    let _span = debug_span!("prepare", shard = self.shard.0, %tx).entered();
+                    let state = &self.state;
+                    let vote = self.participant.prepare(tx, keys.clone(), |k| state.get(k));
+                    if matches!(vote, ToCoordinator::Prepared { .. }) {
+                        records.push(ShardRecord::Prepared { tx, keys });
+                    }
+                    replies.push(vote);
+                }
+                ToParticipant::Commit { tx, writes: w } => {
+                    let _span = debug_span!("commit", shard = self.shard.0, %tx).entered();
+                    let outcome = self.participant.commit(tx, w);
+                    records.push(ShardRecord::Committed {
+                        tx,
+                        writes: outcome.apply.clone(),
+                    });
+                    writes.extend(outcome.apply);
+                    replies.push(outcome.reply);
+                }
+                ToParticipant::Abort { tx } => {
+                    self.participant.abort(tx);
+                    records.push(ShardRecord::Aborted { tx });
+                }
+            }
+        }
+        // One log append for the whole batch, before any vote or ack leaves.
+        if let Err(error) = self.storage.append(records) {
+            warn!(shard = self.shard.0, %error, "log append failed; shard refuses work");
+            self.failed = Some(error);
+            return;
+        }
+        for (key, value) in writes {
+            self.state.set(key, value);
+        }
+        if !replies.is_empty() {
+            self.coordinator.do_send(FromShard(replies));
+        }
+        self.run_ready();
+    }
+}
+
+impl Handler<Read> for ShardActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Read, _ctx: &mut Context<Self>) {
+        let values = msg.keys.iter().map(|k| self.state.get(k)).collect();
+        let _ = msg.reply.send(values);
+    }
+}
+
+impl Handler<Crash> for ShardActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Crash, ctx: &mut Context<Self>) {
+        warn!(shard = self.shard.0, "crash injected");
+        ctx.stop();
+    }
+}

@@ -1,0 +1,484 @@
+//! The cluster: a builder and a handle that hide the actor runtime.
+//!
+//! ```no_run
+//! use parashard::prelude::*;
+//! let cluster = Cluster::builder().shards(4).workers(2).start()?;
+//! cluster.create_accounts_blocking(&[(AccountId(1), 100), (AccountId(2), 0)])?;
+//! let receipt = cluster.submit_blocking(Transaction::transfer(TxId::random(), AccountId(1), AccountId(2), 40))?;
+//! assert!(receipt.is_committed());
+//! # Ok::<(), parashard::ClusterError>(())
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use tokio::sync::{oneshot, Semaphore};
+use tracing::debug_span;
+
+use parashard_actors::coordinator::{single_shard, SubmitCross};
+use parashard_actors::runtime::{Runtime, RuntimeConfig, RuntimeError};
+use parashard_actors::shard::{Crash, Read, SubmitLocal};
+use parashard_actors::storage::{MemoryStorage, Storage};
+use parashard_protocols::contracts::{Contract, Registry, RegistryError};
+use parashard_protocols::model::{
+    AccountId, AssetId, ContractId, Key, Receipt, ShardId, Status, Transaction, TxId, Value,
+};
+use parashard_protocols::placement::{Placement, PlacementError};
+use parashard_protocols::twopc::CoordinatorConfig;
+
+/// Error from the cluster API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// Bad placement.
+    #[error(transparent)]
+    Placement(#[from] PlacementError),
+    /// A contract could not be registered.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The runtime could not start.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// A builder setting is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A batch larger than the cluster admits at once.
+    #[error("batch of {len} transactions exceeds the in-flight limit of {max}")]
+    BatchTooLarge {
+        /// The batch's size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Too many transactions in flight (from `try_` calls).
+    #[error("cluster overloaded: {in_flight} transactions in flight")]
+    Overloaded {
+        /// Transactions in flight.
+        in_flight: usize,
+    },
+    /// A shard or the coordinator went away before answering (it crashed
+    /// or the cluster shut down); the outcome of the transactions is
+    /// unknown until they are read back.
+    #[error("{0} did not answer")]
+    Unavailable(String),
+    /// A blocking call was made from inside an async runtime.
+    #[error("blocking cluster call inside an async runtime: use the async method")]
+    BlockingInAsync,
+}
+
+/// Builds a [`Cluster`].
+pub struct ClusterBuilder {
+    shards: u32,
+    workers: usize,
+    placements: Vec<(AccountId, ShardId)>,
+    registry: Registry,
+    max_in_flight: usize,
+    coordinator: CoordinatorConfig,
+}
+
+impl Default for ClusterBuilder {
+    fn default() -> ClusterBuilder {
+        ClusterBuilder {
+            shards: 4,
+            workers: 1,
+            placements: Vec::new(),
+            registry: Registry::new(),
+            max_in_flight: 1 << 20,
+            coordinator: CoordinatorConfig::default(),
+        }
+    }
+}
+
+impl ClusterBuilder {
+    /// The number of shards (default 4).
+    pub fn shards(mut self, shards: u32) -> Self {
+        self.shards = shards;
+        self
+    }
+
+    /// Executor workers per shard (default 1).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// Places `account` on `shard` instead of by hash.
+    pub fn place(mut self, account: AccountId, shard: ShardId) -> Self {
+        self.placements.push((account, shard));
+        self
+    }
+
+    /// Registers a user contract.
+    pub fn contract(
+        mut self,
+        id: ContractId,
+        contract: Arc<dyn Contract>,
+    ) -> Result<Self, ClusterError> {
+        self.registry.register(id, contract)?;
+        Ok(self)
+    }
+
+    /// The most transactions in flight; submissions beyond it wait (or,
+    /// with `try_submit_batch`, fail with [`ClusterError::Overloaded`]).
+    pub fn max_in_flight(mut self, max: usize) -> Self {
+        self.max_in_flight = max;
+        self
+    }
+
+    /// 2PC tunables.
+    pub fn coordinator(mut self, config: CoordinatorConfig) -> Self {
+        self.coordinator = config;
+        self
+    }
+
+    /// Starts the cluster (in memory).
+    pub fn start(self) -> Result<Cluster, ClusterError> {
+        if self.max_in_flight == 0 || self.max_in_flight > Semaphore::MAX_PERMITS {
+            return Err(ClusterError::Config(format!(
+                "max_in_flight {} out of range",
+                self.max_in_flight
+            )));
+        }
+        let mut placement = Placement::hashed(self.shards)?;
+        for (account, shard) in self.placements {
+            placement.place(account, shard)?;
+        }
+        let shard_storage: Vec<Arc<dyn Storage<_>>> = (0..self.shards)
+            .map(|_| Arc::new(MemoryStorage::default()) as Arc<dyn Storage<_>>)
+            .collect();
+        let runtime = Runtime::start(RuntimeConfig {
+            placement: placement.clone(),
+            workers: self.workers,
+            registry: Arc::new(self.registry),
+            coordinator: self.coordinator,
+            shard_storage,
+            coordinator_storage: Arc::new(MemoryStorage::default()),
+        })?;
+        let blocking = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ClusterError::Config(format!("blocking runtime: {e}")))?;
+        Ok(Cluster {
+            runtime,
+            placement,
+            permits: Arc::new(Semaphore::new(self.max_in_flight)),
+            max_in_flight: self.max_in_flight,
+            metrics: Metrics::default(),
+            blocking,
+        })
+    }
+}
+
+#[derive(Default)]
+struct Metrics {
+    committed: AtomicU64,
+    failed: AtomicU64,
+    latency_us: Mutex<Option<Histogram<u64>>>,
+}
+
+/// A snapshot of the cluster's counters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsSnapshot {
+    /// Transactions committed.
+    pub committed: u64,
+    /// Transactions that failed or aborted.
+    pub failed: u64,
+    /// Median submission-to-receipt latency.
+    pub latency_us_p50: u64,
+    /// 99th percentile latency.
+    pub latency_us_p99: u64,
+}
+
+/// A running cluster. Usable from sync code (`*_blocking`) and from any
+/// async runtime (the async methods).
+pub struct Cluster {
+    runtime: Runtime,
+    placement: Placement,
+    permits: Arc<Semaphore>,
+    max_in_flight: usize,
+    metrics: Metrics,
+    blocking: tokio::runtime::Runtime,
+}
+
+impl Cluster {
+    /// A builder with defaults: 4 shards, 1 worker each, hash placement.
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder::default()
+    }
+
+    /// Where keys live.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    fn block_on<F: std::future::Future>(&self, future: F) -> Result<F::Output, ClusterError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(ClusterError::BlockingInAsync);
+        }
+        Ok(self.blocking.block_on(future))
+    }
+
+    /// Submits a batch and waits for every receipt, in batch order. Waits
+    /// for room when the cluster is saturated.
+    pub async fn submit_batch(&self, txs: Vec<Transaction>) -> Result<Vec<Receipt>, ClusterError> {
+        let n = u32::try_from(txs.len())
+            .ok()
+            .filter(|n| (*n as usize) <= self.max_in_flight);
+        let n = n.ok_or(ClusterError::BatchTooLarge {
+            len: txs.len(),
+            max: self.max_in_flight,
+        })?;
+        let _permit = self
+            .permits
+            .acquire_many(n)
+            .await
+            .map_err(|_| ClusterError::Unavailable("cluster".into()))?;
+        self.dispatch(txs).await
+    }
+
+    /// Like [`Cluster::submit_batch`] but fails at once with
+    /// [`ClusterError::Overloaded`] instead of waiting for room.
+    pub async fn try_submit_batch(
+        &self,
+        txs: Vec<Transaction>,
+    ) -> Result<Vec<Receipt>, ClusterError> {
+        let n = u32::try_from(txs.len()).map_err(|_| ClusterError::BatchTooLarge {
+            len: txs.len(),
+            max: self.max_in_flight,
+        })?;
+        let _permit = self
+            .permits
+            .try_acquire_many(n)
+            .map_err(|_| ClusterError::Overloaded {
+                in_flight: self.max_in_flight - self.permits.available_permits(),
+            })?;
+        self.dispatch(txs).await
+    }
+
+    async fn dispatch(&self, txs: Vec<Transaction>) -> Result<Vec<Receipt>, ClusterError> {
+        let span = debug_span!("submit", txs = txs.len());
+        let _entered = span.enter();
+        let start = Instant::now();
+        let len = txs.len();
+        // Split: one block per shard for local transactions, one batch of
+        // cross-shard transactions for the coordinator.
+        let shards = self.placement.shards() as usize;
+        let mut local: Vec<(Vec<usize>, Vec<Transaction>)> =
+            (0..shards).map(|_| (Vec::new(), Vec::new())).collect();
+        let mut cross: (Vec<usize>, Vec<Transaction>) = (Vec::new(), Vec::new());
+        for (i, tx) in txs.into_iter().enumerate() {
+            let target = if tx.access.is_empty() {
+                Some(ShardId(0))
+            } else {
+                single_shard(&self.placement, &tx)
+            };
+            let (positions, group) = match target {
+                Some(shard) => &mut local[shard.0 as usize],
+                None => &mut cross,
+            };
+            positions.push(i);
+            group.push(tx);
+        }
+        let mut waiting = Vec::new();
+        for (shard, (positions, group)) in local.into_iter().enumerate() {
+            if group.is_empty() {
+                continue;
+            }
+            let (reply, receiver) = oneshot::channel();
+            self.runtime.shards[shard]
+                .send(SubmitLocal { txs: group, reply })
+                .await
+                .map_err(|_| ClusterError::Unavailable(format!("shard {shard}")))?;
+            waiting.push((positions, receiver, format!("shard {shard}")));
+        }
+        if !cross.1.is_empty() {
+            let (reply, receiver) = oneshot::channel();
+            self.runtime
+                .coordinator
+                .send(SubmitCross {
+                    txs: cross.1,
+                    reply,
+                })
+                .await
+                .map_err(|_| ClusterError::Unavailable("coordinator".into()))?;
+            waiting.push((cross.0, receiver, "coordinator".into()));
+        }
+        let mut receipts: Vec<Option<Receipt>> = vec![None; len];
+        for (positions, receiver, who) in waiting {
+            let answer = receiver.await.map_err(|_| ClusterError::Unavailable(who))?;
+            for (position, receipt) in positions.into_iter().zip(answer) {
+                receipts[position] = Some(receipt);
+            }
+        }
+        let receipts: Vec<Receipt> = receipts
+            .into_iter()
+            .map(|r| r.expect("every position answered"))
+            .collect();
+        self.record(&receipts, start);
+        Ok(receipts)
+    }
+
+    fn record(&self, receipts: &[Receipt], start: Instant) {
+        let committed = receipts.iter().filter(|r| r.is_committed()).count() as u64;
+        self.metrics
+            .committed
+            .fetch_add(committed, Ordering::Relaxed);
+        self.metrics
+            .failed
+            .fetch_add(receipts.len() as u64 - committed, Ordering::Relaxed);
+        let micros = start.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
+        let mut histogram = self
+            .metrics
+            .latency_us
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let histogram = histogram
+            .get_or_insert_with(|| Histogram::new(3).expect("3 significant figures is valid"));
+        let _ = histogram.record_n(micros.max(1), receipts.len() as u64);
+    }
+
+    /// Submits one transaction.
+    pub async fn submit(&self, tx: Transaction) -> Result<Receipt, ClusterError> {
+        Ok(self.submit_batch(vec![tx]).await?.remove(0))
+    }
+
+    /// [`Cluster::submit_batch`] from sync code.
+    pub fn submit_batch_blocking(
+        &self,
+        txs: Vec<Transaction>,
+    ) -> Result<Vec<Receipt>, ClusterError> {
+        self.block_on(self.submit_batch(txs))?
+    }
+
+    /// [`Cluster::submit`] from sync code.
+    pub fn submit_blocking(&self, tx: Transaction) -> Result<Receipt, ClusterError> {
+        self.block_on(self.submit(tx))?
+    }
+
+    /// Reads keys (any shards); `None` for keys that do not exist.
+    pub async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Value>>, ClusterError> {
+        let mut values = vec![None; keys.len()];
+        let shards = self.placement.shards() as usize;
+        let mut by_shard: Vec<(Vec<usize>, Vec<Key>)> =
+            (0..shards).map(|_| (Vec::new(), Vec::new())).collect();
+        for (i, key) in keys.iter().enumerate() {
+            let (positions, group) = &mut by_shard[self.placement.shard_of(key).0 as usize];
+            positions.push(i);
+            group.push(*key);
+        }
+        for (shard, (positions, group)) in by_shard.into_iter().enumerate() {
+            if group.is_empty() {
+                continue;
+            }
+            let (reply, receiver) = oneshot::channel();
+            let unavailable = || ClusterError::Unavailable(format!("shard {shard}"));
+            self.runtime.shards[shard]
+                .send(Read { keys: group, reply })
+                .await
+                .map_err(|_| unavailable())?;
+            for (position, value) in positions
+                .into_iter()
+                .zip(receiver.await.map_err(|_| unavailable())?)
+            {
+                values[position] = value;
+            }
+        }
+        Ok(values)
+    }
+
+    /// The balance of `asset` held by `account`, if the key exists.
+    pub async fn balance(
+        &self,
+        account: AccountId,
+        asset: AssetId,
+    ) -> Result<Option<Value>, ClusterError> {
+        Ok(self.get_many(&[Key::balance(account, asset)]).await?[0])
+    }
+
+    /// [`Cluster::get_many`] from sync code.
+    pub fn get_many_blocking(&self, keys: &[Key]) -> Result<Vec<Option<Value>>, ClusterError> {
+        self.block_on(self.get_many(keys))?
+    }
+
+    /// [`Cluster::balance`] from sync code.
+    pub fn balance_blocking(
+        &self,
+        account: AccountId,
+        asset: AssetId,
+    ) -> Result<Option<Value>, ClusterError> {
+        self.block_on(self.balance(account, asset))?
+    }
+
+    /// Genesis: creates accounts with coin balances. Returns the receipts.
+    pub async fn create_accounts(
+        &self,
+        accounts: &[(AccountId, Value)],
+    ) -> Result<Vec<Receipt>, ClusterError> {
+        let txs = accounts
+            .iter()
+            .map(|(account, balance)| {
+                Transaction::create_account(TxId::random(), *account, *balance)
+            })
+            .collect();
+        self.submit_batch(txs).await
+    }
+
+    /// [`Cluster::create_accounts`] from sync code.
+    pub fn create_accounts_blocking(
+        &self,
+        accounts: &[(AccountId, Value)],
+    ) -> Result<Vec<Receipt>, ClusterError> {
+        self.block_on(self.create_accounts(accounts))?
+    }
+
+    /// Fault injection: crashes `shard` now. Its supervisor restarts it and
+    /// it recovers every committed transaction from its log; transactions
+    /// it had queued but not executed are answered with
+    /// [`ClusterError::Unavailable`].
+    pub fn crash_shard(&self, shard: ShardId) -> Result<(), ClusterError> {
+        let addr = self
+            .runtime
+            .shards
+            .get(shard.0 as usize)
+            .ok_or_else(|| ClusterError::Config(format!("no {shard}")))?;
+        addr.do_send(Crash);
+        Ok(())
+    }
+
+    /// Fault injection: crashes the coordinator now; it restarts and
+    /// re-drives its logged commit decisions.
+    pub fn crash_coordinator(&self) {
+        self.runtime.coordinator.do_send(Crash);
+    }
+
+    /// Counters and latency percentiles so far.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let histogram = self
+            .metrics
+            .latency_us
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let (p50, p99) = histogram
+            .as_ref()
+            .map(|h| (h.value_at_quantile(0.5), h.value_at_quantile(0.99)))
+            .unwrap_or((0, 0));
+        MetricsSnapshot {
+            committed: self.metrics.committed.load(Ordering::Relaxed),
+            failed: self.metrics.failed.load(Ordering::Relaxed),
+            latency_us_p50: p50,
+            latency_us_p99: p99,
+        }
+    }
+
+    /// Stops every actor.
+    pub fn shutdown(mut self) {
+        self.runtime.stop();
+    }
+}
+
+/// Whether `receipt` failed, for quick checks in examples and tests.
+pub fn failed(receipt: &Receipt) -> bool {
+    matches!(receipt.status, Status::Failed(_))
+}
