@@ -112,7 +112,7 @@ impl ShardActor {
                     let _ = self.executor.execute_block(&mut self.state, &txs);
                 }
                 ShardRecord::Prepared { tx, keys } => {
-                    self.participant.prepare(tx, keys, |_| None);
+                    self.participant.prepare(tx, keys);
                 }
                 ShardRecord::Committed { tx, writes } => {
                     for (key, value) in self.participant.commit(tx, writes).apply {
@@ -121,6 +121,8 @@ impl ShardActor {
                 }
                 ShardRecord::Aborted { tx } => self.participant.abort(tx),
             }
+            // Replay re-grants exactly what was logged; nobody is waiting.
+            self.participant.take_granted();
         }
     }
 
@@ -231,16 +233,12 @@ impl Handler<FromCoordinator> for ShardActor {
         let mut records = Vec::new();
         let mut replies = Vec::new();
         let mut writes = Vec::new();
+        let mut granted = Vec::new();
         for message in msg.0 {
             match message {
                 ToParticipant::Prepare { tx, keys } => {
                     let _span = debug_span!("prepare", shard = self.shard.0, %tx).entered();
-                    let state = &self.state;
-                    let vote = self.participant.prepare(tx, keys.clone(), |k| state.get(k));
-                    if matches!(vote, ToCoordinator::Prepared { .. }) {
-                        records.push(ShardRecord::Prepared { tx, keys });
-                    }
-                    replies.push(vote);
+                    replies.extend(self.participant.prepare(tx, keys));
                 }
                 ToParticipant::Commit { tx, writes: w } => {
                     let _span = debug_span!("commit", shard = self.shard.0, %tx).entered();
@@ -257,6 +255,15 @@ impl Handler<FromCoordinator> for ShardActor {
                     records.push(ShardRecord::Aborted { tx });
                 }
             }
+            // Grants happen on prepare, commit and abort; log them in the
+            // order they happened so that replay re-takes the same locks.
+            for (tx, keys) in self.participant.take_granted() {
+                records.push(ShardRecord::Prepared {
+                    tx,
+                    keys: keys.clone(),
+                });
+                granted.push((tx, keys));
+            }
         }
         // One log append for the whole batch, before any vote or ack leaves.
         if let Err(error) = self.storage.append(records) {
@@ -266,6 +273,16 @@ impl Handler<FromCoordinator> for ShardActor {
         }
         for (key, value) in writes {
             self.state.set(key, value);
+        }
+        // Votes read values after the batch's commits are applied: a granted
+        // transaction's keys were released by those commits.
+        for (tx, keys) in granted {
+            let values = keys.iter().map(|k| (*k, self.state.get(k))).collect();
+            replies.push(ToCoordinator::Prepared {
+                tx,
+                shard: self.shard,
+                values,
+            });
         }
         if !replies.is_empty() {
             self.coordinator.do_send(FromShard(replies));

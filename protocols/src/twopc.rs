@@ -6,9 +6,16 @@
 //! transaction on those values (any contract, not only transfers: an AMM
 //! swap's output simply flows from the pool's keys to the trader's) and
 //! decides: commit, with each shard's writes, or abort. Locked keys make the
-//! transaction isolated: no other transaction sees a partial effect, local
-//! transactions on a locked key wait, and a conflicting cross-shard
-//! transaction is refused and retried after a back-off.
+//! transaction isolated: no other transaction sees a partial effect, and
+//! local transactions on a locked key wait.
+//!
+//! Conflicting cross-shard transactions queue for locks instead of failing.
+//! To rule out deadlock the coordinator prepares a transaction's shards one
+//! at a time in ascending shard order, and a shard grants a transaction all
+//! its keys at once: a transaction waits only for holders of a shard it has
+//! not reached, and they wait only for higher shards, so waits never form a
+//! cycle (resource ordering). A shard refuses only when its queue is full;
+//! the coordinator then retries after a back-off.
 //!
 //! Presumed abort: only commit decisions are persisted, before any shard
 //! hears of them. A transaction with no persisted decision is aborted.
@@ -236,15 +243,15 @@ impl Coordinator {
             values: BTreeMap::new(),
         };
         flight.deadline_ms = now_ms + self.config.timeout_ms;
-        for (shard, keys) in &flight.keys {
-            self.outbox
-                .entry(*shard)
-                .or_default()
-                .push(ToParticipant::Prepare {
-                    tx: id,
-                    keys: keys.clone(),
-                });
-        }
+        // Shards in ascending order, one at a time: see the module docs.
+        let (shard, keys) = flight.keys.iter().next().expect("a transaction has keys");
+        self.outbox
+            .entry(*shard)
+            .or_default()
+            .push(ToParticipant::Prepare {
+                tx: id,
+                keys: keys.clone(),
+            });
         self.commands.push(Command::SetTimer {
             at_ms: flight.deadline_ms,
         });
@@ -285,7 +292,14 @@ impl Coordinator {
             return;
         }
         values.insert(shard, shard_values);
-        if values.len() < flight.keys.len() {
+        if let Some((next, keys)) = flight.keys.iter().find(|(s, _)| !values.contains_key(s)) {
+            self.outbox
+                .entry(*next)
+                .or_default()
+                .push(ToParticipant::Prepare {
+                    tx: id,
+                    keys: keys.clone(),
+                });
             return;
         }
         let all: Vec<(Key, Option<Value>)> = values.values().flatten().copied().collect();
@@ -344,7 +358,7 @@ impl Coordinator {
             self.reply_failed(id, TxError::CrossShardAborted { reason });
             return;
         }
-        let backoff = self.config.retry_backoff_ms << attempt.min(16);
+        let backoff = self.config.retry_backoff_ms * u64::from(attempt.min(8));
         let at_ms = now_ms + backoff;
         if let Some(flight) = self.in_flight.get_mut(&id) {
             flight.phase = Phase::Backoff { at_ms };
@@ -484,13 +498,20 @@ impl Coordinator {
     }
 }
 
+/// The most prepares a shard queues behind held locks; more are refused.
+pub const MAX_QUEUED_PREPARES: usize = 100_000;
+
 /// The participant state machine of one shard: the locks of prepared
-/// cross-shard transactions.
+/// cross-shard transactions and the prepares waiting for them.
 #[derive(Debug, Default, Clone)]
 pub struct Participant {
     shard: ShardId,
     locks: HashMap<Key, TxId>,
     prepared: HashMap<TxId, Vec<Key>>,
+    /// Prepares waiting for locks, in arrival order.
+    queue: std::collections::VecDeque<(TxId, Vec<Key>)>,
+    /// Prepares granted since the last [`Participant::take_granted`].
+    granted: Vec<(TxId, Vec<Key>)>,
 }
 
 /// What a shard does with a commit.
@@ -527,35 +548,70 @@ impl Participant {
         self.prepared.iter()
     }
 
-    /// Locks `keys` for `tx` and reads them with `read`, or refuses if
-    /// another transaction holds one. Preparing twice is harmless.
-    pub fn prepare(
-        &mut self,
-        tx: TxId,
-        keys: Vec<Key>,
-        read: impl Fn(&Key) -> Option<Value>,
-    ) -> ToCoordinator {
-        if let Some(holder) = keys
-            .iter()
-            .find_map(|k| self.locks.get(k).filter(|h| **h != tx).map(|h| (*k, *h)))
-        {
-            return ToCoordinator::Refused {
-                tx,
-                shard: self.shard,
-                key: holder.0,
-                holder: holder.1,
-            };
+    /// Asks to lock `keys` for `tx`. Granted at once if they are free (and
+    /// no earlier waiter wants them), queued otherwise; either way the grant
+    /// shows up in [`Participant::take_granted`]. Returns a refusal only
+    /// when the queue is full. Preparing twice is harmless.
+    pub fn prepare(&mut self, tx: TxId, keys: Vec<Key>) -> Option<ToCoordinator> {
+        if self.prepared.contains_key(&tx) {
+            self.granted.push((tx, keys));
+            return None;
         }
-        let values = keys.iter().map(|k| (*k, read(k))).collect();
+        if self.queue.iter().any(|(t, _)| *t == tx) {
+            return None;
+        }
+        let queued_keys = |k: &Key| self.queue.iter().any(|(_, ks)| ks.contains(k));
+        let blocker = keys
+            .iter()
+            .find(|k| self.locks.contains_key(*k) || queued_keys(k));
+        match blocker {
+            None => self.grant(tx, keys),
+            Some(key) if self.queue.len() >= MAX_QUEUED_PREPARES => {
+                let holder = self.locks.get(key).copied().unwrap_or(tx);
+                return Some(ToCoordinator::Refused {
+                    tx,
+                    shard: self.shard,
+                    key: *key,
+                    holder,
+                });
+            }
+            Some(_) => self.queue.push_back((tx, keys)),
+        }
+        None
+    }
+
+    fn grant(&mut self, tx: TxId, keys: Vec<Key>) {
         for key in &keys {
+            debug_assert!(!self.locks.contains_key(key), "granted a held lock");
             self.locks.insert(*key, tx);
         }
-        self.prepared.insert(tx, keys);
-        ToCoordinator::Prepared {
-            tx,
-            shard: self.shard,
-            values,
+        self.prepared.insert(tx, keys.clone());
+        self.granted.push((tx, keys));
+    }
+
+    /// Grants queued prepares whose keys are free, in queue order; a waiter
+    /// still blocked keeps later waiters off its keys.
+    fn grant_waiting(&mut self) {
+        let mut blocked: Vec<Key> = Vec::new();
+        let mut still = std::collections::VecDeque::new();
+        while let Some((tx, keys)) = self.queue.pop_front() {
+            if keys
+                .iter()
+                .any(|k| self.locks.contains_key(k) || blocked.contains(k))
+            {
+                blocked.extend(keys.iter().copied());
+                still.push_back((tx, keys));
+            } else {
+                self.grant(tx, keys);
+            }
         }
+        self.queue = still;
+    }
+
+    /// The prepares granted since the last call: the shard reads their
+    /// keys' values (after applying the writes it was given) and votes.
+    pub fn take_granted(&mut self) -> Vec<(TxId, Vec<Key>)> {
+        std::mem::take(&mut self.granted)
     }
 
     /// Releases `tx`'s locks and returns the writes to apply. A commit for
@@ -568,6 +624,7 @@ impl Participant {
                     self.locks.remove(key);
                 }
                 debug_assert!(writes.iter().all(|(k, _)| keys.contains(k)));
+                self.grant_waiting();
                 writes
             }
             None => Vec::new(),
@@ -581,13 +638,16 @@ impl Participant {
         }
     }
 
-    /// Releases `tx`'s locks, if it holds any.
+    /// Releases `tx`'s locks or drops its queued prepare.
     pub fn abort(&mut self, tx: TxId) {
         if let Some(keys) = self.prepared.remove(&tx) {
             for key in &keys {
                 self.locks.remove(key);
             }
         }
+        self.queue.retain(|(t, _)| *t != tx);
+        self.granted.retain(|(t, _)| *t != tx);
+        self.grant_waiting();
     }
 }
 
@@ -612,30 +672,35 @@ mod tests {
         (coordinator, tx, from, to)
     }
 
-    /// Begin sends one prepare per shard and arms the vote timer.
+    /// Begin prepares the lowest shard only, then each vote prepares the
+    /// next shard in order (the deadlock-free lock order).
     #[test]
-    fn begin_prepares_every_shard() {
+    fn prepares_shards_in_ascending_order() {
         let (mut c, tx, from, to) = setup();
         c.begin(100, tx.clone());
+        let prepare = |keys| vec![ToParticipant::Prepare { tx: tx.id, keys }];
         assert_eq!(
             c.take_commands(),
             vec![
                 Command::Send {
                     to: ShardId(0),
-                    messages: vec![ToParticipant::Prepare {
-                        tx: tx.id,
-                        keys: vec![from]
-                    }]
-                },
-                Command::Send {
-                    to: ShardId(1),
-                    messages: vec![ToParticipant::Prepare {
-                        tx: tx.id,
-                        keys: vec![to]
-                    }]
+                    messages: prepare(vec![from])
                 },
                 Command::SetTimer { at_ms: 1_100 },
             ]
+        );
+        let vote = ToCoordinator::Prepared {
+            tx: tx.id,
+            shard: ShardId(0),
+            values: vec![(from, Some(1))],
+        };
+        c.handle_message(101, vote);
+        assert_eq!(
+            c.take_commands(),
+            vec![Command::Send {
+                to: ShardId(1),
+                messages: prepare(vec![to])
+            }]
         );
     }
 
@@ -654,7 +719,16 @@ mod tests {
                 values: vec![(from, Some(100))],
             },
         );
-        assert_eq!(c.take_commands(), vec![]);
+        assert_eq!(
+            c.take_commands(),
+            vec![Command::Send {
+                to: ShardId(1),
+                messages: vec![ToParticipant::Prepare {
+                    tx: tx.id,
+                    keys: vec![to]
+                }]
+            }]
+        );
         c.handle_message(
             2,
             ToCoordinator::Prepared {
@@ -725,6 +799,7 @@ mod tests {
                 values: vec![(from, Some(10))],
             },
         );
+        c.take_commands();
         c.handle_message(
             2,
             ToCoordinator::Prepared {
@@ -783,12 +858,12 @@ mod tests {
                     to: ShardId(1),
                     messages: vec![ToParticipant::Abort { tx: tx.id }]
                 },
-                Command::SetTimer { at_ms: 3 },
+                Command::SetTimer { at_ms: 2 },
             ]
         );
-        c.handle_timeout(2);
+        c.handle_timeout(1);
         assert_eq!(c.take_commands(), vec![]);
-        c.handle_timeout(3);
+        c.handle_timeout(2);
         assert_eq!(
             c.take_commands(),
             vec![
@@ -799,14 +874,7 @@ mod tests {
                         keys: vec![from]
                     }]
                 },
-                Command::Send {
-                    to: ShardId(1),
-                    messages: vec![ToParticipant::Prepare {
-                        tx: tx.id,
-                        keys: vec![to]
-                    }]
-                },
-                Command::SetTimer { at_ms: 1_003 },
+                Command::SetTimer { at_ms: 1_002 },
             ]
         );
     }
@@ -868,41 +936,40 @@ mod tests {
         );
     }
 
-    /// A participant refuses keys another transaction holds, and commits
-    /// and aborts release locks; duplicates are harmless.
+    /// A participant queues a prepare behind held keys and grants it when
+    /// the holder commits; aborts drop queued prepares; duplicates are
+    /// harmless.
     #[test]
-    fn participant_locks() {
+    fn participant_queues_and_grants_in_order() {
         let key = Key::balance(AccountId(1), AssetId::COIN);
-        let (a, b) = (TxId::from_u128(1), TxId::from_u128(2));
+        let other = Key::balance(AccountId(2), AssetId::COIN);
+        let (a, b, c) = (TxId::from_u128(1), TxId::from_u128(2), TxId::from_u128(3));
         let mut p = Participant::new(ShardId(0));
-        assert_eq!(
-            p.prepare(a, vec![key], |_| Some(5)),
-            ToCoordinator::Prepared {
-                tx: a,
-                shard: ShardId(0),
-                values: vec![(key, Some(5))]
-            }
-        );
+        assert_eq!(p.prepare(a, vec![key]), None);
+        assert_eq!(p.take_granted(), vec![(a, vec![key])]);
         assert!(p.is_locked(&key));
-        assert_eq!(
-            p.prepare(b, vec![key], |_| Some(5)),
-            ToCoordinator::Refused {
-                tx: b,
-                shard: ShardId(0),
-                key,
-                holder: a
-            }
-        );
+        assert_eq!(p.prepare(b, vec![key, other]), None);
+        // c wants only `other`, which is free, but b waits for it first.
+        assert_eq!(p.prepare(c, vec![other]), None);
+        assert_eq!(p.take_granted(), vec![]);
         let outcome = p.commit(a, vec![(key, 9)]);
         assert_eq!(outcome.apply, vec![(key, 9)]);
-        assert!(!p.is_locked(&key));
+        assert_eq!(
+            outcome.reply,
+            ToCoordinator::Committed {
+                tx: a,
+                shard: ShardId(0)
+            }
+        );
+        assert_eq!(p.take_granted(), vec![(b, vec![key, other])]);
         assert_eq!(
             p.commit(a, vec![(key, 9)]).apply,
             vec![],
             "duplicate commit applies nothing"
         );
-        p.prepare(b, vec![key], |_| None);
         p.abort(b);
+        assert_eq!(p.take_granted(), vec![(c, vec![other])]);
+        p.abort(c);
         assert!(!p.has_locks());
     }
 }
