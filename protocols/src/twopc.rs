@@ -834,7 +834,7 @@ mod tests {
     /// A refusal aborts, backs off, and retries with fresh prepares.
     #[test]
     fn refusal_backs_off_and_retries() {
-        let (mut c, tx, from, to) = setup();
+        let (mut c, tx, from, _) = setup();
         c.begin(0, tx.clone());
         c.take_commands();
         let holder = TxId::from_u128(1);
