@@ -24,6 +24,34 @@ enum Command {
     /// Executes generated transfer blocks sequentially and in parallel and
     /// prints throughput medians and the speed-up (the default command).
     Bench(BenchArgs),
+    /// Pushes local and cross-shard transfers through a whole in-memory
+    /// cluster (the public API) and compares with the executor alone.
+    BenchCluster(ClusterArgs),
+}
+
+#[derive(clap::Args, Clone)]
+struct ClusterArgs {
+    /// Shards.
+    #[arg(long, default_value_t = 4)]
+    shards: u32,
+    /// Executor workers per shard.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Accounts (spread over the shards by hash).
+    #[arg(long, default_value_t = 100_000)]
+    accounts: u64,
+    /// Transfers per run (one local run, one cross-shard run).
+    #[arg(long, default_value_t = 1_000_000)]
+    txs: usize,
+    /// Transfers per submitted batch.
+    #[arg(long, default_value_t = 10_000)]
+    batch: usize,
+    /// Client threads submitting concurrently.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Workload seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(clap::Args, Clone)]
@@ -60,6 +88,8 @@ impl Default for BenchArgs {
 #[derive(Debug, thiserror::Error)]
 enum CliError {
     #[error("{0}")]
+    Cluster(#[from] parashard::ClusterError),
+    #[error("{0}")]
     Executor(#[from] parashard::protocols::ExecutorError),
     #[error("invalid argument: {0}")]
     Argument(String),
@@ -69,6 +99,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Bench(BenchArgs::default())) {
         Command::Bench(args) => bench(&args),
+        Command::BenchCluster(args) => bench_cluster(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -138,5 +169,141 @@ fn bench(args: &BenchArgs) -> Result<(), CliError> {
         "  parallel blocks {}, sequential fallbacks {}, dependency waits {}",
         stats.parallel_blocks, stats.sequential_blocks, stats.waits
     );
+    Ok(())
+}
+
+/// Transfers whose two accounts are on the same shard (`cross` false) or on
+/// different shards (`cross` true).
+fn placed_transfers(
+    placement: &parashard::protocols::placement::Placement,
+    rng: &mut Rng,
+    ids: &mut TxIds,
+    accounts: u64,
+    n: usize,
+    cross: bool,
+) -> Vec<Transaction> {
+    let mut by_shard: Vec<Vec<u64>> = vec![Vec::new(); placement.shards() as usize];
+    for a in 0..accounts {
+        by_shard[placement.shard_of_account(AccountId(a)).0 as usize].push(a);
+    }
+    (0..n)
+        .map(|_| loop {
+            let from = rng.below(accounts);
+            let home = placement.shard_of_account(AccountId(from)).0 as usize;
+            let to = if cross {
+                let shard =
+                    (home + 1 + rng.below(by_shard.len() as u64 - 1) as usize) % by_shard.len();
+                let bucket = &by_shard[shard];
+                bucket[rng.below(bucket.len() as u64) as usize]
+            } else {
+                let bucket = &by_shard[home];
+                bucket[rng.below(bucket.len() as u64) as usize]
+            };
+            if to != from {
+                break Transaction::transfer(
+                    ids.next_id(),
+                    AccountId(from),
+                    AccountId(to),
+                    1 + rng.below(100),
+                );
+            }
+        })
+        .collect()
+}
+
+fn bench_cluster(args: &ClusterArgs) -> Result<(), CliError> {
+    if args.shards < 2
+        || args.accounts < 2 * u64::from(args.shards)
+        || args.batch == 0
+        || args.clients == 0
+    {
+        return Err(CliError::Argument(
+            "need --shards >= 2, --accounts >= 2 x shards, --batch >= 1, --clients >= 1".into(),
+        ));
+    }
+    println!(
+        "parashard bench-cluster: {} shards x {} workers, {} accounts, {} transfers per run, batches of {}, {} clients, seed {}",
+        args.shards, args.workers, args.accounts, args.txs, args.batch, args.clients, args.seed
+    );
+    let cluster = Cluster::builder()
+        .shards(args.shards)
+        .workers(args.workers)
+        .max_in_flight(args.batch * args.clients)
+        .start()?;
+    let genesis: Vec<_> = (0..args.accounts)
+        .map(|a| (AccountId(a), 1u64 << 40))
+        .collect();
+    for chunk in genesis.chunks(args.batch) {
+        cluster.create_accounts_blocking(chunk)?;
+    }
+    let mut rng = Rng::new(args.seed);
+    let mut ids = TxIds::default();
+    let placement = cluster.placement().clone();
+
+    // Baseline in the same run: the parallel executor alone on one state
+    // holding every account, blocks of the batch size.
+    let blocks: Vec<_> = (0..args.txs.div_ceil(args.batch))
+        .map(|_| workload::transfers(&mut rng, &mut ids, args.accounts, args.batch, 100))
+        .collect();
+    let executor = ParallelExecutor::new(args.workers.max(2), Arc::new(Registry::new()))?;
+    let mut state = workload::bank_state(args.accounts, 1 << 40);
+    let start = Instant::now();
+    for block in &blocks {
+        executor.execute_block(&mut state, block)?;
+    }
+    let baseline = (blocks.len() * args.batch) as f64 / start.elapsed().as_secs_f64();
+    println!(
+        "  parallel executor alone ({} workers)  {:>11.0} tx/s",
+        args.workers.max(2),
+        baseline
+    );
+
+    for cross in [false, true] {
+        let txs = placed_transfers(
+            &placement,
+            &mut rng,
+            &mut ids,
+            args.accounts,
+            args.txs,
+            cross,
+        );
+        let batches: Vec<Vec<Transaction>> = txs
+            .chunks(args.batch)
+            .map(<[Transaction]>::to_vec)
+            .collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let committed = std::sync::atomic::AtomicUsize::new(0);
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            for _ in 0..args.clients {
+                scope.spawn(|| {
+                    while let Some(batch) =
+                        batches.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                    {
+                        let receipts = cluster
+                            .submit_batch_blocking(batch.clone())
+                            .expect("submit");
+                        let ok = receipts.iter().filter(|r| r.is_committed()).count();
+                        committed.fetch_add(ok, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        let tps = txs.len() as f64 / start.elapsed().as_secs_f64();
+        println!(
+            "  cluster, {:<11} transfers          {:>11.0} tx/s  {:.3}x executor alone  ({} of {} committed)",
+            if cross { "cross-shard" } else { "local" },
+            tps,
+            tps / baseline,
+            committed.into_inner(),
+            txs.len()
+        );
+    }
+    let metrics = cluster.metrics();
+    println!(
+        "  batch latency p50 {} us, p99 {} us",
+        metrics.latency_us_p50, metrics.latency_us_p99
+    );
+    cluster.shutdown();
     Ok(())
 }
