@@ -8,6 +8,13 @@ use clap::{Parser, Subcommand};
 use parashard::prelude::*;
 use parashard::protocols::workload::{self, Rng, TxIds};
 
+// glibc returns a freed block of a block's size (receipts, plans) to the
+// kernel and takes it back zeroed on the next block, so page faults cost
+// the sequential executor a third of its time at 1M accounts; mimalloc
+// keeps and reuses such blocks.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "parashard",
@@ -71,6 +78,11 @@ struct BenchArgs {
     /// Workload seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Generate every block before the run, so that blocks come from
+    /// memory rather than cache (by default each block is generated just
+    /// before it runs, as a shard runs a block it has just received).
+    #[arg(long)]
+    cold: bool,
 }
 
 impl Default for BenchArgs {
@@ -81,6 +93,7 @@ impl Default for BenchArgs {
             blocks: 30,
             workers: 2,
             seed: 1,
+            cold: false,
         }
     }
 }
@@ -115,22 +128,31 @@ fn median(samples: &mut [f64]) -> f64 {
     samples[samples.len() / 2]
 }
 
-/// Runs `blocks` through `executor` and returns the median transactions per
-/// second of one block.
-fn measure(
-    executor: &dyn BlockExecutor,
-    mut state: State,
-    blocks: &[Vec<Transaction>],
-) -> Result<f64, CliError> {
-    let mut tps = Vec::with_capacity(blocks.len());
+/// Runs each block through both executors, alternately so that the
+/// machine's ups and downs hit both alike, checks that they agree, and
+/// returns the median transactions per second of one block for each.
+fn measure_pair(
+    sequential: &dyn BlockExecutor,
+    parallel: &dyn BlockExecutor,
+    state: State,
+    blocks: impl Iterator<Item = Vec<Transaction>>,
+) -> Result<(f64, f64), CliError> {
+    let (mut seq_state, mut par_state) = (state.clone(), state);
+    let (mut seq_tps, mut par_tps) = (Vec::new(), Vec::new());
     for block in blocks {
         let start = Instant::now();
-        let receipts = executor.execute_block(&mut state, block)?;
-        let seconds = start.elapsed().as_secs_f64();
-        assert_eq!(receipts.len(), block.len());
-        tps.push(block.len() as f64 / seconds);
+        let seq_receipts = sequential.execute_block(&mut seq_state, &block)?;
+        seq_tps.push(block.len() as f64 / start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        let par_receipts = parallel.execute_block(&mut par_state, &block)?;
+        par_tps.push(block.len() as f64 / start.elapsed().as_secs_f64());
+        if seq_receipts != par_receipts {
+            return Err(CliError::Argument(
+                "the executors disagree on a block's receipts (a bug: please report it)".into(),
+            ));
+        }
     }
-    Ok(median(&mut tps))
+    Ok((median(&mut seq_tps), median(&mut par_tps)))
 }
 
 fn bench(args: &BenchArgs) -> Result<(), CliError> {
@@ -140,20 +162,32 @@ fn bench(args: &BenchArgs) -> Result<(), CliError> {
         ));
     }
     println!(
-        "parashard bench: {} transfers/block over {} accounts, {} blocks, seed {}",
-        args.block, args.accounts, args.blocks, args.seed
+        "parashard bench: {} transfers/block over {} accounts, {} blocks, seed {}{}",
+        args.block,
+        args.accounts,
+        args.blocks,
+        args.seed,
+        if args.cold {
+            ", blocks out of cache"
+        } else {
+            ""
+        }
     );
     let state = workload::bank_state(args.accounts, 1 << 40);
     let mut rng = Rng::new(args.seed);
     let mut ids = TxIds::default();
-    let blocks: Vec<_> = (0..args.blocks)
-        .map(|_| workload::transfers(&mut rng, &mut ids, args.accounts, args.block, 100))
-        .collect();
+    let mut next_block =
+        move || workload::transfers(&mut rng, &mut ids, args.accounts, args.block, 100);
     let registry = Arc::new(Registry::new());
     let sequential = SequentialExecutor::new(registry.clone());
     let parallel = ParallelExecutor::new(args.workers, registry)?;
-    let seq_tps = measure(&sequential, state.clone(), &blocks)?;
-    let par_tps = measure(&parallel, state, &blocks)?;
+    let (seq_tps, par_tps) = if args.cold {
+        let blocks: Vec<_> = (0..args.blocks).map(|_| next_block()).collect();
+        measure_pair(&sequential, &parallel, state, blocks.into_iter())?
+    } else {
+        let blocks = (0..args.blocks).map(|_| next_block());
+        measure_pair(&sequential, &parallel, state, blocks)?
+    };
     println!(
         "  sequential executor           {:>12.0} tx/s (median block)",
         seq_tps

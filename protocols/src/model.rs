@@ -171,6 +171,15 @@ impl AccessSet {
         self.reads.iter().chain(self.writes.iter())
     }
 
+    /// Declared key number `j`, counting reads first, then writes.
+    #[inline]
+    pub fn key(&self, j: usize) -> Option<&Key> {
+        match self.reads.get(j) {
+            Some(key) => Some(key),
+            None => self.writes.get(j - self.reads.len()),
+        }
+    }
+
     /// The number of declared keys.
     pub fn len(&self) -> usize {
         self.reads.len() + self.writes.len()

@@ -3,38 +3,41 @@
 //! The map is split into [`PARTITIONS`] open-addressing tables with linear
 //! probing. Each slot holds its key, its value and a `meta` word in 32 bytes,
 //! so a lookup usually costs one cache line. The layout serves the parallel
-//! executor:
-//! - partitions let workers insert keys into disjoint tables at once, each
-//!   holding `&mut` to its own partitions (no locks, no `unsafe`);
-//! - a slot's value is an atomic word, so once the tables stop changing
-//!   workers share them read-only and still update values. The executor's
-//!   dependency order (release/acquire on per-transaction flags) makes every
-//!   such update happen-before the next access to the same key; the atomics
-//!   themselves are relaxed and cost plain loads and stores;
-//! - the meta word carries, besides occupancy and liveness, the index of the
-//!   last transaction of the current block that declared the key. That turns
-//!   dependency analysis into one lookup per key, in the very table the
-//!   transaction will later read.
+//! executor, whose workers share the state during a block:
+//! - every word of a slot is atomic, so workers read and update values
+//!   through `&State`. The executor's dependency order (release/acquire on
+//!   per-transaction progress) makes every update of a key happen-before the
+//!   next access to it; the atomics themselves are relaxed and cost plain
+//!   loads and stores;
+//! - workers insert keys concurrently ([`Partition::insert_shared`]): an
+//!   inserter claims an empty slot by compare-and-swap on its meta word
+//!   (`PENDING`), writes the key, then publishes it (`OCCUPIED`, release).
+//!   Readers skip pending slots: two transactions that touch the same key
+//!   never run at once, so a pending slot never holds the key a reader is
+//!   after. Tables do not grow during a block: the executor reserves room
+//!   for every key the block declares before it starts.
 //!
-//! Keys are never removed from a table: a key that was looked up for a block
-//! but never written stays as a dead slot and reads as absent.
+//! Keys are never removed, so a probe that reaches an empty slot proves the
+//! key absent, even while other keys are being inserted.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64, AtomicUsize,
+    Ordering::{Acquire, Relaxed, Release},
+};
 
-use crate::model::{AssetId, Key, Value};
+use crate::model::{AccountId, AssetId, Key, Value};
 
 /// How many partitions the state is split into (a power of two).
 pub const PARTITIONS: usize = 64;
 const PARTITION_SHIFT: u32 = 64 - PARTITIONS.trailing_zeros();
 
+/// The slot holds a key.
 const OCCUPIED: u64 = 1 << 63;
+/// The key has a value (a key can be held without one: it reads as absent).
 const LIVE: u64 = 1 << 62;
-const EPOCH_SHIFT: u32 = 32;
-/// Epochs use 30 bits; tags are cleared when the counter wraps.
-pub(crate) const EPOCH_MAX: u32 = (1 << 30) - 1;
-const EPOCH_MASK: u64 = EPOCH_MAX as u64;
-const INDEX_MASK: u64 = u32::MAX as u64;
+/// An inserter has claimed the slot and is writing the key.
+const PENDING: u64 = 1 << 61;
 
 const MIN_CAPACITY: usize = 16;
 
@@ -50,6 +53,21 @@ pub(crate) fn hash(key: &Key) -> u64 {
     x ^ (x >> 31)
 }
 
+/// Asks the CPU to start loading the cache line that holds `*value`.
+#[inline]
+pub(crate) fn prefetch<T>(value: &T) {
+    let address: *const T = value;
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint that never dereferences its operand (no
+    // fault even for a bad address), and SSE is part of the x86_64 baseline.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(address.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
+}
+
 /// The partition that holds a key with hash `h`.
 #[inline]
 pub(crate) fn partition_of(h: u64) -> usize {
@@ -59,8 +77,8 @@ pub(crate) fn partition_of(h: u64) -> usize {
 /// One key's slot.
 #[repr(C, align(32))]
 pub(crate) struct Slot {
-    account: u64,
-    slot: u64,
+    account: AtomicU64,
+    slot: AtomicU64,
     value: AtomicU64,
     meta: AtomicU64,
 }
@@ -68,22 +86,24 @@ pub(crate) struct Slot {
 impl Slot {
     fn empty() -> Slot {
         Slot {
-            account: 0,
-            slot: 0,
+            account: AtomicU64::new(0),
+            slot: AtomicU64::new(0),
             value: AtomicU64::new(0),
             meta: AtomicU64::new(0),
         }
     }
 
+    /// Whether the slot holds `key`. Call only on a published slot (its
+    /// meta word loaded with acquire and `OCCUPIED`).
     #[inline]
     fn is(&self, key: &Key) -> bool {
-        self.account == key.account.0 && self.slot == key.slot
+        self.account.load(Relaxed) == key.account.0 && self.slot.load(Relaxed) == key.slot
     }
 
     fn key(&self) -> Key {
         Key {
-            account: crate::model::AccountId(self.account),
-            slot: self.slot,
+            account: AccountId(self.account.load(Relaxed)),
+            slot: self.slot.load(Relaxed),
         }
     }
 
@@ -98,8 +118,8 @@ impl Slot {
     }
 
     /// Sets the value and makes the key live. The caller has exclusive
-    /// access to this key (see the module docs), so a load and a store of
-    /// the meta word suffice.
+    /// access to this key (see the module docs), and nobody else writes the
+    /// meta word of a published slot, so a load and a store suffice.
     #[inline]
     pub(crate) fn store(&self, value: Value) {
         self.value.store(value, Relaxed);
@@ -108,23 +128,13 @@ impl Slot {
             self.meta.store(meta | LIVE, Relaxed);
         }
     }
-
-    /// Records that transaction `index` of block `epoch` declared this key,
-    /// and returns the previous declarer in the same block, if any.
-    #[inline]
-    fn tag(&mut self, epoch: u32, index: u32) -> Option<u32> {
-        let meta = self.meta.get_mut();
-        let previous = ((*meta >> EPOCH_SHIFT) & EPOCH_MASK == u64::from(epoch))
-            .then_some((*meta & INDEX_MASK) as u32);
-        *meta = (*meta & (OCCUPIED | LIVE)) | (u64::from(epoch) << EPOCH_SHIFT) | u64::from(index);
-        previous
-    }
 }
 
 /// One open-addressing table.
 pub(crate) struct Partition {
     slots: Box<[Slot]>,
-    occupied: usize,
+    /// Slots holding a key (pending ones included).
+    occupied: AtomicUsize,
 }
 
 impl Partition {
@@ -132,7 +142,7 @@ impl Partition {
         let capacity = capacity.max(MIN_CAPACITY).next_power_of_two();
         Partition {
             slots: (0..capacity).map(|_| Slot::empty()).collect(),
-            occupied: 0,
+            occupied: AtomicUsize::new(0),
         }
     }
 
@@ -149,17 +159,19 @@ impl Partition {
         // The load factor stays below 3/4, so an empty slot ends every probe.
         loop {
             let slot = &self.slots[i];
-            if slot.meta.load(Relaxed) & OCCUPIED == 0 {
+            let meta = slot.meta.load(Acquire);
+            if meta == 0 {
                 return None;
             }
-            if slot.is(key) {
+            if meta & OCCUPIED != 0 && slot.is(key) {
                 return Some(i);
             }
             i = (i + 1) & mask;
         }
     }
 
-    /// The index of `key`'s slot, inserting a dead slot if it is missing.
+    /// The index of `key`'s slot, inserting it (without a value) if it is
+    /// missing. May grow the table.
     pub(crate) fn find_or_insert(&mut self, key: &Key, h: u64) -> usize {
         if let Some(i) = self.find(key, h) {
             return i;
@@ -167,46 +179,95 @@ impl Partition {
         self.reserve(1);
         let mask = self.mask();
         let mut i = h as usize & mask;
-        while self.slots[i].meta.load(Relaxed) & OCCUPIED != 0 {
+        while *self.slots[i].meta.get_mut() != 0 {
             i = (i + 1) & mask;
         }
         let slot = &mut self.slots[i];
-        slot.account = key.account.0;
-        slot.slot = key.slot;
+        *slot.account.get_mut() = key.account.0;
+        *slot.slot.get_mut() = key.slot;
         *slot.value.get_mut() = 0;
         *slot.meta.get_mut() = OCCUPIED;
-        self.occupied += 1;
+        *self.occupied.get_mut() += 1;
         i
+    }
+
+    /// Inserts `key` (known to be missing) without a value, while other
+    /// threads read the table and insert other keys; see the module docs.
+    /// The caller has reserved room, so the table does not grow.
+    pub(crate) fn insert_shared(&self, key: &Key, h: u64) -> usize {
+        let mask = self.mask();
+        let mut i = h as usize & mask;
+        for _ in 0..self.slots.len() {
+            let slot = &self.slots[i];
+            let claimed = slot
+                .meta
+                .compare_exchange(0, PENDING, Relaxed, Relaxed)
+                .is_ok();
+            if claimed {
+                slot.account.store(key.account.0, Relaxed);
+                slot.slot.store(key.slot, Relaxed);
+                slot.value.store(0, Relaxed);
+                slot.meta.store(OCCUPIED, Release);
+                let occupied = self.occupied.fetch_add(1, Relaxed) + 1;
+                debug_assert!(occupied * 8 <= self.slots.len() * 7, "room was reserved");
+                return i;
+            }
+            debug_assert!(
+                !(slot.meta.load(Acquire) & OCCUPIED != 0 && slot.is(key)),
+                "insert_shared of a present key"
+            );
+            i = (i + 1) & mask;
+        }
+        panic!("partition full: the executor reserves room before a block");
     }
 
     /// Grows the table so that `additional` more keys fit without another
     /// resize: slot indices handed out afterwards stay valid until then.
     pub(crate) fn reserve(&mut self, additional: usize) {
-        let needed = self.occupied + additional;
+        let occupied = *self.occupied.get_mut();
+        let needed = occupied + additional;
         if needed * 4 <= self.slots.len() * 3 {
             return;
         }
-        let mut grown = Partition::with_capacity((needed * 4).div_ceil(3) * 2);
-        for slot in self
-            .slots
-            .iter_mut()
-            .filter(|s| s.meta.load(Relaxed) & OCCUPIED != 0)
-        {
+        self.grow_to((needed * 4).div_ceil(3) * 2);
+    }
+
+    /// Moves every key into a table of at least `capacity` slots.
+    fn grow_to(&mut self, capacity: usize) {
+        let occupied = *self.occupied.get_mut();
+        let mut grown = Partition::with_capacity(capacity);
+        for slot in self.slots.iter_mut() {
+            let meta = *slot.meta.get_mut();
+            if meta & OCCUPIED == 0 {
+                continue;
+            }
             let key = slot.key();
             let mask = grown.mask();
             let mut i = hash(&key) as usize & mask;
-            while *grown.slots[i].meta.get_mut() & OCCUPIED != 0 {
+            while *grown.slots[i].meta.get_mut() != 0 {
                 i = (i + 1) & mask;
             }
             grown.slots[i] = Slot {
-                account: slot.account,
-                slot: slot.slot,
+                account: AtomicU64::new(key.account.0),
+                slot: AtomicU64::new(key.slot),
                 value: AtomicU64::new(*slot.value.get_mut()),
-                meta: AtomicU64::new(*slot.meta.get_mut()),
+                meta: AtomicU64::new(meta),
             };
         }
-        grown.occupied = self.occupied;
+        *grown.occupied.get_mut() = occupied;
         *self = grown;
+    }
+
+    /// Makes room for `additional` keys to be inserted concurrently by
+    /// [`Partition::insert_shared`]. A block may fill the table up to 7/8
+    /// (probes still end at an empty slot); the next `reserve` restores the
+    /// usual load. Growing only to the size needed keeps small states in
+    /// cache.
+    pub(crate) fn reserve_shared(&mut self, additional: usize) {
+        let needed = *self.occupied.get_mut() + additional;
+        if needed * 8 > self.slots.len() * 7 {
+            self.grow_to((needed * 4).div_ceil(3));
+        }
     }
 
     /// Asks the CPU to start loading the line where a probe for a key with
@@ -214,41 +275,12 @@ impl Partition {
     /// them a few transactions ahead lets them overlap.
     #[inline]
     pub(crate) fn prefetch(&self, h: u64) {
-        self.prefetch_slot(h as usize & self.mask());
-    }
-
-    /// Asks the CPU to start loading slot `index`.
-    #[inline]
-    pub(crate) fn prefetch_slot(&self, index: usize) {
-        let slot: *const Slot = &self.slots[index];
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch is a hint that never dereferences its operand
-        // (no fault even for a bad address), and SSE is part of the x86_64
-        // baseline.
-        unsafe {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            _mm_prefetch::<_MM_HINT_T0>(slot.cast());
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = slot;
+        prefetch(&self.slots[h as usize & self.mask()]);
     }
 
     #[inline]
     pub(crate) fn slot(&self, index: usize) -> &Slot {
         &self.slots[index]
-    }
-
-    /// Tags slot `index` for transaction `tx` of block `epoch`; see [`Slot`].
-    #[inline]
-    pub(crate) fn tag(&mut self, index: usize, epoch: u32, tx: u32) -> Option<u32> {
-        self.slots[index].tag(epoch, tx)
-    }
-
-    fn clear_tags(&mut self) {
-        for slot in self.slots.iter_mut() {
-            let meta = slot.meta.get_mut();
-            *meta &= OCCUPIED | LIVE;
-        }
     }
 
     fn live(&self) -> impl Iterator<Item = (Key, Value)> + '_ {
@@ -261,7 +293,6 @@ impl Partition {
 /// A shard's state. See the module documentation for its layout.
 pub struct State {
     partitions: Box<[Partition]>,
-    epoch: u32,
 }
 
 impl Default for State {
@@ -283,7 +314,6 @@ impl State {
             partitions: (0..PARTITIONS)
                 .map(|_| Partition::with_capacity((per_partition * 4).div_ceil(3)))
                 .collect(),
-            epoch: 0,
         }
     }
 
@@ -330,36 +360,41 @@ impl State {
             .sum()
     }
 
-    /// Starts loading `key`'s slot into cache; see [`Partition::prefetch`].
-    #[inline]
-    pub(crate) fn prefetch(&self, key: &Key) {
-        let h = hash(key);
-        self.partitions[partition_of(h)].prefetch(h);
-    }
-
     #[inline]
     pub(crate) fn slot(&self, key: &Key) -> Option<&Slot> {
-        let h = hash(key);
+        self.slot_hashed(key, hash(key))
+    }
+
+    /// [`State::slot`] for a key whose hash `h` is already known.
+    #[inline]
+    pub(crate) fn slot_hashed(&self, key: &Key, h: u64) -> Option<&Slot> {
+        debug_assert_eq!(h, hash(key));
         let partition = &self.partitions[partition_of(h)];
         partition.find(key, h).map(|i| partition.slot(i))
     }
 
+    /// Inserts `key`, known to be missing, while other threads share the
+    /// state; see [`Partition::insert_shared`].
+    pub(crate) fn insert_shared(&self, key: &Key, h: u64) -> &Slot {
+        debug_assert_eq!(h, hash(key));
+        let partition = &self.partitions[partition_of(h)];
+        partition.slot(partition.insert_shared(key, h))
+    }
+
+    /// Starts loading the slot of a key with hash `h` into cache; see
+    /// [`Partition::prefetch`].
+    #[inline]
+    pub(crate) fn prefetch_hashed(&self, h: u64) {
+        self.partitions[partition_of(h)].prefetch(h);
+    }
+
+    #[cfg(test)]
     pub(crate) fn partitions(&self) -> &[Partition] {
         &self.partitions
     }
 
     pub(crate) fn partitions_mut(&mut self) -> &mut [Partition] {
         &mut self.partitions
-    }
-
-    /// Starts a new block for dependency tagging and returns its epoch.
-    pub(crate) fn next_epoch(&mut self) -> u32 {
-        if self.epoch == EPOCH_MAX {
-            self.partitions.iter_mut().for_each(Partition::clear_tags);
-            self.epoch = 0;
-        }
-        self.epoch += 1;
-        self.epoch
     }
 }
 
@@ -432,20 +467,38 @@ mod tests {
         assert_eq!(state.get(&k), Some(9));
     }
 
-    /// Tags name the previous declarer within one epoch only.
+    /// Keys inserted through `insert_shared` by several threads at once,
+    /// while those threads also look up keys, all end up findable with the
+    /// values written through their slots, and no slot is handed out twice.
     #[test]
-    fn tags_track_previous_declarer_per_epoch() {
+    fn shared_inserts_from_several_threads() {
         let mut state = State::new();
-        let k = key(1, 0);
-        let h = hash(&k);
-        let p = partition_of(h);
-        let e1 = state.next_epoch();
-        let part = &mut state.partitions_mut()[p];
-        let i = part.find_or_insert(&k, h);
-        assert_eq!(part.tag(i, e1, 0), None);
-        assert_eq!(part.tag(i, e1, 7), Some(0));
-        let e2 = state.next_epoch();
-        assert_eq!(state.partitions_mut()[p].tag(i, e2, 3), None);
+        let per_thread = 5_000u64;
+        for p in state.partitions_mut() {
+            p.reserve(2 * per_thread as usize);
+        }
+        let state = &state;
+        std::thread::scope(|scope| {
+            for t in 0..2u64 {
+                scope.spawn(move || {
+                    for i in 0..per_thread {
+                        let k = key(t * 1_000_000 + i, 0);
+                        let h = hash(&k);
+                        let partition = &state.partitions()[partition_of(h)];
+                        assert_eq!(partition.find(&k, h), None, "{k} not inserted yet");
+                        let index = partition.insert_shared(&k, h);
+                        partition.slot(index).store(t * 10 + i);
+                        assert_eq!(partition.find(&k, h), Some(index), "{k} findable");
+                    }
+                });
+            }
+        });
+        assert_eq!(state.len(), 2 * per_thread as usize);
+        for t in 0..2u64 {
+            for i in 0..per_thread {
+                assert_eq!(state.get(&key(t * 1_000_000 + i, 0)), Some(t * 10 + i));
+            }
+        }
     }
 
     /// Clones are deep and equal.

@@ -195,6 +195,9 @@ pub(crate) fn run(
     slots: &[Option<&Slot>],
     registry: &Registry,
 ) -> Result<(Value, Writes), TxError> {
+    if let Some(result) = coin::transfer_fast(tx, slots) {
+        return result;
+    }
     tx.access.validate()?;
     let mut ctx = Context::new(tx, slots);
     let output = match &tx.call {

@@ -50,6 +50,43 @@ pub trait BlockExecutor: Send + Sync {
     ) -> Result<Vec<Receipt>, ExecutorError>;
 }
 
+/// Transactions with at most this many declared keys resolve their slots
+/// into a buffer on the stack.
+const INLINE_KEYS: usize = 8;
+
+/// Calls `f` with the slots of a transaction's `len` declared keys, as
+/// `slot_of(j)` gives them for key `j` (reads, then writes). The usual few
+/// keys stay on the stack: this runs once per transaction.
+#[inline]
+pub(crate) fn with_slots<'s, R>(
+    len: usize,
+    mut slot_of: impl FnMut(usize) -> Option<&'s crate::state::Slot>,
+    f: impl FnOnce(&[Option<&'s crate::state::Slot>]) -> R,
+) -> R {
+    if len <= INLINE_KEYS {
+        let mut slots = [None; INLINE_KEYS];
+        for (j, slot) in slots[..len].iter_mut().enumerate() {
+            *slot = slot_of(j);
+        }
+        f(&slots[..len])
+    } else {
+        let slots: Vec<_> = (0..len).map(slot_of).collect();
+        f(&slots)
+    }
+}
+
+/// Asks the CPU to start loading what executing `tx` reads of it: its call
+/// and its declared keys. Blocks that were not just received are out of
+/// cache, and a transaction is a few cache lines.
+#[inline]
+pub(crate) fn prefetch_transaction(tx: &Transaction) {
+    use crate::state::prefetch;
+    prefetch(&tx.call);
+    tx.access.reads.first().map(prefetch);
+    tx.access.writes.first().map(prefetch);
+    tx.access.writes.last().map(prefetch);
+}
+
 fn check_block_size(block: &[Transaction]) -> Result<(), ExecutorError> {
     if block.len() > MAX_BLOCK_TXS {
         return Err(ExecutorError::BlockTooLarge {

@@ -1,26 +1,32 @@
 //! The parallel executor: a dependency order from declared access sets,
 //! executed by a fixed set of workers.
 //!
-//! A block runs in two phases.
+//! A block runs in two phases. The calling thread is worker 0; the others
+//! come from the executor's own thread pool.
 //!
-//! 1. Analysis. Worker `w` owns the state partitions `p` with
-//!    `p % workers == w`. It walks the whole block and, for each declared key
-//!    in its partitions, finds or inserts the key's slot, records the slot
-//!    for phase 2 and swaps the key's tag (see [`crate::state`]) to learn the
-//!    previous transaction of the block that declared the key: that is the
-//!    transaction's dependency through this key. Every key is hashed and
-//!    looked up exactly once per block, by one worker, without locks.
-//! 2. Execution. Workers claim chunks of consecutive transactions in block
-//!    order. Before running a transaction a worker waits until each of its
-//!    dependencies has finished; then it runs the contract against the slots
-//!    found in phase 1 (no hashing) and publishes its writes.
+//! 1. Analysis. The block is cut into one segment per worker. Each worker
+//!    hashes the declared keys of its segment, counts them per state
+//!    partition, and finds each key's previous declarer inside the segment
+//!    with a small private table keyed by the key's hash. The state is not
+//!    touched, so this phase costs no cache misses however large the state.
+//! 2. Execution. The executor reserves room in the state for every declared
+//!    key (so tables do not grow), then workers claim chunks of consecutive
+//!    transactions in block order. For each declared key a worker takes the
+//!    dependency found in phase 1 or, for a key first declared in this
+//!    segment, the last declarer in the nearest earlier segment; waits until
+//!    that transaction has finished; finds the slot with the stored hash
+//!    (prefetched a few transactions ahead); runs the contract; and writes
+//!    the receipt straight into the block's receipt vector. New keys are
+//!    inserted concurrently (see [`crate::state`]).
 //!
 //! Why this gives exactly the sequential result: two transactions that share
 //! a key are ordered by the chain of dependencies through that key, so each
 //! key sees its writes in block order, and a transaction reads precisely
 //! what it would read sequentially. Transactions without a shared key
 //! commute. Dependencies point backwards and chunks are claimed in order,
-//! so the lowest unfinished transaction can always run: no deadlock.
+//! so the lowest unfinished transaction can always run: no deadlock. The
+//! private tables identify a key by its 64-bit hash; two keys with one hash
+//! would only add a needless dependency, never drop one.
 //!
 //! Conflicts are judged on declared keys, reads included: a read-read pair
 //! is ordered although it need not be. Natively almost every declared key is
@@ -32,16 +38,15 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
-
-use smallvec::SmallVec;
+use std::sync::{Arc, Mutex};
 
 use super::sequential::execute_in_order;
-use super::{check_block_size, BlockExecutor, ExecutorError};
+use super::{check_block_size, prefetch_transaction, with_slots, BlockExecutor, ExecutorError};
 use crate::contracts::{self, Registry};
-use crate::model::{Key, Receipt, Status, Transaction};
-use crate::state::{hash, partition_of, Partition, Slot, State, PARTITIONS};
+use crate::model::{Key, Receipt, Status, Transaction, MAX_ACCESS_KEYS};
+use crate::state::{hash, partition_of, Slot, State, PARTITIONS};
 
 /// Transactions a worker claims at once: large enough to amortise the
 /// shared counter, small enough to balance the load.
@@ -56,10 +61,10 @@ const CONFLICT_WINDOW: usize = 4 * CHUNK;
 /// The block runs sequentially if more than 1/`CONTENDED_DIVISOR` of the
 /// sample conflicts.
 const CONTENDED_DIVISOR: usize = 5;
-/// Keys a worker prefetches ahead during analysis.
-const PREFETCH_KEYS: usize = 8;
 /// Transactions a worker prefetches ahead during execution.
 const PREFETCH_TXS: usize = 4;
+/// How long pool threads stay awake for the next phase or block.
+const KEEP_WARM: std::time::Duration = std::time::Duration::from_micros(500);
 /// Spins before a waiting worker yields its core.
 const SPINS_BEFORE_YIELD: u32 = 128;
 
@@ -79,12 +84,15 @@ pub struct ParallelStats {
 pub struct ParallelExecutor {
     registry: Arc<Registry>,
     workers: usize,
-    pool: rayon::ThreadPool,
+    /// `workers - 1` threads: the caller of `execute_block` is worker 0.
+    pool: Option<rayon::ThreadPool>,
     /// The block plan, whose buffers every block reuses.
     plan: Mutex<Plan>,
     parallel_blocks: AtomicU64,
     sequential_blocks: AtomicU64,
     waits: AtomicU64,
+    /// Bumped whenever work is handed to the pool; see [`Self::keep_warm`].
+    handoffs: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for ParallelExecutor {
@@ -103,11 +111,16 @@ impl ParallelExecutor {
         if workers == 0 || workers > PARTITIONS {
             return Err(ExecutorError::NoWorkers { workers });
         }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(workers)
-            .thread_name(|i| format!("parashard-exec-{i}"))
-            .build()
-            .map_err(|e| ExecutorError::ThreadPool(e.to_string()))?;
+        let pool = if workers > 1 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(workers - 1)
+                .thread_name(|i| format!("parashard-exec-{}", i + 1))
+                .build()
+                .map_err(|e| ExecutorError::ThreadPool(e.to_string()))?;
+            Some(pool)
+        } else {
+            None
+        };
         Ok(ParallelExecutor {
             registry,
             workers,
@@ -116,10 +129,11 @@ impl ParallelExecutor {
             parallel_blocks: AtomicU64::new(0),
             sequential_blocks: AtomicU64::new(0),
             waits: AtomicU64::new(0),
+            handoffs: Arc::new(AtomicU64::new(0)),
         })
     }
 
-    /// The number of worker threads.
+    /// The number of worker threads, the caller's included.
     pub fn workers(&self) -> usize {
         self.workers
     }
@@ -141,68 +155,184 @@ impl BlockExecutor for ParallelExecutor {
         block: &[Transaction],
     ) -> Result<Vec<Receipt>, ExecutorError> {
         check_block_size(block)?;
-        if self.workers == 1 || block.len() < MIN_PARALLEL_BLOCK || looks_contended(block) {
-            self.sequential_blocks.fetch_add(1, Ordering::Relaxed);
-            return Ok(execute_in_order(state, block, &self.registry));
-        }
+        let pool = match &self.pool {
+            Some(pool) if block.len() >= MIN_PARALLEL_BLOCK && !looks_contended(block) => pool,
+            _ => {
+                self.sequential_blocks.fetch_add(1, Ordering::Relaxed);
+                return Ok(execute_in_order(state, block, &self.registry));
+            }
+        };
         self.parallel_blocks.fetch_add(1, Ordering::Relaxed);
         // Reuse the buffers of an earlier block: fresh ones would cost page
-        // faults on every block.
-        // Holding the plan serialises parallel blocks: phase 1 waits on a
-        // barrier, which two interleaved broadcasts could deadlock.
+        // faults on every block. Blocks on one executor run one at a time.
         let mut plan = lock(&self.plan);
-        self.analyse(state, block, &mut plan);
-        let receipts = self.execute(state, block, &plan);
-        Ok(receipts)
+        // Segments are whole chunks, so a chunk lies in one segment.
+        let segment_len = block.len().div_ceil(self.workers).next_multiple_of(CHUNK);
+        self.handoff();
+        pool.in_place_scope(|scope| {
+            let mut segments = plan.segments.iter_mut().enumerate();
+            let (_, own) = segments.next().expect("at least one worker");
+            for (s, segment) in segments {
+                let range =
+                    (s * segment_len).min(block.len())..((s + 1) * segment_len).min(block.len());
+                scope.spawn(move |_| segment.analyse(block, range));
+            }
+            own.analyse(block, 0..segment_len.min(block.len()));
+        });
+        // Room for every declared key, so that no table grows while workers
+        // hold slot references.
+        for (p, partition) in state.partitions_mut().iter_mut().enumerate() {
+            let declared = plan.segments.iter().map(|s| s.counts[p] as usize).sum();
+            partition.reserve_shared(declared);
+        }
+        Ok(self.execute(pool, state, block, &plan, segment_len))
     }
 }
 
-/// Phase 1's output. Declared keys are numbered through the block:
-/// `first[i]..first[i + 1]` are transaction `i`'s keys, reads then writes.
+/// Phase 1's output, reused from block to block: one segment per worker.
 struct Plan {
-    first: Vec<u32>,
-    /// One per worker, each written only by its worker: no cache line is
-    /// written by two cores during phase 1.
-    workers: Vec<WorkerPlan>,
-    /// `outboxes[from][to]`: keys worker `from` routes to worker `to`.
-    outboxes: Vec<Vec<Mutex<Vec<Routed>>>>,
-}
-
-/// What one worker found for the keys in its partitions; zero for keys in
-/// other workers' partitions.
-struct WorkerPlan {
-    /// `(partition << 32 | slot index) + 1`.
-    slots: Vec<u64>,
-    /// The previous transaction that declared the key, plus one.
-    dependencies: Vec<u32>,
+    segments: Vec<Segment>,
 }
 
 impl Plan {
     fn new(workers: usize) -> Plan {
         Plan {
-            first: Vec::new(),
-            workers: (0..workers)
-                .map(|_| WorkerPlan {
-                    slots: Vec::new(),
-                    dependencies: Vec::new(),
-                })
-                .collect(),
-            outboxes: (0..workers)
-                .map(|_| (0..workers).map(|_| Mutex::new(Vec::new())).collect())
-                .collect(),
+            segments: (0..workers).map(|_| Segment::default()).collect(),
+        }
+    }
+}
+
+/// One segment of the block as phase 1 found it. Declared keys are
+/// numbered through the segment: `first[i]..first[i + 1]` are the numbers
+/// of its transaction `i`'s keys, reads then writes.
+///
+/// Each segment is written by one worker through phase 1, on cache lines of
+/// its own: vector lengths updated on every key would otherwise bounce
+/// between cores.
+#[derive(Default)]
+#[repr(align(128))]
+struct Segment {
+    /// The block index of its first transaction.
+    start: usize,
+    first: Vec<u32>,
+    keys: Vec<DeclaredKey>,
+    /// The last declarer in this segment of each key hash.
+    last: LastDeclarer,
+    /// Distinct declared keys per state partition: room to reserve.
+    counts: Vec<u32>,
+}
+
+/// What phase 1 found about one declared key.
+#[derive(Clone, Copy)]
+struct DeclaredKey {
+    hash: u64,
+    /// The previous declarer of the key in this segment, as a block index
+    /// plus one; 0 if it has none here.
+    previous: u32,
+}
+
+impl Segment {
+    /// Phase 1 for the transactions `range` of `block`.
+    fn analyse(&mut self, block: &[Transaction], range: std::ops::Range<usize>) {
+        self.start = range.start;
+        self.first.clear();
+        self.first.push(0);
+        self.keys.clear();
+        self.counts.clear();
+        self.counts.resize(PARTITIONS, 0);
+        let declared: usize = block[range.clone()].iter().map(|tx| tx.access.len()).sum();
+        self.last.reset(declared);
+        for (tx, index) in block[range.clone()].iter().zip(range.clone()) {
+            // A block that was not just received is no longer in cache, and
+            // this loop does too little per transaction to hide a miss: load
+            // the declared keys of transactions a few places ahead.
+            if let Some(ahead) = block[..range.end].get(index + PREFETCH_TXS) {
+                prefetch_transaction(ahead);
+            }
+            let index = index as u32;
+            // An oversize set fails validation; its surplus keys are not
+            // scheduled, and this bound keeps the count far below u32::MAX.
+            for key in tx.access.keys().take(MAX_ACCESS_KEYS + 1) {
+                let hash = hash(key);
+                let previous = self.last.replace(hash, index);
+                if previous.is_none() {
+                    // Each distinct key of the segment may be a new one.
+                    self.counts[partition_of(hash)] += 1;
+                }
+                // A key declared twice by one transaction is no dependency
+                // (the transaction is rejected as invalid anyway).
+                let previous = previous.filter(|p| *p != index);
+                self.keys.push(DeclaredKey {
+                    hash,
+                    previous: previous.map_or(0, |p| p + 1),
+                });
+            }
+            self.first.push(self.keys.len() as u32);
+        }
+    }
+}
+
+/// An open-addressing map from key hash to the last transaction that
+/// declared it. An entry packs the hash's top 32 bits with the transaction
+/// plus one (0: empty) into a word: two keys whose hashes agree on those
+/// bits and on the bits that place them in the table share an entry, which
+/// costs at most a needless dependency. Eight bytes an entry keep the table
+/// in the worker's cache, and clearing it per block is one streaming write.
+#[derive(Default)]
+struct LastDeclarer {
+    entries: Vec<u64>,
+}
+
+impl LastDeclarer {
+    /// Empties the table and sizes it for `keys` keys (load at most 1/2).
+    fn reset(&mut self, keys: usize) {
+        let capacity = (2 * keys).next_power_of_two().max(16);
+        self.entries.clear();
+        self.entries.resize(capacity, 0);
+    }
+
+    #[inline]
+    fn home(&self, h: u64) -> usize {
+        h as usize & (self.entries.len() - 1)
+    }
+
+    /// Records `tx` as the last declarer of `h`; returns the one before.
+    #[inline]
+    fn replace(&mut self, h: u64, tx: u32) -> Option<u32> {
+        let tag = h & !u64::from(u32::MAX);
+        let mask = self.entries.len() - 1;
+        let mut i = self.home(h);
+        loop {
+            let entry = &mut self.entries[i];
+            if *entry == 0 {
+                *entry = tag | u64::from(tx + 1);
+                return None;
+            }
+            if *entry & !u64::from(u32::MAX) == tag {
+                let previous = *entry as u32 - 1;
+                *entry = tag | u64::from(tx + 1);
+                return Some(previous);
+            }
+            i = (i + 1) & mask;
         }
     }
 
-    /// The slot and the dependency (if any) of declared key `k`.
+    /// The last declarer of `h`, if any.
     #[inline]
-    fn key(&self, k: usize) -> (usize, usize, Option<usize>) {
-        let (packed, dependency) = self
-            .workers
-            .iter()
-            .find_map(|w| (w.slots[k] != 0).then(|| (w.slots[k] - 1, w.dependencies[k])))
-            .expect("phase 1 resolved every declared key");
-        let dependency = dependency.checked_sub(1).map(|d| d as usize);
-        ((packed >> 32) as usize, packed as u32 as usize, dependency)
+    fn get(&self, h: u64) -> Option<u32> {
+        let tag = h & !u64::from(u32::MAX);
+        let mask = self.entries.len() - 1;
+        let mut i = self.home(h);
+        loop {
+            let entry = self.entries[i];
+            if entry == 0 {
+                return None;
+            }
+            if entry & !u64::from(u32::MAX) == tag {
+                return Some(entry as u32 - 1);
+            }
+            i = (i + 1) & mask;
+        }
     }
 }
 
@@ -212,53 +342,29 @@ impl Plan {
 struct Progress(AtomicU32);
 
 impl ParallelExecutor {
-    fn analyse(&self, state: &mut State, block: &[Transaction], plan: &mut Plan) {
-        plan.first.clear();
-        plan.first.push(0);
-        let mut total = 0u32;
-        for tx in block {
-            // An oversize set fails validation; its surplus keys are not
-            // scheduled, and this bound keeps the count far below u32::MAX.
-            total += tx.access.len().min(crate::model::MAX_ACCESS_KEYS + 1) as u32;
-            plan.first.push(total);
-        }
-        let epoch = state.next_epoch();
-        let workers = self.workers;
-        let mut groups: Vec<Vec<(usize, &mut Partition)>> =
-            (0..workers).map(|_| Vec::new()).collect();
-        for (p, partition) in state.partitions_mut().iter_mut().enumerate() {
-            groups[p % workers].push((p, partition));
-        }
-        // Each worker thread takes the same plan every block (broadcast
-        // indices are thread indices), so its buffers stay in its cache.
-        let jobs: Vec<Mutex<AnalysisJob<'_>>> = groups
-            .into_iter()
-            .zip(plan.workers.iter_mut())
-            .map(Mutex::new)
-            .collect();
-        let (first, outboxes) = (&plan.first, &plan.outboxes);
-        let barrier = Barrier::new(workers);
-        self.pool.broadcast(|ctx| {
-            let w = ctx.index();
-            route_keys(w, workers, block, first, &outboxes[w]);
-            barrier.wait();
-            let mut job = lock(&jobs[w]);
-            let (group, worker_plan) = &mut *job;
-            let inboxes: Vec<_> = outboxes.iter().map(|from| lock(&from[w])).collect();
-            analyse_partitions(group, worker_plan, &inboxes, epoch, total as usize);
-        });
-    }
-
-    fn execute(&self, state: &State, block: &[Transaction], plan: &Plan) -> Vec<Receipt> {
-        let progress: Vec<Progress> = (0..block.len().div_ceil(CHUNK))
-            .map(|_| Progress(AtomicU32::new(0)))
+    fn execute(
+        &self,
+        pool: &rayon::ThreadPool,
+        state: &State,
+        block: &[Transaction],
+        plan: &Plan,
+        segment_len: usize,
+    ) -> Vec<Receipt> {
+        let chunks = block.len().div_ceil(CHUNK);
+        let progress: Vec<Progress> = (0..chunks).map(|_| Progress(AtomicU32::new(0))).collect();
+        let mut receipts: Vec<Receipt> = Vec::with_capacity(block.len());
+        // Each chunk's receipts are written in place by whichever worker
+        // claims the chunk; the mutex is taken once per chunk, uncontended.
+        let outputs: Vec<Mutex<Option<&mut [MaybeUninit<Receipt>]>>> = receipts
+            .spare_capacity_mut()[..block.len()]
+            .chunks_mut(CHUNK)
+            .map(|out| Mutex::new(Some(out)))
             .collect();
         let next_chunk = AtomicUsize::new(0);
-        let chunks: Mutex<Vec<(usize, Vec<Receipt>)>> =
-            Mutex::new(Vec::with_capacity(block.len() / CHUNK + 1));
+        let written = AtomicUsize::new(0);
         let worker = || {
-            let mut mine = Vec::new();
             let mut waits = 0u64;
+            let mut done = 0usize;
             loop {
                 let chunk = next_chunk.fetch_add(1, Ordering::Relaxed);
                 let start = chunk * CHUNK;
@@ -266,153 +372,111 @@ impl ParallelExecutor {
                     break;
                 }
                 let end = (start + CHUNK).min(block.len());
-                let mut receipts = Vec::with_capacity(end - start);
-                #[allow(clippy::needless_range_loop)] // `i` indexes the plan too
-                for i in start..end {
-                    // Slots were last touched by phase 1, often on the other
-                    // core: start moving them here a few transactions ahead.
-                    if i + PREFETCH_TXS < end {
-                        let ahead = i + PREFETCH_TXS;
-                        for k in plan.first[ahead] as usize..plan.first[ahead + 1] as usize {
-                            let (partition, index, _) = plan.key(k);
-                            state.partitions()[partition].prefetch_slot(index);
+                let out = lock(&outputs[chunk])
+                    .take()
+                    .expect("each chunk is claimed once");
+                let s = start / segment_len;
+                let (earlier, rest) = plan.segments.split_at(s);
+                let segment = &rest[0];
+                let first = &segment.first[start - segment.start..=end - segment.start];
+                // Start loading slots a few transactions ahead: the chunk's
+                // head at once, then each transaction as the loop nears it.
+                let prefetch = |offset: usize| {
+                    if let Some(tx) = block[..end].get(start + offset) {
+                        prefetch_transaction(tx);
+                    }
+                    if let Some(range) = first.get(offset..=offset + 1) {
+                        for key in &segment.keys[range[0] as usize..range[1] as usize] {
+                            state.prefetch_hashed(key.hash);
                         }
                     }
-                    let keys = plan.first[i] as usize..plan.first[i + 1] as usize;
-                    let mut slots: SmallVec<[Option<&Slot>; 8]> = SmallVec::new();
-                    for k in keys {
-                        let (partition, index, dependency) = plan.key(k);
+                };
+                (0..PREFETCH_TXS).for_each(prefetch);
+                for (offset, tx) in block[start..end].iter().enumerate() {
+                    prefetch(offset + PREFETCH_TXS);
+                    let keys = &segment.keys[first[offset] as usize..first[offset + 1] as usize];
+                    let (reads, writes) = (tx.access.reads.as_slice(), tx.access.writes.as_slice());
+                    let slot_of = |j: usize| {
+                        let declared = keys[j];
+                        let dependency = match declared.previous {
+                            0 => earlier.iter().rev().find_map(|e| e.last.get(declared.hash)),
+                            previous => Some(previous - 1),
+                        };
                         if let Some(d) = dependency {
-                            waits += u64::from(wait_for(&progress, d));
+                            waits += u64::from(wait_for(&progress, d as usize));
                         }
-                        slots.push(Some(state.partitions()[partition].slot(index)));
-                    }
-                    receipts.push(run_resolved(&block[i], &slots, &self.registry));
+                        let key = reads.get(j).unwrap_or_else(|| &writes[j - reads.len()]);
+                        state.slot_hashed(key, declared.hash)
+                    };
+                    let receipt = with_slots(keys.len(), slot_of, |slots| {
+                        run_resolved(tx, slots, keys, state, &self.registry)
+                    });
+                    out[offset].write(receipt);
                     progress[chunk]
                         .0
-                        .store((i + 1 - start) as u32, Ordering::Release);
+                        .store(offset as u32 + 1, Ordering::Release);
                 }
-                mine.push((start, receipts));
+                done += end - start;
             }
             self.waits.fetch_add(waits, Ordering::Relaxed);
-            chunks
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend(mine);
+            written.fetch_add(done, Ordering::Relaxed);
         };
-        self.pool.scope(|scope| {
-            for _ in 0..self.workers {
+        self.handoff();
+        pool.in_place_scope(|scope| {
+            for _ in 1..self.workers {
                 scope.spawn(|_| worker());
             }
+            worker();
         });
-        let mut chunks = chunks.into_inner().unwrap_or_else(|e| e.into_inner());
-        chunks.sort_unstable_by_key(|(start, _)| *start);
-        let mut receipts = Vec::with_capacity(block.len());
-        for (start, part) in chunks {
-            debug_assert_eq!(start, receipts.len());
-            receipts.extend(part);
-        }
+        self.keep_warm(pool);
+        drop(outputs);
+        // Every chunk was claimed exactly once (the claim counter hands out
+        // each number once) and filled completely.
         assert_eq!(
-            receipts.len(),
+            written.into_inner(),
             block.len(),
             "every transaction has a receipt"
         );
+        // SAFETY: the first `block.len()` elements of the spare capacity were
+        // initialised: the chunks cover them without overlap, each chunk was
+        // taken by exactly one worker, and the count just checked says every
+        // taken chunk was written through to its end.
+        unsafe { receipts.set_len(block.len()) };
         receipts
     }
 }
 
-/// One worker's phase-1 job: its partitions (with their numbers) and its plan.
-type AnalysisJob<'a> = (Vec<(usize, &'a mut Partition)>, &'a mut WorkerPlan);
+impl ParallelExecutor {
+    /// Keeps the pool threads spinning for a while instead of going to
+    /// sleep. A sleeping thread's core halts, and on a virtual machine
+    /// waking it again can take longer than a whole block; blocks and
+    /// phases follow each other closely, so a short spin keeps the workers
+    /// ready. The spin ends at the next hand-off or after [`KEEP_WARM`].
+    fn keep_warm(&self, pool: &rayon::ThreadPool) {
+        let seen = self.handoffs.load(Ordering::Relaxed);
+        for _ in 1..self.workers {
+            let handoffs = Arc::clone(&self.handoffs);
+            pool.spawn(move || {
+                let deadline = std::time::Instant::now() + KEEP_WARM;
+                while handoffs.load(Ordering::Relaxed) == seen
+                    && std::time::Instant::now() < deadline
+                {
+                    for _ in 0..64 {
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+        }
+    }
 
-/// A declared key on its way to the worker that owns its partition.
-struct Routed {
-    tx: u32,
-    /// The key's number in the block (see [`Plan`]).
-    number: u32,
-    hash: u64,
-    key: Key,
+    /// Ends the spin of [`Self::keep_warm`]: work for the pool follows.
+    fn handoff(&self) {
+        self.handoffs.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Phase 1a: worker `w` hashes the keys of its share of the block and sorts
-/// them into one outbox per owning worker, keeping block order.
-fn route_keys(
-    w: usize,
-    workers: usize,
-    block: &[Transaction],
-    first: &[u32],
-    outboxes: &[Mutex<Vec<Routed>>],
-) {
-    let mut outboxes: Vec<_> = outboxes.iter().map(lock).collect();
-    outboxes.iter_mut().for_each(|outbox| outbox.clear());
-    let share = block.len().div_ceil(workers);
-    let range = (w * share).min(block.len())..((w + 1) * share).min(block.len());
-    for i in range {
-        let base = first[i];
-        let len = (first[i + 1] - base) as usize;
-        for (offset, key) in block[i].access.keys().take(len).enumerate() {
-            let hash = hash(key);
-            outboxes[partition_of(hash) % workers].push(Routed {
-                tx: i as u32,
-                number: base + offset as u32,
-                hash,
-                key: *key,
-            });
-        }
-    }
-}
-
-/// Phase 1b for one worker's partitions; see the module docs. `inboxes`
-/// come from workers in block order.
-fn analyse_partitions(
-    group: &mut [(usize, &mut Partition)],
-    plan: &mut WorkerPlan,
-    inboxes: &[std::sync::MutexGuard<'_, Vec<Routed>>],
-    epoch: u32,
-    total: usize,
-) {
-    plan.slots.clear();
-    plan.slots.resize(total, 0);
-    plan.dependencies.clear();
-    plan.dependencies.resize(total, 0);
-    // Which group entry holds partition p, if this worker owns it.
-    let mut owned = [usize::MAX; PARTITIONS];
-    for (position, (p, _)) in group.iter().enumerate() {
-        owned[*p] = position;
-    }
-    // Grow each table at most once, before any slot index is handed out.
-    let mut counts = [0usize; PARTITIONS];
-    for routed in inboxes.iter().flat_map(|inbox| inbox.iter()) {
-        counts[partition_of(routed.hash)] += 1;
-    }
-    for (p, partition) in group.iter_mut() {
-        partition.reserve(counts[*p]);
-    }
-    let mut ahead = inboxes
-        .iter()
-        .flat_map(|inbox| inbox.iter())
-        .skip(PREFETCH_KEYS);
-    for routed in inboxes.iter().flat_map(|inbox| inbox.iter()) {
-        if let Some(next) = ahead.next() {
-            group[owned[partition_of(next.hash)]].1.prefetch(next.hash);
-        }
-        let p = partition_of(routed.hash);
-        debug_assert_ne!(owned[p], usize::MAX, "routed to its owner");
-        let partition = &mut group[owned[p]].1;
-        let index = partition.find_or_insert(&routed.key, routed.hash);
-        let number = routed.number as usize;
-        if let Some(previous) = partition.tag(index, epoch, routed.tx) {
-            // A key declared twice by one transaction is no dependency (the
-            // transaction is rejected as invalid anyway).
-            if previous != routed.tx {
-                plan.dependencies[number] = previous + 1;
-            }
-        }
-        plan.slots[number] = (((p as u64) << 32) | index as u64) + 1;
-    }
 }
 
 /// Waits until transaction `tx` is done; returns whether it had to wait.
@@ -435,15 +499,27 @@ fn wait_for(progress: &[Progress], tx: usize) -> bool {
     true
 }
 
-/// Runs a transaction whose keys all have slots and publishes its writes.
+/// Runs a transaction against its keys' slots (`None`: missing) and
+/// publishes its writes, inserting the keys it creates.
 #[inline]
-fn run_resolved(tx: &Transaction, slots: &[Option<&Slot>], registry: &Registry) -> Receipt {
+fn run_resolved(
+    tx: &Transaction,
+    slots: &[Option<&Slot>],
+    keys: &[DeclaredKey],
+    state: &State,
+    registry: &Registry,
+) -> Receipt {
     let status = match contracts::run(tx, slots, registry) {
         Ok((output, writes)) => {
             for (position, value) in writes {
-                slots[usize::from(position)]
-                    .expect("phase 1 resolved every declared key")
-                    .store(value);
+                let position = usize::from(position);
+                match slots[position] {
+                    Some(slot) => slot.store(value),
+                    None => {
+                        let key = tx.access.key(position).expect("declared");
+                        state.insert_shared(key, keys[position].hash).store(value);
+                    }
+                }
             }
             Status::Committed { output }
         }

@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use super::{check_block_size, BlockExecutor, ExecutorError};
+use super::{check_block_size, prefetch_transaction, with_slots, BlockExecutor, ExecutorError};
 use crate::contracts::{self, Registry};
 use crate::model::{Key, Receipt, Status, Transaction, Value};
-use crate::state::{Slot, State};
+use crate::state::{hash, State};
 
 /// Executes transactions one at a time, in block order: the definition of
 /// a block's result.
@@ -37,6 +37,11 @@ impl BlockExecutor for SequentialExecutor {
 /// How many transactions ahead the executor prefetches state: enough to
 /// cover a memory access, few enough to stay in the L1 cache.
 pub(crate) const PREFETCH_DISTANCE: usize = 6;
+/// Hashes of prefetched transactions are kept for their execution: a ring
+/// of this many transactions (more than the prefetch distance) ...
+const HASH_RING: usize = 8;
+/// ... of at most this many keys each; further keys are hashed again.
+const HASHED_KEYS: usize = 4;
 
 /// Executes `block` in order: shared by the sequential executor and the
 /// parallel executor's fallback for contended blocks.
@@ -46,11 +51,30 @@ pub(crate) fn execute_in_order(
     registry: &Registry,
 ) -> Vec<Receipt> {
     let mut receipts = Vec::with_capacity(block.len());
-    for (i, tx) in block.iter().enumerate() {
+    let mut hashes = [[0u64; HASHED_KEYS]; HASH_RING];
+    // Hashes and prefetches transaction `i`'s keys, keeping the hashes.
+    let prefetch = |state: &State, hashes: &mut [[u64; HASHED_KEYS]; HASH_RING], i: usize| {
         if let Some(ahead) = block.get(i + PREFETCH_DISTANCE) {
-            ahead.access.keys().for_each(|key| state.prefetch(key));
+            prefetch_transaction(ahead);
         }
-        let (status, created) = execute_one(state, tx, registry);
+        if let Some(tx) = block.get(i) {
+            let ring = &mut hashes[i % HASH_RING];
+            for (slot, key) in ring.iter_mut().zip(tx.access.keys()) {
+                *slot = hash(key);
+                state.prefetch_hashed(*slot);
+            }
+        }
+    };
+    for tx in block.iter().take(PREFETCH_DISTANCE) {
+        prefetch_transaction(tx);
+    }
+    for i in 0..PREFETCH_DISTANCE {
+        prefetch(state, &mut hashes, i);
+    }
+    for (i, tx) in block.iter().enumerate() {
+        prefetch(state, &mut hashes, i + PREFETCH_DISTANCE);
+        let known = hashes[i % HASH_RING];
+        let (status, created) = execute_one(state, tx, &known, registry);
         for (key, value) in created {
             state.set(key, value);
         }
@@ -68,24 +92,31 @@ pub(crate) fn execute_in_order(
 fn execute_one(
     state: &State,
     tx: &Transaction,
+    known: &[u64; HASHED_KEYS],
     registry: &Registry,
 ) -> (Status, SmallVec<[(Key, Value); 2]>) {
-    let slots: SmallVec<[Option<&Slot>; 8]> = tx.access.keys().map(|k| state.slot(k)).collect();
-    let mut created = SmallVec::new();
-    let status = match contracts::run(tx, &slots, registry) {
-        Ok((output, writes)) => {
-            for (position, value) in writes {
-                let position = usize::from(position);
-                match slots[position] {
-                    Some(slot) => slot.store(value),
-                    None => {
-                        created.push((*tx.access.keys().nth(position).expect("declared"), value))
+    let slot_of = |j: usize| {
+        let key = tx.access.key(j).expect("j < len");
+        match known.get(j) {
+            Some(h) => state.slot_hashed(key, *h),
+            None => state.slot(key),
+        }
+    };
+    with_slots(tx.access.len(), slot_of, |slots| {
+        let mut created = SmallVec::new();
+        let status = match contracts::run(tx, slots, registry) {
+            Ok((output, writes)) => {
+                for (position, value) in writes {
+                    let position = usize::from(position);
+                    match slots[position] {
+                        Some(slot) => slot.store(value),
+                        None => created.push((*tx.access.key(position).expect("declared"), value)),
                     }
                 }
+                Status::Committed { output }
             }
-            Status::Committed { output }
-        }
-        Err(error) => Status::Failed(error),
-    };
-    (status, created)
+            Err(error) => Status::Failed(error),
+        };
+        (status, created)
+    })
 }
