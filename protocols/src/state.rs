@@ -352,6 +352,20 @@ impl State {
         &mut self.partitions
     }
 
+    /// The epoch of the last block tagged.
+    #[cfg(test)]
+    pub(crate) fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// Moves the epoch counter, so that tests reach the wrap of the 30-bit
+    /// epoch without running a billion blocks.
+    #[cfg(test)]
+    pub(crate) fn set_epoch(&mut self, epoch: u32) {
+        assert!(epoch <= EPOCH_MAX, "epoch {epoch} over {EPOCH_MAX}");
+        self.epoch = epoch;
+    }
+
     /// Starts a new block for dependency tagging and returns its epoch.
     pub(crate) fn next_epoch(&mut self) -> u32 {
         if self.epoch == EPOCH_MAX {

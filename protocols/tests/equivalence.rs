@@ -134,13 +134,13 @@ fn check_equivalence(
         for receipt in &expected {
             *outcomes.entry(outcome(receipt)).or_insert(0) += 1;
         }
-        let expected_map = reference.to_map();
+        let expected_state = common::sorted(&reference);
         for (executor, state) in executors.parallel.iter().zip(&mut states) {
             let receipts = executor
                 .execute_block(state, block)
                 .map_err(|e| TestCaseError::fail(format!("seed {}: {e}", case.seed)))?;
             if let Some(difference) =
-                common::first_difference(block, (&expected, &expected_map), (&receipts, state))
+                common::first_difference(block, (&expected, &expected_state), (&receipts, state))
             {
                 return Err(TestCaseError::fail(format!(
                     "seed {} ({} blocks): block {b}, {} workers: {difference}",
