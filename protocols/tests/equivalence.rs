@@ -11,8 +11,8 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::{BlockSpec, Case, Mix};
 use parashard_protocols::{
@@ -41,14 +41,16 @@ fn block_spec() -> impl Strategy<Value = BlockSpec> {
             1 => Just(Mix::Heavy),
         ],
         prop_oneof![1 => Just(0u64), 2 => 0u64..=20],
+        prop_oneof![4 => Just(false), 1 => Just(true)],
     )
         .prop_map(
-            |(len, accounts, hot_percent, mix, failure_percent)| BlockSpec {
+            |(len, accounts, hot_percent, mix, failure_percent, hot_tail)| BlockSpec {
                 len,
                 accounts,
                 hot_percent,
                 mix,
                 failure_percent,
+                hot_tail,
             },
         )
 }
@@ -156,8 +158,9 @@ fn check_equivalence(
 
 /// Proves determinism: for 1000 random cases of 1-3 blocks in a row on one
 /// state (512-2000 transactions each, 2 hot accounts up to 1M account ids,
-/// every native call, user contracts that panic or break their access set,
-/// and failures of every kind), parallel executors with 1, 2 and 3 workers
+/// some blocks hot only after the executor's contention sample, every
+/// native call, user contracts that panic or break their access set, and
+/// failures of every kind), parallel executors with 1, 2 and 3 workers
 /// give exactly the sequential executor's receipts and state; it also
 /// checks from the executors' stats that a large share of blocks took the
 /// parallel path, and that the blocks produced every failure kind.
@@ -292,6 +295,7 @@ fn conservation_check_detects_created_value() {
             hot_percent: 0,
             mix: Mix::Transfers,
             failure_percent: 0,
+            hot_tail: false,
         }],
     };
     /// Executes blocks sequentially, then mints one coin out of thin air.
@@ -328,6 +332,7 @@ fn cases_replay_from_their_seed() {
                 hot_percent: 10,
                 mix: Mix::Heavy,
                 failure_percent: 20,
+                hot_tail: true,
             },
             BlockSpec {
                 len: 512,
@@ -335,6 +340,7 @@ fn cases_replay_from_their_seed() {
                 hot_percent: 0,
                 mix: Mix::Light,
                 failure_percent: 5,
+                hot_tail: false,
             },
         ],
     };
@@ -396,4 +402,90 @@ fn defi_workload_matches_sequential_and_conserves() {
     // every block contended and runs it sequentially; the property tests
     // above cover the parallel path.
     eprintln!("DeFi workload on 2 workers: {:?}", parallel.stats());
+}
+
+/// Proves one parallel executor shared by two threads (its blocks then
+/// queue on the executor's plan) neither deadlocks nor mixes their blocks:
+/// each thread's 10 blocks on its own state give the sequential result,
+/// within a deadline, and most take the parallel path.
+#[test]
+fn one_executor_serves_two_threads() {
+    common::quiet_test_panics();
+    let registry = common::registry();
+    let parallel = Arc::new(ParallelExecutor::new(2, registry.clone()).expect("2 workers"));
+    let threads: Vec<_> = (0..2u64)
+        .map(|seed| {
+            let (parallel, registry) = (Arc::clone(&parallel), registry.clone());
+            std::thread::spawn(move || {
+                let spec = BlockSpec {
+                    len: 1_500,
+                    accounts: 500_000,
+                    hot_percent: 0,
+                    mix: Mix::Light,
+                    failure_percent: 10,
+                    hot_tail: false,
+                };
+                let world = Case {
+                    seed,
+                    blocks: vec![spec; 10],
+                }
+                .build();
+                let sequential = SequentialExecutor::new(registry);
+                let mut reference = world.genesis.clone();
+                let mut state = world.genesis;
+                for (b, block) in world.blocks.iter().enumerate() {
+                    let expected = sequential
+                        .execute_block(&mut reference, block)
+                        .expect("valid block");
+                    let receipts = parallel.execute_block(&mut state, block).expect("valid");
+                    let difference = common::first_difference(
+                        block,
+                        (&expected, &common::sorted(&reference)),
+                        (&receipts, &state),
+                    );
+                    assert_eq!(difference, None, "seed {seed}, block {b}");
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for thread in threads {
+        while !thread.is_finished() {
+            assert!(Instant::now() < deadline, "blocks still running: deadlock");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        thread.join().expect("the thread's blocks matched");
+    }
+    let stats = parallel.stats();
+    assert!(stats.parallel_blocks >= 10, "{stats:?}");
+}
+
+/// Proves the parallel path runs blocks whose head is calm but whose tail
+/// is one long dependency chain on the two hot accounts (the contention
+/// sample sees only the head), and still gives the sequential result.
+#[test]
+fn hot_tail_runs_in_parallel_and_matches_sequential() {
+    common::quiet_test_panics();
+    let executors = Executors::new(&[2, 3]);
+    for seed in 0..5 {
+        let spec = BlockSpec {
+            len: 2_000,
+            accounts: 1_000_000,
+            hot_percent: 0,
+            mix: Mix::Light,
+            failure_percent: 5,
+            hot_tail: true,
+        };
+        let case = Case {
+            seed,
+            blocks: vec![spec; 2],
+        };
+        if let Err(error) = check_equivalence(&case, &executors) {
+            panic!("{error}");
+        }
+    }
+    for executor in &executors.parallel {
+        let stats = executor.stats();
+        assert_eq!(stats.parallel_blocks, 10, "{stats:?}");
+    }
 }

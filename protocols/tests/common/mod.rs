@@ -243,7 +243,14 @@ pub struct BlockSpec {
     pub mix: Mix,
     /// Percent of calls built to fail.
     pub failure_percent: u64,
+    /// Whether every sender after the first [`CONTENTION_SAMPLE`] calls is
+    /// a hot account: the executor judges contention on the block's head,
+    /// so such a block takes the parallel path with long dependency chains.
+    pub hot_tail: bool,
 }
+
+/// How many leading calls the parallel executor samples for contention.
+pub const CONTENTION_SAMPLE: usize = 256;
 
 /// One randomised test case: a seed and the blocks it runs, in order, on
 /// one state. Everything random is derived from `seed`.
@@ -278,7 +285,14 @@ impl Case {
             .iter()
             .map(|spec| {
                 generator.spec = spec.clone();
-                (0..spec.len).map(|_| generator.transaction()).collect()
+                (0..spec.len)
+                    .map(|i| {
+                        if spec.hot_tail && i == CONTENTION_SAMPLE {
+                            generator.spec.hot_percent = 100;
+                        }
+                        generator.transaction()
+                    })
+                    .collect()
             })
             .collect();
         World {
