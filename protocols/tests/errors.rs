@@ -180,9 +180,9 @@ fn output(receipt: &Receipt) -> Value {
     }
 }
 
-// Proves a debit beyond the balance fails with the debited key, the amount
-// needed and the balance available at that point of the block, for coins
-// and tokens, while transfers around it commit.
+/// Proves a debit beyond the balance fails with the debited key, the amount
+/// needed and the balance available at that point of the block, for coins
+/// and tokens, while transfers around it commit.
 #[test]
 fn insufficient_funds_names_key_needed_and_available() {
     let mut ids = ids();
@@ -219,9 +219,9 @@ fn insufficient_funds_names_key_needed_and_available() {
     assert_eq!(state.get(&t1(BOB)), Some(500));
 }
 
-// Proves calls naming an account that does not exist fail with that
-// account, whether it sends or receives, natively or in user code, and
-// that no key of it is created.
+/// Proves calls naming an account that does not exist fail with that
+/// account, whether it sends or receives, natively or in user code, and
+/// that no key of it is created.
 #[test]
 fn unknown_account_names_the_missing_account() {
     let mut ids = ids();
@@ -249,8 +249,8 @@ fn unknown_account_names_the_missing_account() {
     assert_eq!(state.get(&coins(NOONE)), None);
 }
 
-// Proves calls on an asset or a pool that does not exist fail with
-// NotFound naming the missing key.
+/// Proves calls on an asset or a pool that does not exist fail with
+/// NotFound naming the missing key.
 #[test]
 fn not_found_names_the_missing_asset_or_pool() {
     let mut ids = ids();
@@ -278,9 +278,9 @@ fn not_found_names_the_missing_asset_or_pool() {
     );
 }
 
-// Proves creating an account, asset or pool that exists fails with
-// AlreadyExists naming the key, including an account created earlier in
-// the same block (a key that did not exist when the block started).
+/// Proves creating an account, asset or pool that exists fails with
+/// AlreadyExists naming the key, including an account created earlier in
+/// the same block (a key that did not exist when the block started).
 #[test]
 fn already_exists_names_the_existing_key() {
     let mut ids = ids();
@@ -317,9 +317,9 @@ fn already_exists_names_the_existing_key() {
     assert_eq!(state.get(&issuer_key(T1)), Some(ISSUER.0));
 }
 
-// Proves a credit past u64::MAX fails with Overflow naming the credited
-// key, for transfers, token transfers and mints, right after a credit that
-// reaches u64::MAX exactly commits.
+/// Proves a credit past u64::MAX fails with Overflow naming the credited
+/// key, for transfers, token transfers and mints, right after a credit that
+/// reaches u64::MAX exactly commits.
 #[test]
 fn overflow_names_the_credited_key() {
     let mut ids = ids();
@@ -343,9 +343,9 @@ fn overflow_names_the_credited_key() {
     assert_eq!(state.get(&coins(BOB)), Some(2_000));
 }
 
-// Proves reading a key outside the declared access set fails with
-// AccessViolation { write: false } naming the key, in user code and in a
-// native transfer whose access set leaves out the recipient.
+/// Proves reading a key outside the declared access set fails with
+/// AccessViolation { write: false } naming the key, in user code and in a
+/// native transfer whose access set leaves out the recipient.
 #[test]
 fn access_violation_on_undeclared_read() {
     let mut ids = ids();
@@ -381,10 +381,10 @@ fn access_violation_on_undeclared_read() {
     );
 }
 
-// Proves writing a key declared read-only, or not declared at all, fails
-// with AccessViolation { write: true } naming the key, in user code and in
-// a native transfer that declared both balances as reads; the credit each
-// made before the violation is discarded.
+/// Proves writing a key declared read-only, or not declared at all, fails
+/// with AccessViolation { write: true } naming the key, in user code and in
+/// a native transfer that declared both balances as reads; the credit each
+/// made before the violation is discarded.
 #[test]
 fn access_violation_on_write_outside_the_write_set() {
     let mut ids = ids();
@@ -431,8 +431,8 @@ fn access_violation_on_write_outside_the_write_set() {
     assert_eq!(state.get(&sneaky_target(BOB)), None);
 }
 
-// Proves an account may not create another account or mint an asset it
-// did not issue: Unauthorized names the sender and the action.
+/// Proves an account may not create another account or mint an asset it
+/// did not issue: Unauthorized names the sender and the action.
 #[test]
 fn unauthorized_names_sender_and_action() {
     let mut ids = ids();
@@ -466,10 +466,10 @@ fn unauthorized_names_sender_and_action() {
     assert_eq!(state.get(&t1(BOB)), Some(1_000));
 }
 
-// Proves a swap paying less than its guard fails with SlippageExceeded
-// giving the guard and the amount it would have paid (computed by hand:
-// 100 in against 1 000 000 / 1 000 000 at 30 bps pays 99), and that a
-// swap paying nothing fails even with a zero guard.
+/// Proves a swap paying less than its guard fails with SlippageExceeded
+/// giving the guard and the amount it would have paid (computed by hand:
+/// 100 in against 1 000 000 / 1 000 000 at 30 bps pays 99), and that a
+/// swap paying nothing fails even with a zero guard.
 #[test]
 fn slippage_exceeded_reports_guard_and_amount_out() {
     let mut ids = ids();
@@ -522,8 +522,8 @@ fn slippage_exceeded_reports_guard_and_amount_out() {
     assert_eq!(state.get(&t1(ALICE)), Some(599));
 }
 
-// Proves calling a contract id nobody registered fails with
-// UnknownContract naming the id.
+/// Proves calling a contract id nobody registered fails with
+/// UnknownContract naming the id.
 #[test]
 fn unknown_contract_names_the_id() {
     let mut ids = ids();
@@ -548,9 +548,9 @@ fn unknown_contract_names_the_id() {
     );
 }
 
-// Proves a panicking contract gets ContractPanicked with its message, for
-// `&str` and `String` payloads, its credit before the panic is discarded,
-// and the contracts around it run normally.
+/// Proves a panicking contract gets ContractPanicked with its message, for
+/// `&str` and `String` payloads, its credit before the panic is discarded,
+/// and the contracts around it run normally.
 #[test]
 fn contract_panic_becomes_a_receipt() {
     let mut ids = ids();
@@ -602,8 +602,8 @@ fn counter_with_keys(id: TxId, extra: u64) -> Transaction {
     Transaction::custom(id, ALICE, COUNTER, vec![], access)
 }
 
-// Proves the access-set bound is exact: a call declaring 64 keys runs, one
-// declaring 65 fails with InvalidInput saying how many it declared.
+/// Proves the access-set bound is exact: a call declaring 64 keys runs, one
+/// declaring 65 fails with InvalidInput saying how many it declared.
 #[test]
 fn invalid_input_for_too_many_keys() {
     let mut ids = ids();
@@ -633,8 +633,8 @@ fn invalid_input_for_too_many_keys() {
     assert_eq!(output(&receipts[1]), 1);
 }
 
-// Proves an access set naming a key twice (as read and write, or twice as
-// write) fails with InvalidInput naming the key.
+/// Proves an access set naming a key twice (as read and write, or twice as
+/// write) fails with InvalidInput naming the key.
 #[test]
 fn invalid_input_for_duplicate_key() {
     let mut ids = ids();
@@ -666,9 +666,9 @@ fn invalid_input_for_duplicate_key() {
     );
 }
 
-// Proves malformed native calls (a pool of one asset, a fee of 100%, a
-// swap or deposit of zero, the coin used as a token, minting pool shares)
-// fail with InvalidInput and the reason.
+/// Proves malformed native calls (a pool of one asset, a fee of 100%, a
+/// swap or deposit of zero, the coin used as a token, minting pool shares)
+/// fail with InvalidInput and the reason.
 #[test]
 fn invalid_input_for_malformed_calls() {
     let mut ids = ids();
@@ -705,8 +705,8 @@ fn invalid_input_for_malformed_calls() {
     );
 }
 
-// Proves a parallel executor needs between 1 and PARTITIONS workers and
-// says how many it was given otherwise.
+/// Proves a parallel executor needs between 1 and PARTITIONS workers and
+/// says how many it was given otherwise.
 #[test]
 fn parallel_executor_rejects_bad_worker_counts() {
     let registry = common::registry();
@@ -720,9 +720,9 @@ fn parallel_executor_rejects_bad_worker_counts() {
     }
 }
 
-// Proves both executors accept an empty block and leave the state alone.
-// (BlockTooLarge itself is checked at the limit by a unit test in
-// `exec/mod.rs`, since a block over it would need gigabytes.)
+/// Proves both executors accept an empty block and leave the state alone.
+/// (BlockTooLarge itself is checked at the limit by a unit test in
+/// `exec/mod.rs`, since a block over it would need gigabytes.)
 #[test]
 fn empty_block_gives_no_receipts() {
     let registry = common::registry();

@@ -104,9 +104,9 @@ pub fn execute_with_values(
 mod tests {
     use super::*;
 
-    // Proves the block size limit is inclusive and its error names both
-    // sizes, by checking lengths at and around the limit (a real block of
-    // 2^24 transactions would need over 3 GB).
+    /// Proves the block size limit is inclusive and its error names both
+    /// sizes, by checking lengths at and around the limit (a real block of
+    /// 2^24 transactions would need over 3 GB).
     #[test]
     fn block_size_limit_is_inclusive() {
         assert_eq!(check_block_len(0), Ok(()));

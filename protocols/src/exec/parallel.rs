@@ -522,12 +522,12 @@ mod tests {
             .expect("the block finishes within a minute (no deadlock)")
     }
 
-    // Proves dependency tags survive the wrap of the 30-bit block epoch: a
-    // state tags keys in blocks of epochs 1 and 2, jumps to the last epoch
-    // and runs blocks across the wrap, where stale tags of epochs 1 and 2
-    // would name transactions of old blocks (a deadlock or a wrong order);
-    // every block must still run in parallel and equal the sequential
-    // result.
+    /// Proves dependency tags survive the wrap of the 30-bit block epoch: a
+    /// state tags keys in blocks of epochs 1 and 2, jumps to the last epoch
+    /// and runs blocks across the wrap, where stale tags of epochs 1 and 2
+    /// would name transactions of old blocks (a deadlock or a wrong order);
+    /// every block must still run in parallel and equal the sequential
+    /// result.
     #[test]
     fn epoch_wrap_keeps_parallel_equal_to_sequential() {
         const ACCOUNTS: u64 = 20_000;
