@@ -88,9 +88,15 @@ pub(crate) fn prefetch_transaction(tx: &Transaction) {
 }
 
 fn check_block_size(block: &[Transaction]) -> Result<(), ExecutorError> {
-    if block.len() > MAX_BLOCK_TXS {
+    check_block_len(block.len())
+}
+
+/// The size check on a length alone: a block over the limit would take
+/// gigabytes to build in a test.
+fn check_block_len(len: usize) -> Result<(), ExecutorError> {
+    if len > MAX_BLOCK_TXS {
         return Err(ExecutorError::BlockTooLarge {
-            len: block.len(),
+            len,
             max: MAX_BLOCK_TXS,
         });
     }
@@ -129,4 +135,32 @@ pub fn execute_with_values(
             .map(|(position, value)| (*keys[usize::from(position)], value))
             .collect(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves the block size limit is inclusive and its error names both
+    /// sizes, by checking lengths at and around the limit (a real block of
+    /// 2^24 transactions would need over 3 GB).
+    #[test]
+    fn block_size_limit_is_inclusive() {
+        assert_eq!(check_block_len(0), Ok(()));
+        assert_eq!(check_block_len(MAX_BLOCK_TXS), Ok(()));
+        assert_eq!(
+            check_block_len(MAX_BLOCK_TXS + 1),
+            Err(ExecutorError::BlockTooLarge {
+                len: MAX_BLOCK_TXS + 1,
+                max: MAX_BLOCK_TXS,
+            })
+        );
+        assert_eq!(
+            check_block_len(usize::MAX),
+            Err(ExecutorError::BlockTooLarge {
+                len: usize::MAX,
+                max: MAX_BLOCK_TXS,
+            })
+        );
+    }
 }
