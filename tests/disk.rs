@@ -250,6 +250,39 @@ fn corrupt_shard_log_refuses_work() {
     assert_eq!(std::fs::read(&log).unwrap(), bytes);
 }
 
+/// A flipped bit in the middle of the coordinator's decision log makes it
+/// refuse cross-shard transactions with an error naming the corruption,
+/// before any shard is asked to lock; local transfers go on.
+#[test]
+fn corrupt_coordinator_log_refuses_cross_shard_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = vec![BALANCE; ACCOUNTS as usize];
+    let cluster = bank_on(dir.path(), 2, SnapshotPolicy::default());
+    transfer_batches(&cluster, 11, 3, &mut model);
+    cluster.shutdown();
+    let log = dir.path().join("coordinator/log-00000000000000000000");
+    let mut bytes = std::fs::read(&log).unwrap();
+    bytes[30] ^= 0x01;
+    std::fs::write(&log, &bytes).unwrap();
+    let cluster = start(dir.path(), 2, SnapshotPolicy::default());
+    let (a, b) = common::cross_pair(&cluster, ACCOUNTS);
+    let refused = cluster
+        .submit_blocking(Transaction::transfer(TxId::random(), a, b, 1))
+        .unwrap();
+    let reason = format!("{:?}", refused.error());
+    assert!(reason.contains("corrupt"), "{refused:?}");
+    assert_eq!(common::balances(&cluster, ACCOUNTS), model, "no lock left");
+    let placement = cluster.placement().clone();
+    let c = (0..ACCOUNTS)
+        .map(AccountId)
+        .find(|c| *c != a && placement.shard_of_account(*c) == placement.shard_of_account(a))
+        .unwrap();
+    let local = cluster
+        .submit_blocking(Transaction::transfer(TxId::random(), a, c, 1))
+        .unwrap();
+    assert!(local.is_committed(), "{local:?}");
+}
+
 /// A data directory written with one shard count is refused with another:
 /// placement depends on it.
 #[test]

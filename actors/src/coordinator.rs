@@ -9,7 +9,7 @@ use actix::prelude::*;
 use tracing::{debug_span, warn};
 
 use parashard_protocols::contracts::Registry;
-use parashard_protocols::model::{ShardId, Transaction, TxId};
+use parashard_protocols::model::{Receipt, ShardId, Status, Transaction, TxError, TxId};
 use parashard_protocols::placement::Placement;
 use parashard_protocols::twopc::{Command, Coordinator, CoordinatorConfig};
 
@@ -97,6 +97,7 @@ impl CoordinatorActor {
         );
         self.batches = Batches::default();
         self.txs.clear();
+        self.failed = None;
         self.undone.clear();
         self.pending_done.clear();
         let Recovered { snapshot, records } = match self.storage.load() {
@@ -252,6 +253,16 @@ impl Handler<SubmitCross> for CoordinatorActor {
         let now = self.now_ms();
         for (tx, ok) in msg.txs.into_iter().zip(proceed) {
             if !ok {
+                continue;
+            }
+            if let Some(error) = &self.failed {
+                // Without a decision log no commit can be made durable:
+                // refuse before any shard takes a lock.
+                let reason = format!("coordinator storage failed: {error}");
+                self.batches.complete(Receipt {
+                    tx_id: tx.id,
+                    status: Status::Failed(TxError::CrossShardAborted { reason }),
+                });
                 continue;
             }
             self.txs.insert(tx.id, tx.clone());
