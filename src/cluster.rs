@@ -21,6 +21,7 @@ use tracing::debug_span;
 use parashard_actors::coordinator::{single_shard, SubmitCross};
 use parashard_actors::runtime::{Runtime, RuntimeConfig, RuntimeError};
 use parashard_actors::shard::{Crash, Read, SubmitLocal};
+use parashard_actors::storage::disk::sync_dir;
 use parashard_actors::storage::{
     CoordinatorRecord, DiskStorage, MemoryStorage, ShardRecord, SnapshotPolicy, Storage,
     StorageError, StorageStats,
@@ -225,6 +226,9 @@ fn open_data_dir(
 ) -> Result<(ShardLogs, CoordinatorLog), ClusterError> {
     let io = |e: std::io::Error| StorageError::Io(format!("data dir {}: {e}", dir.display()));
     std::fs::create_dir_all(dir).map_err(io)?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        sync_dir(parent)?;
+    }
     let meta_path = dir.join(DATA_DIR_META);
     let meta = format!("shards {shards}\n");
     match std::fs::read_to_string(&meta_path) {
@@ -238,7 +242,14 @@ fn open_data_dir(
             )))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::write(&meta_path, &meta).map_err(io)?;
+            // Opening the logs below syncs this directory, and with it the
+            // file's entry.
+            std::fs::File::create(&meta_path)
+                .and_then(|mut file| {
+                    std::io::Write::write_all(&mut file, meta.as_bytes())?;
+                    file.sync_all()
+                })
+                .map_err(io)?;
         }
         Err(e) => return Err(io(e).into()),
     }

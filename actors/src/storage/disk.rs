@@ -113,6 +113,10 @@ impl<R: Record> DiskStorage<R> {
     pub fn open(dir: impl Into<PathBuf>, policy: SnapshotPolicy) -> Result<Self, StorageError> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(|e| io_error(&dir, "create directory", e))?;
+        // A synced log in a directory whose own entry is lost is lost too.
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
         Ok(DiskStorage {
             dir,
             policy,
@@ -473,15 +477,18 @@ fn log_header(generation: u64) -> [u8; LOG_HEADER_LEN] {
     header
 }
 
+/// Makes the entries of directory `dir` (created, renamed or deleted
+/// files) durable.
 #[cfg(unix)]
-fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io_error(dir, "sync directory", e))
 }
 
+/// Makes the entries of directory `dir` durable: a no-op off Unix.
 #[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> Result<(), StorageError> {
+pub fn sync_dir(_dir: &Path) -> Result<(), StorageError> {
     // Only Unix lets a directory be opened and synced; elsewhere renames
     // are as durable as the file system makes them.
     Ok(())
