@@ -147,6 +147,36 @@ fn crashed_shard_recovers_from_disk() {
     assert_eq!(common::balances(&cluster, ACCOUNTS), model);
 }
 
+/// The coordinator crashed after many logged (and snapshotted) decisions
+/// comes back from disk and goes on committing cross-shard transfers, with
+/// every balance as the model says.
+#[test]
+fn crashed_coordinator_recovers_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let often = SnapshotPolicy {
+        log_bytes: u64::MAX,
+        log_records: 5,
+    };
+    let mut model = vec![BALANCE; ACCOUNTS as usize];
+    let cluster = bank_on(dir.path(), 3, often);
+    transfer_batches(&cluster, 12, 3, &mut model);
+    assert!(cluster.storage_stats().coordinator.snapshots > 0);
+    cluster.crash_coordinator();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (a, b) = common::cross_pair(&cluster, ACCOUNTS);
+    loop {
+        match cluster.submit_blocking(Transaction::transfer(TxId::random(), a, b, 1)) {
+            Ok(receipt) if receipt.is_committed() => break,
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            other => panic!("coordinator never came back: {other:?}"),
+        }
+    }
+    model[a.0 as usize] -= 1;
+    model[b.0 as usize] += 1;
+    transfer_batches(&cluster, 13, 2, &mut model);
+    assert_eq!(common::balances(&cluster, ACCOUNTS), model);
+}
+
 /// Recovery from a snapshot plus the log after it gives the same state as
 /// replaying the whole log: two clusters run the same transfers, one
 /// snapshotting every few records, and agree after restarts.
