@@ -9,6 +9,7 @@
 //! # Ok::<(), parashard::ClusterError>(())
 //! ```
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -20,7 +21,11 @@ use tracing::debug_span;
 use parashard_actors::coordinator::{single_shard, SubmitCross};
 use parashard_actors::runtime::{Runtime, RuntimeConfig, RuntimeError};
 use parashard_actors::shard::{Crash, Read, SubmitLocal};
-use parashard_actors::storage::{MemoryStorage, Storage};
+use parashard_actors::storage::disk::sync_dir;
+use parashard_actors::storage::{
+    CoordinatorRecord, DiskStorage, MemoryStorage, ShardRecord, SnapshotPolicy, Storage,
+    StorageError, StorageStats,
+};
 use parashard_protocols::contracts::{Contract, Registry, RegistryError};
 use parashard_protocols::model::{
     AccountId, AssetId, ContractId, Key, Receipt, ShardId, Status, Transaction, TxId, Value,
@@ -63,6 +68,9 @@ pub enum ClusterError {
     /// unknown until they are read back.
     #[error("{0} did not answer")]
     Unavailable(String),
+    /// The data directory could not be opened.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     /// A blocking call was made from inside an async runtime.
     #[error("blocking cluster call inside an async runtime: use the async method")]
     BlockingInAsync,
@@ -76,6 +84,8 @@ pub struct ClusterBuilder {
     registry: Registry,
     max_in_flight: usize,
     coordinator: CoordinatorConfig,
+    data_dir: Option<PathBuf>,
+    snapshot_policy: SnapshotPolicy,
 }
 
 impl Default for ClusterBuilder {
@@ -87,6 +97,8 @@ impl Default for ClusterBuilder {
             registry: Registry::new(),
             max_in_flight: 1 << 20,
             coordinator: CoordinatorConfig::default(),
+            data_dir: None,
+            snapshot_policy: SnapshotPolicy::default(),
         }
     }
 }
@@ -133,7 +145,25 @@ impl ClusterBuilder {
         self
     }
 
-    /// Starts the cluster (in memory).
+    /// Keeps shard and coordinator logs on disk under `path` (one
+    /// directory each), so that a cluster started again on the same
+    /// directory resumes with everything committed. Without it (the
+    /// default) storage is in memory: it survives actor crashes, not the
+    /// process.
+    pub fn data_dir(mut self, path: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(path.into());
+        self
+    }
+
+    /// When shards and the coordinator snapshot their state and start a
+    /// new log (default [`SnapshotPolicy::default`]). In-memory storage
+    /// never snapshots.
+    pub fn snapshot_policy(mut self, policy: SnapshotPolicy) -> Self {
+        self.snapshot_policy = policy;
+        self
+    }
+
+    /// Starts the cluster.
     pub fn start(self) -> Result<Cluster, ClusterError> {
         if self.max_in_flight == 0 || self.max_in_flight > Semaphore::MAX_PERMITS {
             return Err(ClusterError::Config(format!(
@@ -145,16 +175,26 @@ impl ClusterBuilder {
         for (account, shard) in self.placements {
             placement.place(account, shard)?;
         }
-        let shard_storage: Vec<Arc<dyn Storage<_>>> = (0..self.shards)
-            .map(|_| Arc::new(MemoryStorage::default()) as Arc<dyn Storage<_>>)
-            .collect();
+        let (shard_storage, coordinator_storage) = match &self.data_dir {
+            Some(dir) => open_data_dir(dir, self.shards, self.snapshot_policy)?,
+            None => (
+                (0..self.shards)
+                    .map(|_| Arc::new(MemoryStorage::default()) as Arc<dyn Storage<_>>)
+                    .collect(),
+                Arc::new(MemoryStorage::default()) as Arc<dyn Storage<_>>,
+            ),
+        };
+        let storage = ClusterStorage {
+            shards: shard_storage.clone(),
+            coordinator: coordinator_storage.clone(),
+        };
         let runtime = Runtime::start(RuntimeConfig {
             placement: placement.clone(),
             workers: self.workers,
             registry: Arc::new(self.registry),
             coordinator: self.coordinator,
             shard_storage,
-            coordinator_storage: Arc::new(MemoryStorage::default()),
+            coordinator_storage,
         })?;
         let blocking = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -166,9 +206,75 @@ impl ClusterBuilder {
             permits: Arc::new(Semaphore::new(self.max_in_flight)),
             max_in_flight: self.max_in_flight,
             metrics: Metrics::default(),
+            storage,
             blocking,
         })
     }
+}
+
+type ShardLogs = Vec<Arc<dyn Storage<ShardRecord>>>;
+type CoordinatorLog = Arc<dyn Storage<CoordinatorRecord>>;
+
+/// The file in a data directory that records its shard count: placement
+/// hashes by it, so a directory only makes sense with the same count.
+const DATA_DIR_META: &str = "parashard.meta";
+
+fn open_data_dir(
+    dir: &Path,
+    shards: u32,
+    policy: SnapshotPolicy,
+) -> Result<(ShardLogs, CoordinatorLog), ClusterError> {
+    let io = |e: std::io::Error| StorageError::Io(format!("data dir {}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        sync_dir(parent)?;
+    }
+    let meta_path = dir.join(DATA_DIR_META);
+    let meta = format!("shards {shards}\n");
+    match std::fs::read_to_string(&meta_path) {
+        Ok(found) if found == meta => {}
+        Ok(found) => {
+            return Err(ClusterError::Config(format!(
+                "{} was written by a cluster with `{}`, not `{}`",
+                meta_path.display(),
+                found.trim(),
+                meta.trim()
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Opening the logs below syncs this directory, and with it the
+            // file's entry.
+            std::fs::File::create(&meta_path)
+                .and_then(|mut file| {
+                    std::io::Write::write_all(&mut file, meta.as_bytes())?;
+                    file.sync_all()
+                })
+                .map_err(io)?;
+        }
+        Err(e) => return Err(io(e).into()),
+    }
+    let shard_logs = (0..shards)
+        .map(|i| {
+            DiskStorage::open(dir.join(format!("shard-{i}")), policy)
+                .map(|s| Arc::new(s) as Arc<dyn Storage<ShardRecord>>)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let coordinator_log = Arc::new(DiskStorage::open(dir.join("coordinator"), policy)?);
+    Ok((shard_logs, coordinator_log))
+}
+
+struct ClusterStorage {
+    shards: ShardLogs,
+    coordinator: CoordinatorLog,
+}
+
+/// Storage counters of a cluster since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterStorageStats {
+    /// Every shard's log, added up.
+    pub shards: StorageStats,
+    /// The coordinator's log.
+    pub coordinator: StorageStats,
 }
 
 #[derive(Default)]
@@ -199,6 +305,7 @@ pub struct Cluster {
     permits: Arc<Semaphore>,
     max_in_flight: usize,
     metrics: Metrics,
+    storage: ClusterStorage,
     blocking: tokio::runtime::Runtime,
 }
 
@@ -469,6 +576,19 @@ impl Cluster {
             failed: self.metrics.failed.load(Ordering::Relaxed),
             latency_us_p50: p50,
             latency_us_p99: p99,
+        }
+    }
+
+    /// Storage counters (appends, syncs, snapshots) since the cluster
+    /// started.
+    pub fn storage_stats(&self) -> ClusterStorageStats {
+        let mut shards = StorageStats::default();
+        for storage in &self.storage.shards {
+            shards += storage.stats();
+        }
+        ClusterStorageStats {
+            shards,
+            coordinator: self.storage.coordinator.stats(),
         }
     }
 

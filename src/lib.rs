@@ -5,7 +5,10 @@ pub use parashard_actors as actors;
 pub use parashard_protocols as protocols;
 
 mod cluster;
-pub use cluster::{failed, Cluster, ClusterBuilder, ClusterError, MetricsSnapshot};
+pub use cluster::{
+    failed, Cluster, ClusterBuilder, ClusterError, ClusterStorageStats, MetricsSnapshot,
+};
+pub use parashard_actors::storage::{SnapshotPolicy, StorageStats};
 
 /// Everything a typical user needs.
 pub mod prelude {

@@ -15,6 +15,8 @@ use parashard::protocols::workload::{self, Rng, TxIds};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod bench_recovery;
+
 #[derive(Parser)]
 #[command(
     name = "parashard",
@@ -34,6 +36,10 @@ enum Command {
     /// Pushes local and cross-shard transfers through a whole in-memory
     /// cluster (the public API) and compares with the executor alone.
     BenchCluster(ClusterArgs),
+    /// Writes a one-shard on-disk log of committed transfers, then times
+    /// how long the shard takes to recover from it (log replay, then from
+    /// a snapshot).
+    BenchRecovery(bench_recovery::RecoveryArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -59,6 +65,10 @@ struct ClusterArgs {
     /// Workload seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Keep shard and coordinator logs on disk in this (new or empty)
+    /// directory instead of in memory.
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -106,6 +116,8 @@ enum CliError {
     Executor(#[from] parashard::protocols::ExecutorError),
     #[error("invalid argument: {0}")]
     Argument(String),
+    #[error("{0}")]
+    Storage(#[from] parashard::actors::storage::StorageError),
 }
 
 fn main() -> ExitCode {
@@ -113,6 +125,7 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Bench(BenchArgs::default())) {
         Command::Bench(args) => bench(&args),
         Command::BenchCluster(args) => bench_cluster(&args),
+        Command::BenchRecovery(args) => bench_recovery::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -259,11 +272,16 @@ fn bench_cluster(args: &ClusterArgs) -> Result<(), CliError> {
         "parashard bench-cluster: {} shards x {} workers, {} accounts, {} transfers per run, batches of {}, {} clients, seed {}",
         args.shards, args.workers, args.accounts, args.txs, args.batch, args.clients, args.seed
     );
-    let cluster = Cluster::builder()
+    let mut builder = Cluster::builder()
         .shards(args.shards)
         .workers(args.workers)
-        .max_in_flight(args.batch * args.clients)
-        .start()?;
+        .max_in_flight(args.batch * args.clients);
+    if let Some(dir) = &args.data_dir {
+        bench_recovery::require_empty(dir)?;
+        println!("  storage: on disk in {}", dir.display());
+        builder = builder.data_dir(dir);
+    }
+    let cluster = builder.start()?;
     let genesis: Vec<_> = (0..args.accounts)
         .map(|a| (AccountId(a), 1u64 << 40))
         .collect();
@@ -338,6 +356,7 @@ fn bench_cluster(args: &ClusterArgs) -> Result<(), CliError> {
         "  batch latency p50 {} us, p99 {} us",
         metrics.latency_us_p50, metrics.latency_us_p99
     );
+    bench_recovery::print_storage_stats(&cluster.storage_stats());
     cluster.shutdown();
     Ok(())
 }

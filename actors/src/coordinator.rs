@@ -9,13 +9,13 @@ use actix::prelude::*;
 use tracing::{debug_span, warn};
 
 use parashard_protocols::contracts::Registry;
-use parashard_protocols::model::{ShardId, Transaction, TxId};
+use parashard_protocols::model::{Receipt, ShardId, Status, Transaction, TxError, TxId};
 use parashard_protocols::placement::Placement;
 use parashard_protocols::twopc::{Command, Coordinator, CoordinatorConfig};
 
 use crate::batch::{BatchReply, Batches};
 use crate::shard::{Crash, FromCoordinator, FromShard, ShardActor};
-use crate::storage::{CoordinatorRecord, Storage, StorageError};
+use crate::storage::{CoordinatorRecord, CoordinatorSnapshot, Recovered, Storage, StorageError};
 
 /// Cross-shard transactions, answered in batch order.
 #[derive(Message)]
@@ -45,7 +45,17 @@ pub struct CoordinatorActor {
     txs: HashMap<TxId, Transaction>,
     epoch: Instant,
     failed: Option<StorageError>,
+    /// Logged commit decisions not yet done: what a snapshot keeps.
+    undone: HashMap<TxId, CoordinatorRecord>,
+    /// `Done` records not yet logged. They only save re-driving a finished
+    /// commit after a restart, so they ride along with the next append
+    /// instead of costing a sync of their own.
+    pending_done: Vec<CoordinatorRecord>,
 }
+
+/// The most `Done` records held back before they get an append of their
+/// own.
+const MAX_PENDING_DONE: usize = 4096;
 
 impl CoordinatorActor {
     /// A coordinator; it recovers its decisions from `storage` on start.
@@ -67,6 +77,8 @@ impl CoordinatorActor {
             txs: HashMap::new(),
             epoch: Instant::now(),
             failed: None,
+            undone: HashMap::new(),
+            pending_done: Vec::new(),
         }
     }
 
@@ -85,8 +97,11 @@ impl CoordinatorActor {
         );
         self.batches = Batches::default();
         self.txs.clear();
-        let records = match self.storage.read_all() {
-            Ok(records) => records,
+        self.failed = None;
+        self.undone.clear();
+        self.pending_done.clear();
+        let Recovered { snapshot, records } = match self.storage.load() {
+            Ok(recovered) => recovered,
             Err(error) => {
                 warn!(%error, "coordinator recovery failed");
                 self.failed = Some(error);
@@ -95,7 +110,8 @@ impl CoordinatorActor {
         };
         let mut open: HashMap<TxId, (Transaction, Vec<_>)> = HashMap::new();
         let mut order = Vec::new();
-        for record in records {
+        let snapshot = snapshot.map(|s| s.commits).unwrap_or_default();
+        for record in snapshot.into_iter().chain(records) {
             match record {
                 CoordinatorRecord::Commit { tx, writes } => {
                     order.push(tx.id);
@@ -110,29 +126,69 @@ impl CoordinatorActor {
         for id in order {
             if let Some((tx, writes)) = open.remove(&id) {
                 self.txs.insert(id, tx.clone());
+                let record = CoordinatorRecord::Commit {
+                    tx: Box::new(tx.clone()),
+                    writes: writes.clone(),
+                };
+                self.undone.insert(id, record);
                 self.machine.recover_commit(now, tx, writes);
             }
         }
     }
 
+    /// Appends `records` as one batch (one sync), then snapshots if due.
+    /// A failure stops the coordinator: its supervisor restarts it from
+    /// the log.
+    fn persist(&mut self, records: Vec<CoordinatorRecord>, ctx: &mut Context<Self>) -> bool {
+        if let Err(error) = self.storage.append(records) {
+            warn!(%error, "decision log failed; coordinator stops");
+            self.failed = Some(error);
+            ctx.stop();
+            return false;
+        }
+        if self.storage.snapshot_due() {
+            let commits = self.undone.values().cloned().collect();
+            if let Err(error) = self.storage.snapshot(CoordinatorSnapshot { commits }) {
+                warn!(%error, "decision log snapshot failed; coordinator stops");
+                self.failed = Some(error);
+                ctx.stop();
+                return false;
+            }
+            // The snapshot holds only undone commits: the held-back Done
+            // records name commits it already dropped.
+            self.pending_done.clear();
+        }
+        true
+    }
+
     fn run_commands(&mut self, ctx: &mut Context<Self>) {
-        for command in self.machine.take_commands() {
+        let commands = self.machine.take_commands();
+        // Group commit: every decision of this drain, with the Done records
+        // held back so far, in one append before any message leaves.
+        let mut decisions = Vec::new();
+        for command in &commands {
+            if let Command::PersistCommit { tx, writes } = command {
+                let Some(transaction) = self.txs.get(tx).cloned() else {
+                    continue;
+                };
+                let record = CoordinatorRecord::Commit {
+                    tx: Box::new(transaction),
+                    writes: writes.clone(),
+                };
+                self.undone.insert(*tx, record.clone());
+                decisions.push(record);
+            }
+        }
+        if !decisions.is_empty() {
+            let mut records = std::mem::take(&mut self.pending_done);
+            records.extend(decisions);
+            if !self.persist(records, ctx) {
+                return;
+            }
+        }
+        for command in commands {
             match command {
-                Command::PersistCommit { tx, writes } => {
-                    let Some(transaction) = self.txs.get(&tx).cloned() else {
-                        continue;
-                    };
-                    let record = CoordinatorRecord::Commit {
-                        tx: Box::new(transaction),
-                        writes,
-                    };
-                    if let Err(error) = self.storage.append(vec![record]) {
-                        warn!(%error, "decision log failed; coordinator stops");
-                        self.failed = Some(error);
-                        ctx.stop();
-                        return;
-                    }
-                }
+                Command::PersistCommit { .. } => {}
                 Command::Send { to, messages } => {
                     if let Some(shard) = self.shards.get(to.0 as usize) {
                         shard.do_send(FromCoordinator(messages));
@@ -140,9 +196,9 @@ impl CoordinatorActor {
                 }
                 Command::Reply(receipt) => {
                     if self.txs.remove(&receipt.tx_id).is_some() && receipt.is_committed() {
-                        let _ = self
-                            .storage
-                            .append(vec![CoordinatorRecord::Done { tx: receipt.tx_id }]);
+                        self.undone.remove(&receipt.tx_id);
+                        self.pending_done
+                            .push(CoordinatorRecord::Done { tx: receipt.tx_id });
                     }
                     self.batches.complete(receipt);
                 }
@@ -155,6 +211,10 @@ impl CoordinatorActor {
                     });
                 }
             }
+        }
+        if self.pending_done.len() >= MAX_PENDING_DONE {
+            let done = std::mem::take(&mut self.pending_done);
+            self.persist(done, ctx);
         }
     }
 }
@@ -193,6 +253,16 @@ impl Handler<SubmitCross> for CoordinatorActor {
         let now = self.now_ms();
         for (tx, ok) in msg.txs.into_iter().zip(proceed) {
             if !ok {
+                continue;
+            }
+            if let Some(error) = &self.failed {
+                // Without a decision log no commit can be made durable:
+                // refuse before any shard takes a lock.
+                let reason = format!("coordinator storage failed: {error}");
+                self.batches.complete(Receipt {
+                    tx_id: tx.id,
+                    status: Status::Failed(TxError::CrossShardAborted { reason }),
+                });
                 continue;
             }
             self.txs.insert(tx.id, tx.clone());

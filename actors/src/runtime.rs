@@ -51,6 +51,9 @@ pub struct Runtime {
     pub coordinator: Addr<CoordinatorActor>,
     system: actix::System,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Joined on stop, so that every actor (and its storage) is gone when
+    /// [`Runtime::stop`] returns and a new runtime may open the same files.
+    arbiters: Vec<Arbiter>,
 }
 
 impl Runtime {
@@ -79,12 +82,14 @@ impl Runtime {
                         config.coordinator.clone(),
                         config.coordinator_storage.clone(),
                     );
+                    let mut arbiters = Vec::with_capacity(shards + 1);
                     let coordinator = actix::Supervisor::start_in_arbiter(
                         &coordinator_arbiter.handle(),
                         move |_| {
                             CoordinatorActor::new(coordinator_config, placement, registry, storage)
                         },
                     );
+                    arbiters.push(coordinator_arbiter);
                     let mut addrs = Vec::with_capacity(shards);
                     for (i, (executor, storage)) in
                         executors.into_iter().zip(config.shard_storage).enumerate()
@@ -96,14 +101,15 @@ impl Runtime {
                                 ShardActor::new(ShardId(i as u32), executor, storage, recipient)
                             });
                         addrs.push(addr);
+                        arbiters.push(arbiter);
                     }
                     coordinator.do_send(Connect(addrs.clone()));
-                    let _ = sender.send((addrs, coordinator, actix::System::current()));
+                    let _ = sender.send((addrs, coordinator, actix::System::current(), arbiters));
                 });
                 let _ = system.run();
             })
             .map_err(|e| RuntimeError::Start(e.to_string()))?;
-        let (shards, coordinator, system) = receiver
+        let (shards, coordinator, system, arbiters) = receiver
             .recv()
             .map_err(|_| RuntimeError::Start("actor system thread exited".into()))?;
         Ok(Runtime {
@@ -111,6 +117,7 @@ impl Runtime {
             coordinator,
             system,
             thread: Some(thread),
+            arbiters,
         })
     }
 
@@ -119,6 +126,10 @@ impl Runtime {
         self.system.stop();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+        for arbiter in self.arbiters.drain(..) {
+            arbiter.stop();
+            let _ = arbiter.join();
         }
     }
 }

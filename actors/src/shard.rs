@@ -14,7 +14,7 @@ use parashard_protocols::state::State;
 use parashard_protocols::twopc::{Participant, ToCoordinator, ToParticipant};
 
 use crate::batch::{BatchReply, Batches};
-use crate::storage::{ShardRecord, Storage, StorageError};
+use crate::storage::{Recovered, ShardRecord, ShardSnapshot, Storage, StorageError};
 
 /// Local transactions for this shard, answered in batch order.
 #[derive(Message)]
@@ -96,14 +96,24 @@ impl ShardActor {
         self.batches = Batches::default();
         self.deferred.clear();
         self.failed = None;
-        let records = match self.storage.read_all() {
-            Ok(records) => records,
+        let Recovered { snapshot, records } = match self.storage.load() {
+            Ok(recovered) => recovered,
             Err(error) => {
                 warn!(shard = self.shard.0, %error, "recovery failed; shard refuses work");
                 self.failed = Some(error);
                 return;
             }
         };
+        if let Some(snapshot) = snapshot {
+            self.state = State::with_capacity(snapshot.state.len());
+            for (key, value) in snapshot.state {
+                self.state.set(key, value);
+            }
+            for (tx, keys) in snapshot.prepared {
+                self.participant.prepare(tx, keys);
+            }
+            self.participant.take_granted();
+        }
         for record in records {
             match record {
                 ShardRecord::Block(txs) => {
@@ -123,6 +133,28 @@ impl ShardActor {
             }
             // Replay re-grants exactly what was logged; nobody is waiting.
             self.participant.take_granted();
+        }
+    }
+
+    /// Writes a snapshot when the storage asks for one. Called right after
+    /// an append's effects are applied, so the snapshot reflects every
+    /// logged record.
+    fn snapshot_if_due(&mut self) {
+        if self.failed.is_some() || !self.storage.snapshot_due() {
+            return;
+        }
+        let _span = debug_span!("snapshot", shard = self.shard.0).entered();
+        let snapshot = ShardSnapshot {
+            state: self.state.iter().collect(),
+            prepared: self
+                .participant
+                .prepared()
+                .map(|(tx, keys)| (*tx, keys.clone()))
+                .collect(),
+        };
+        if let Err(error) = self.storage.snapshot(snapshot) {
+            warn!(shard = self.shard.0, %error, "snapshot failed; shard refuses work");
+            self.failed = Some(error);
         }
     }
 
@@ -187,6 +219,7 @@ impl ShardActor {
                 }
             }
         }
+        self.snapshot_if_due();
     }
 }
 
@@ -274,6 +307,7 @@ impl Handler<FromCoordinator> for ShardActor {
         for (key, value) in writes {
             self.state.set(key, value);
         }
+        self.snapshot_if_due();
         // Votes read values after the batch's commits are applied: a granted
         // transaction's keys were released by those commits.
         for (tx, keys) in granted {

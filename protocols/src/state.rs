@@ -93,6 +93,16 @@ impl Slot {
         }
     }
 
+    /// A slot outside any table, holding `value` (`None`: absent), for
+    /// running one transaction against values given to it.
+    pub(crate) fn detached(value: Option<Value>) -> Slot {
+        let slot = Slot::empty();
+        if let Some(value) = value {
+            slot.store(value);
+        }
+        slot
+    }
+
     /// Whether the slot holds `key`. Call only on a published slot (its
     /// meta word loaded with acquire and `OCCUPIED`).
     #[inline]

@@ -118,21 +118,26 @@ pub fn execute_with_values(
     ),
     crate::model::TxError,
 > {
-    let mut state = State::with_capacity(values.len());
-    for (key, value) in values {
-        if let Some(value) = value {
-            state.set(*key, *value);
-        }
-    }
-    let slots: smallvec::SmallVec<[Option<&crate::state::Slot>; 8]> =
-        tx.access.keys().map(|key| state.slot(key)).collect();
+    // One free-standing slot per declared key: no table for a single
+    // transaction (this runs once per cross-shard transaction).
+    let owned: Vec<crate::state::Slot> = tx
+        .access
+        .keys()
+        .map(|key| {
+            let value = values.iter().find(|(k, _)| k == key).and_then(|(_, v)| *v);
+            crate::state::Slot::detached(value)
+        })
+        .collect();
+    let slots: Vec<Option<&crate::state::Slot>> = owned.iter().map(Some).collect();
     let (output, writes) = crate::contracts::run(tx, &slots, registry)?;
-    let keys: smallvec::SmallVec<[&crate::model::Key; 8]> = tx.access.keys().collect();
     Ok((
         output,
         writes
             .into_iter()
-            .map(|(position, value)| (*keys[usize::from(position)], value))
+            .map(|(position, value)| {
+                let key = tx.access.key(usize::from(position)).expect("declared");
+                (*key, value)
+            })
             .collect(),
     ))
 }
