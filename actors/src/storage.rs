@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use parashard_protocols::model::{Key, ShardId, Transaction, TxId, Value};
+use parashard_protocols::twopc::Attempt;
 
 /// A shard's log record. Recovery replays them in order: blocks are
 /// re-executed (execution is deterministic), cross-shard commits applied,
@@ -17,6 +18,8 @@ pub enum ShardRecord {
     Prepared {
         /// The transaction.
         tx: TxId,
+        /// The prepare round the lock belongs to.
+        attempt: Attempt,
         /// Its keys on this shard.
         keys: Vec<Key>,
     },
@@ -27,10 +30,12 @@ pub enum ShardRecord {
         /// Its writes on this shard.
         writes: Vec<(Key, Value)>,
     },
-    /// A prepared transaction aborted.
+    /// A transaction's rounds up to `attempt` aborted.
     Aborted {
         /// The transaction.
         tx: TxId,
+        /// The latest round aborted.
+        attempt: Attempt,
     },
 }
 

@@ -32,6 +32,16 @@ use crate::exec::execute_with_values;
 use crate::model::{Key, Receipt, ShardId, Status, Transaction, TxError, TxId, Value};
 use crate::placement::Placement;
 
+/// The attempt number of a cross-shard transaction's prepare round. The
+/// coordinator retries a refused transaction under the same id; numbering
+/// the rounds lets a shard tell a late or duplicated message of an earlier
+/// round from the current one.
+pub type Attempt = u32;
+
+/// An abort that covers every attempt of a transaction: what the
+/// coordinator answers when it has no record of it (presumed abort).
+pub const EVERY_ATTEMPT: Attempt = Attempt::MAX;
+
 /// A message from the coordinator to a shard.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToParticipant {
@@ -39,6 +49,8 @@ pub enum ToParticipant {
     Prepare {
         /// The transaction.
         tx: TxId,
+        /// The prepare round.
+        attempt: Attempt,
         /// This shard's keys of it.
         keys: Vec<Key>,
     },
@@ -49,10 +61,13 @@ pub enum ToParticipant {
         /// This shard's writes.
         writes: Vec<(Key, Value)>,
     },
-    /// Release `tx`'s locks without applying anything.
+    /// Release `tx`'s locks of every round up to `attempt` without applying
+    /// anything.
     Abort {
         /// The transaction.
         tx: TxId,
+        /// The latest round aborted ([`EVERY_ATTEMPT`]: all of them).
+        attempt: Attempt,
     },
 }
 
@@ -63,6 +78,8 @@ pub enum ToCoordinator {
     Prepared {
         /// The transaction.
         tx: TxId,
+        /// The prepare round the lock belongs to.
+        attempt: Attempt,
         /// The shard.
         shard: ShardId,
         /// The values (`None`: the key does not exist).
@@ -72,6 +89,8 @@ pub enum ToCoordinator {
     Refused {
         /// The transaction.
         tx: TxId,
+        /// The prepare round refused.
+        attempt: Attempt,
         /// The shard.
         shard: ShardId,
         /// The contended key.
@@ -83,6 +102,16 @@ pub enum ToCoordinator {
     Committed {
         /// The transaction.
         tx: TxId,
+        /// The shard.
+        shard: ShardId,
+    },
+    /// The shard has held `tx`'s locks for a while without hearing the
+    /// decision and asks for it (sent again after every timeout).
+    Inquire {
+        /// The transaction.
+        tx: TxId,
+        /// The prepare round the lock belongs to.
+        attempt: Attempt,
         /// The shard.
         shard: ShardId,
     },
@@ -250,6 +279,7 @@ impl Coordinator {
             .or_default()
             .push(ToParticipant::Prepare {
                 tx: id,
+                attempt: flight.attempt,
                 keys: keys.clone(),
             });
         self.commands.push(Command::SetTimer {
@@ -260,16 +290,21 @@ impl Coordinator {
     /// Handles a shard's message.
     pub fn handle_message(&mut self, now_ms: u64, message: ToCoordinator) {
         match message {
-            ToCoordinator::Prepared { tx, shard, values } => {
-                self.on_prepared(now_ms, tx, shard, values)
-            }
+            ToCoordinator::Prepared {
+                tx,
+                attempt,
+                shard,
+                values,
+            } => self.on_prepared(now_ms, tx, attempt, shard, values),
             ToCoordinator::Refused {
                 tx,
+                attempt,
                 shard,
                 key,
                 holder,
-            } => self.on_refused(now_ms, tx, shard, key, holder),
+            } => self.on_refused(now_ms, tx, attempt, shard, key, holder),
             ToCoordinator::Committed { tx, shard } => self.on_committed(tx, shard),
+            ToCoordinator::Inquire { tx, attempt, shard } => self.on_inquire(tx, attempt, shard),
         }
     }
 
@@ -277,14 +312,20 @@ impl Coordinator {
         &mut self,
         now_ms: u64,
         id: TxId,
+        attempt: Attempt,
         shard: ShardId,
         shard_values: Vec<(Key, Option<Value>)>,
     ) {
         let Some(flight) = self.in_flight.get_mut(&id) else {
             // Late vote of an answered transaction: its locks were released
-            // by the abort or commit already sent.
+            // by the abort or commit already sent, or the shard will ask.
             return;
         };
+        if attempt != flight.attempt {
+            // A vote of an aborted round: its lock may have been released
+            // since, so its values may be stale.
+            return;
+        }
         let Phase::Preparing { values } = &mut flight.phase else {
             return;
         };
@@ -298,6 +339,7 @@ impl Coordinator {
                 .or_default()
                 .push(ToParticipant::Prepare {
                     tx: id,
+                    attempt,
                     keys: keys.clone(),
                 });
             return;
@@ -336,22 +378,30 @@ impl Coordinator {
                 });
             }
             Err(error) => {
-                self.abort_everywhere(id);
+                self.abort_everywhere(id, attempt);
                 self.reply_failed(id, error);
             }
         }
     }
 
-    fn on_refused(&mut self, now_ms: u64, id: TxId, shard: ShardId, key: Key, holder: TxId) {
+    fn on_refused(
+        &mut self,
+        now_ms: u64,
+        id: TxId,
+        refused: Attempt,
+        shard: ShardId,
+        key: Key,
+        holder: TxId,
+    ) {
         let Some(flight) = self.in_flight.get_mut(&id) else {
             return;
         };
-        if !matches!(flight.phase, Phase::Preparing { .. }) {
+        if refused != flight.attempt || !matches!(flight.phase, Phase::Preparing { .. }) {
             return;
         }
         flight.attempt += 1;
         let attempt = flight.attempt;
-        self.abort_everywhere(id);
+        self.abort_everywhere(id, refused);
         if attempt > self.config.max_retries {
             let reason =
                 format!("{key} on {shard} stayed locked by {holder} through {attempt} attempts");
@@ -364,6 +414,33 @@ impl Coordinator {
             flight.phase = Phase::Backoff { at_ms };
         }
         self.commands.push(Command::SetTimer { at_ms });
+    }
+
+    /// A prepared shard asks what became of `id`. Answers are idempotent:
+    /// the decision if there is one, an abort of the rounds the coordinator
+    /// has itself given up, and nothing while the current round is still
+    /// collecting votes (its deadline decides, and the shard asks again).
+    fn on_inquire(&mut self, id: TxId, attempt: Attempt, shard: ShardId) {
+        let answer = match self.in_flight.get(&id) {
+            // Presumed abort: no record means no commit decision was ever
+            // logged, or it was logged and every shard has applied it (so
+            // the lock the shard holds comes from a stray prepare).
+            None => ToParticipant::Abort {
+                tx: id,
+                attempt: EVERY_ATTEMPT,
+            },
+            Some(flight) => match &flight.phase {
+                Phase::Committing { writes, .. } => ToParticipant::Commit {
+                    tx: id,
+                    // A shard that acknowledged already holds a stray
+                    // lock; an empty commit releases it.
+                    writes: writes.get(&shard).cloned().unwrap_or_default(),
+                },
+                _ if attempt < flight.attempt => ToParticipant::Abort { tx: id, attempt },
+                _ => return,
+            },
+        };
+        self.outbox.entry(shard).or_default().push(answer);
     }
 
     fn on_committed(&mut self, id: TxId, shard: ShardId) {
@@ -394,7 +471,9 @@ impl Coordinator {
         for (id, flight) in &self.in_flight {
             match &flight.phase {
                 Phase::Backoff { at_ms } if *at_ms <= now_ms => retry.push(*id),
-                Phase::Preparing { .. } if flight.deadline_ms <= now_ms => overdue.push(*id),
+                Phase::Preparing { .. } if flight.deadline_ms <= now_ms => {
+                    overdue.push((*id, flight.attempt))
+                }
                 Phase::Committing { writes, .. } if flight.deadline_ms <= now_ms => {
                     resend.push((*id, writes.clone()))
                 }
@@ -408,8 +487,8 @@ impl Coordinator {
         for id in retry {
             self.prepare(now_ms, id);
         }
-        for id in overdue {
-            self.abort_everywhere(id);
+        for (id, attempt) in overdue {
+            self.abort_everywhere(id, attempt);
             let reason = "a shard did not vote in time".to_string();
             self.reply_failed(id, TxError::CrossShardAborted { reason });
         }
@@ -449,25 +528,30 @@ impl Coordinator {
                     writes: w.clone(),
                 });
         }
+        let deadline_ms = now_ms + self.config.timeout_ms;
         self.in_flight.insert(
             id,
             InFlight {
                 tx,
                 keys,
                 phase: Phase::Committing { writes, output: 0 },
-                deadline_ms: now_ms + self.config.timeout_ms,
+                deadline_ms,
                 attempt: 0,
             },
         );
+        // Without a timer a lost re-sent commit would wait for the shard's
+        // inquiry; with it the coordinator keeps re-sending on its own.
+        self.commands.push(Command::SetTimer { at_ms: deadline_ms });
     }
 
-    fn abort_everywhere(&mut self, id: TxId) {
+    /// Sends every shard of `id` an abort of the rounds up to `attempt`.
+    fn abort_everywhere(&mut self, id: TxId, attempt: Attempt) {
         if let Some(flight) = self.in_flight.get(&id) {
             for shard in flight.keys.keys() {
                 self.outbox
                     .entry(*shard)
                     .or_default()
-                    .push(ToParticipant::Abort { tx: id });
+                    .push(ToParticipant::Abort { tx: id, attempt });
             }
         }
     }
@@ -501,17 +585,74 @@ impl Coordinator {
 /// The most prepares a shard queues behind held locks; more are refused.
 pub const MAX_QUEUED_PREPARES: usize = 100_000;
 
+/// Participant tunables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParticipantConfig {
+    /// How long a prepared transaction waits for its decision before the
+    /// shard asks the coordinator (and again after every such wait). Longer
+    /// than the coordinator's own timeout, so that normally the coordinator
+    /// resolves first and inquiries only follow lost messages and crashes.
+    pub inquire_after_ms: u64,
+    /// How many finished (committed or aborted) transactions the shard
+    /// remembers, so that a late or duplicated prepare of one of them takes
+    /// no lock. Older ones are forgotten; a lock taken by a stray prepare of
+    /// a forgotten transaction is released on inquiry.
+    pub remember_finished: usize,
+}
+
+impl Default for ParticipantConfig {
+    fn default() -> ParticipantConfig {
+        ParticipantConfig {
+            inquire_after_ms: 2_000,
+            remember_finished: 65_536,
+        }
+    }
+}
+
+/// A prepare granted by a [`Participant`]: the shard logs it, reads the
+/// keys' values and votes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The transaction.
+    pub tx: TxId,
+    /// The prepare round the lock belongs to.
+    pub attempt: Attempt,
+    /// Its keys on this shard, now locked.
+    pub keys: Vec<Key>,
+}
+
+#[derive(Debug, Clone)]
+struct Lock {
+    attempt: Attempt,
+    keys: Vec<Key>,
+    /// When to ask the coordinator; `None` until the next
+    /// [`Participant::handle_timeout`] arms it.
+    inquire_at_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Finished {
+    Committed,
+    /// Aborted, every round up to this one.
+    Aborted(Attempt),
+}
+
 /// The participant state machine of one shard: the locks of prepared
-/// cross-shard transactions and the prepares waiting for them.
+/// cross-shard transactions, the prepares waiting for them, and a bounded
+/// memory of finished transactions.
 #[derive(Debug, Default, Clone)]
 pub struct Participant {
     shard: ShardId,
+    config: ParticipantConfig,
     locks: HashMap<Key, TxId>,
-    prepared: HashMap<TxId, Vec<Key>>,
+    prepared: HashMap<TxId, Lock>,
     /// Prepares waiting for locks, in arrival order.
-    queue: std::collections::VecDeque<(TxId, Vec<Key>)>,
+    queue: std::collections::VecDeque<Grant>,
     /// Prepares granted since the last [`Participant::take_granted`].
-    granted: Vec<(TxId, Vec<Key>)>,
+    granted: Vec<Grant>,
+    finished: HashMap<TxId, Finished>,
+    /// `finished`'s keys, oldest first, to forget them in order.
+    finished_order: std::collections::VecDeque<TxId>,
 }
 
 /// What a shard does with a commit.
@@ -519,15 +660,24 @@ pub struct Participant {
 pub struct CommitOutcome {
     /// The writes to apply; empty for a duplicate commit.
     pub apply: Vec<(Key, Value)>,
+    /// Whether this commit released a prepared transaction here (false for
+    /// a duplicate): what "applied exactly once" counts.
+    pub applied: bool,
     /// The acknowledgement for the coordinator.
     pub reply: ToCoordinator,
 }
 
 impl Participant {
-    /// The participant of `shard`, holding no locks.
+    /// The participant of `shard`, holding no locks, with default tunables.
     pub fn new(shard: ShardId) -> Participant {
+        Participant::with_config(shard, ParticipantConfig::default())
+    }
+
+    /// The participant of `shard`, holding no locks.
+    pub fn with_config(shard: ShardId, config: ParticipantConfig) -> Participant {
         Participant {
             shard,
+            config,
             ..Participant::default()
         }
     }
@@ -543,50 +693,80 @@ impl Participant {
         !self.locks.is_empty()
     }
 
-    /// Prepared transactions and their keys, for logging and recovery.
-    pub fn prepared(&self) -> impl Iterator<Item = (&TxId, &Vec<Key>)> {
-        self.prepared.iter()
+    /// The number of prepares waiting for locks.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
     }
 
-    /// Asks to lock `keys` for `tx`. Granted at once if they are free (and
-    /// no earlier waiter wants them), queued otherwise; either way the grant
-    /// shows up in [`Participant::take_granted`]. Returns a refusal only
-    /// when the queue is full. Preparing twice is harmless.
-    pub fn prepare(&mut self, tx: TxId, keys: Vec<Key>) -> Option<ToCoordinator> {
-        if self.prepared.contains_key(&tx) {
-            self.granted.push((tx, keys));
+    /// Prepared transactions with their rounds and keys, in no order.
+    pub fn prepared(&self) -> impl Iterator<Item = (&TxId, Attempt, &Vec<Key>)> {
+        self.prepared.iter().map(|(tx, l)| (tx, l.attempt, &l.keys))
+    }
+
+    /// Asks to lock `keys` for round `attempt` of `tx`. Granted at once if
+    /// they are free (and no earlier waiter wants them), queued otherwise;
+    /// either way the grant shows up in [`Participant::take_granted`].
+    /// Returns a refusal only when the queue is full. Preparing twice is
+    /// harmless; a prepare of a transaction remembered as finished (a late
+    /// or duplicated message) is ignored.
+    pub fn prepare(&mut self, tx: TxId, attempt: Attempt, keys: Vec<Key>) -> Option<ToCoordinator> {
+        match self.finished.get(&tx) {
+            Some(Finished::Committed) => return None,
+            Some(Finished::Aborted(through)) if attempt <= *through => return None,
+            _ => {}
+        }
+        if let Some(lock) = self.prepared.get_mut(&tx) {
+            // The lock has been held since an earlier round, so the values
+            // it guards are still current: vote again for this round.
+            if attempt >= lock.attempt {
+                lock.attempt = attempt;
+                self.granted.push(Grant {
+                    tx,
+                    attempt,
+                    keys: lock.keys.clone(),
+                });
+            }
             return None;
         }
-        if self.queue.iter().any(|(t, _)| *t == tx) {
+        if let Some(waiting) = self.queue.iter_mut().find(|g| g.tx == tx) {
+            waiting.attempt = waiting.attempt.max(attempt);
             return None;
         }
-        let queued_keys = |k: &Key| self.queue.iter().any(|(_, ks)| ks.contains(k));
+        let queued_keys = |k: &Key| self.queue.iter().any(|g| g.keys.contains(k));
         let blocker = keys
             .iter()
             .find(|k| self.locks.contains_key(*k) || queued_keys(k));
         match blocker {
-            None => self.grant(tx, keys),
+            None => self.grant(Grant { tx, attempt, keys }),
             Some(key) if self.queue.len() >= MAX_QUEUED_PREPARES => {
                 let holder = self.locks.get(key).copied().unwrap_or(tx);
                 return Some(ToCoordinator::Refused {
                     tx,
+                    attempt,
                     shard: self.shard,
                     key: *key,
                     holder,
                 });
             }
-            Some(_) => self.queue.push_back((tx, keys)),
+            Some(_) => self.queue.push_back(Grant { tx, attempt, keys }),
         }
         None
     }
 
-    fn grant(&mut self, tx: TxId, keys: Vec<Key>) {
-        for key in &keys {
+    fn grant(&mut self, grant: Grant) {
+        for key in &grant.keys {
             debug_assert!(!self.locks.contains_key(key), "granted a held lock");
-            self.locks.insert(*key, tx);
+            self.locks.insert(*key, grant.tx);
         }
-        self.prepared.insert(tx, keys.clone());
-        self.granted.push((tx, keys));
+        self.prepared.insert(
+            grant.tx,
+            Lock {
+                attempt: grant.attempt,
+                keys: grant.keys.clone(),
+                inquire_at_ms: None,
+            },
+        );
+        self.granted.push(grant);
     }
 
     /// Grants queued prepares whose keys are free, in queue order; a waiter
@@ -594,43 +774,74 @@ impl Participant {
     fn grant_waiting(&mut self) {
         let mut blocked: Vec<Key> = Vec::new();
         let mut still = std::collections::VecDeque::new();
-        while let Some((tx, keys)) = self.queue.pop_front() {
-            if keys
+        while let Some(waiting) = self.queue.pop_front() {
+            if waiting
+                .keys
                 .iter()
                 .any(|k| self.locks.contains_key(k) || blocked.contains(k))
             {
-                blocked.extend(keys.iter().copied());
-                still.push_back((tx, keys));
+                blocked.extend(waiting.keys.iter().copied());
+                still.push_back(waiting);
             } else {
-                self.grant(tx, keys);
+                self.grant(waiting);
             }
         }
         self.queue = still;
     }
 
-    /// The prepares granted since the last call: the shard reads their
-    /// keys' values (after applying the writes it was given) and votes.
-    pub fn take_granted(&mut self) -> Vec<(TxId, Vec<Key>)> {
+    /// The prepares granted since the last call: the shard logs them, reads
+    /// their keys' values (after applying the writes it was given) and votes.
+    pub fn take_granted(&mut self) -> Vec<Grant> {
         std::mem::take(&mut self.granted)
+    }
+
+    fn release(&mut self, tx: TxId) -> Option<Vec<Key>> {
+        let lock = self.prepared.remove(&tx)?;
+        for key in &lock.keys {
+            let holder = self.locks.remove(key);
+            debug_assert_eq!(holder, Some(tx), "{key} was locked by another holder");
+        }
+        Some(lock.keys)
+    }
+
+    fn remember(&mut self, tx: TxId, outcome: Finished) {
+        if self.config.remember_finished == 0 {
+            return;
+        }
+        let merged = match (self.finished.get(&tx), outcome) {
+            (Some(Finished::Committed), _) => Finished::Committed,
+            (Some(Finished::Aborted(a)), Finished::Aborted(b)) => Finished::Aborted((*a).max(b)),
+            (_, outcome) => outcome,
+        };
+        if self.finished.insert(tx, merged).is_none() {
+            self.finished_order.push_back(tx);
+            while self.finished_order.len() > self.config.remember_finished {
+                if let Some(old) = self.finished_order.pop_front() {
+                    self.finished.remove(&old);
+                }
+            }
+        }
     }
 
     /// Releases `tx`'s locks and returns the writes to apply. A commit for
     /// a transaction not prepared here (a duplicate) applies nothing but is
     /// still acknowledged.
     pub fn commit(&mut self, tx: TxId, writes: Vec<(Key, Value)>) -> CommitOutcome {
-        let apply = match self.prepared.remove(&tx) {
+        let (apply, applied) = match self.release(tx) {
             Some(keys) => {
-                for key in &keys {
-                    self.locks.remove(key);
-                }
                 debug_assert!(writes.iter().all(|(k, _)| keys.contains(k)));
-                self.grant_waiting();
-                writes
+                (writes, true)
             }
-            None => Vec::new(),
+            None => (Vec::new(), false),
         };
+        // A correct coordinator commits only after this shard's vote, so
+        // no prepare of `tx` can still be waiting; drop one defensively.
+        self.queue.retain(|g| g.tx != tx);
+        self.remember(tx, Finished::Committed);
+        self.grant_waiting();
         CommitOutcome {
             apply,
+            applied,
             reply: ToCoordinator::Committed {
                 tx,
                 shard: self.shard,
@@ -638,16 +849,55 @@ impl Participant {
         }
     }
 
-    /// Releases `tx`'s locks or drops its queued prepare.
-    pub fn abort(&mut self, tx: TxId) {
-        if let Some(keys) = self.prepared.remove(&tx) {
-            for key in &keys {
-                self.locks.remove(key);
+    /// Releases `tx`'s locks, or drops its queued prepare, if they belong
+    /// to a round up to `attempt`. A later round's lock stays: the abort is
+    /// a late message of an earlier round.
+    pub fn abort(&mut self, tx: TxId, attempt: Attempt) {
+        if matches!(self.finished.get(&tx), Some(Finished::Committed)) {
+            return;
+        }
+        if self.prepared.get(&tx).is_some_and(|l| l.attempt <= attempt) {
+            self.release(tx);
+        }
+        self.queue.retain(|g| !(g.tx == tx && g.attempt <= attempt));
+        self.granted
+            .retain(|g| !(g.tx == tx && g.attempt <= attempt));
+        self.remember(tx, Finished::Aborted(attempt));
+        self.grant_waiting();
+    }
+
+    /// Handles the passing of time: arms the inquiry timer of transactions
+    /// prepared since the last call and returns an inquiry for each one
+    /// whose decision is overdue, in transaction order. Call it after every
+    /// batch of messages and whenever [`Participant::poll_timeout`] comes.
+    pub fn handle_timeout(&mut self, now_ms: u64) -> Vec<ToCoordinator> {
+        let mut inquiries = Vec::new();
+        for (tx, lock) in &mut self.prepared {
+            match lock.inquire_at_ms {
+                None => lock.inquire_at_ms = Some(now_ms + self.config.inquire_after_ms),
+                Some(at_ms) if at_ms <= now_ms => {
+                    lock.inquire_at_ms = Some(now_ms + self.config.inquire_after_ms);
+                    inquiries.push(ToCoordinator::Inquire {
+                        tx: *tx,
+                        attempt: lock.attempt,
+                        shard: self.shard,
+                    });
+                }
+                Some(_) => {}
             }
         }
-        self.queue.retain(|(t, _)| *t != tx);
-        self.granted.retain(|(t, _)| *t != tx);
-        self.grant_waiting();
+        // Sorted, so that the output does not depend on hash order.
+        inquiries.sort_unstable_by_key(|m| match m {
+            ToCoordinator::Inquire { tx, .. } => *tx,
+            _ => unreachable!("only inquiries are collected"),
+        });
+        inquiries
+    }
+
+    /// When [`Participant::handle_timeout`] next has something to do, if
+    /// ever: the earliest armed inquiry.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.prepared.values().filter_map(|l| l.inquire_at_ms).min()
     }
 }
 
@@ -678,7 +928,13 @@ mod tests {
     fn prepares_shards_in_ascending_order() {
         let (mut c, tx, from, to) = setup();
         c.begin(100, tx.clone());
-        let prepare = |keys| vec![ToParticipant::Prepare { tx: tx.id, keys }];
+        let prepare = |keys| {
+            vec![ToParticipant::Prepare {
+                tx: tx.id,
+                attempt: 0,
+                keys,
+            }]
+        };
         assert_eq!(
             c.take_commands(),
             vec![
@@ -691,6 +947,7 @@ mod tests {
         );
         let vote = ToCoordinator::Prepared {
             tx: tx.id,
+            attempt: 0,
             shard: ShardId(0),
             values: vec![(from, Some(1))],
         };
@@ -715,6 +972,7 @@ mod tests {
             1,
             ToCoordinator::Prepared {
                 tx: tx.id,
+                attempt: 0,
                 shard: ShardId(0),
                 values: vec![(from, Some(100))],
             },
@@ -725,6 +983,7 @@ mod tests {
                 to: ShardId(1),
                 messages: vec![ToParticipant::Prepare {
                     tx: tx.id,
+                    attempt: 0,
                     keys: vec![to]
                 }]
             }]
@@ -733,6 +992,7 @@ mod tests {
             2,
             ToCoordinator::Prepared {
                 tx: tx.id,
+                attempt: 0,
                 shard: ShardId(1),
                 values: vec![(to, Some(5))],
             },
@@ -795,6 +1055,7 @@ mod tests {
             1,
             ToCoordinator::Prepared {
                 tx: tx.id,
+                attempt: 0,
                 shard: ShardId(0),
                 values: vec![(from, Some(10))],
             },
@@ -804,6 +1065,7 @@ mod tests {
             2,
             ToCoordinator::Prepared {
                 tx: tx.id,
+                attempt: 0,
                 shard: ShardId(1),
                 values: vec![(to, Some(0))],
             },
@@ -813,11 +1075,17 @@ mod tests {
             vec![
                 Command::Send {
                     to: ShardId(0),
-                    messages: vec![ToParticipant::Abort { tx: tx.id }]
+                    messages: vec![ToParticipant::Abort {
+                        tx: tx.id,
+                        attempt: 0
+                    }]
                 },
                 Command::Send {
                     to: ShardId(1),
-                    messages: vec![ToParticipant::Abort { tx: tx.id }]
+                    messages: vec![ToParticipant::Abort {
+                        tx: tx.id,
+                        attempt: 0
+                    }]
                 },
                 Command::Reply(Receipt {
                     tx_id: tx.id,
@@ -842,6 +1110,7 @@ mod tests {
             1,
             ToCoordinator::Refused {
                 tx: tx.id,
+                attempt: 0,
                 shard: ShardId(0),
                 key: from,
                 holder,
@@ -852,11 +1121,17 @@ mod tests {
             vec![
                 Command::Send {
                     to: ShardId(0),
-                    messages: vec![ToParticipant::Abort { tx: tx.id }]
+                    messages: vec![ToParticipant::Abort {
+                        tx: tx.id,
+                        attempt: 0
+                    }]
                 },
                 Command::Send {
                     to: ShardId(1),
-                    messages: vec![ToParticipant::Abort { tx: tx.id }]
+                    messages: vec![ToParticipant::Abort {
+                        tx: tx.id,
+                        attempt: 0
+                    }]
                 },
                 Command::SetTimer { at_ms: 2 },
             ]
@@ -871,6 +1146,7 @@ mod tests {
                     to: ShardId(0),
                     messages: vec![ToParticipant::Prepare {
                         tx: tx.id,
+                        attempt: 1,
                         keys: vec![from]
                     }]
                 },
@@ -900,6 +1176,7 @@ mod tests {
             1,
             ToCoordinator::Prepared {
                 tx: tx.id,
+                attempt: 0,
                 shard: ShardId(0),
                 values: vec![(from, Some(100))],
             },
@@ -908,6 +1185,7 @@ mod tests {
             1,
             ToCoordinator::Prepared {
                 tx: tx.id,
+                attempt: 0,
                 shard: ShardId(1),
                 values: vec![(to, Some(0))],
             },
@@ -936,6 +1214,10 @@ mod tests {
         );
     }
 
+    fn grant(tx: TxId, attempt: Attempt, keys: Vec<Key>) -> Grant {
+        Grant { tx, attempt, keys }
+    }
+
     /// A participant queues a prepare behind held keys and grants it when
     /// the holder commits; aborts drop queued prepares; duplicates are
     /// harmless.
@@ -945,15 +1227,16 @@ mod tests {
         let other = Key::balance(AccountId(2), AssetId::COIN);
         let (a, b, c) = (TxId::from_u128(1), TxId::from_u128(2), TxId::from_u128(3));
         let mut p = Participant::new(ShardId(0));
-        assert_eq!(p.prepare(a, vec![key]), None);
-        assert_eq!(p.take_granted(), vec![(a, vec![key])]);
+        assert_eq!(p.prepare(a, 0, vec![key]), None);
+        assert_eq!(p.take_granted(), vec![grant(a, 0, vec![key])]);
         assert!(p.is_locked(&key));
-        assert_eq!(p.prepare(b, vec![key, other]), None);
+        assert_eq!(p.prepare(b, 0, vec![key, other]), None);
         // c wants only `other`, which is free, but b waits for it first.
-        assert_eq!(p.prepare(c, vec![other]), None);
+        assert_eq!(p.prepare(c, 0, vec![other]), None);
         assert_eq!(p.take_granted(), vec![]);
         let outcome = p.commit(a, vec![(key, 9)]);
         assert_eq!(outcome.apply, vec![(key, 9)]);
+        assert!(outcome.applied);
         assert_eq!(
             outcome.reply,
             ToCoordinator::Committed {
@@ -961,15 +1244,320 @@ mod tests {
                 shard: ShardId(0)
             }
         );
-        assert_eq!(p.take_granted(), vec![(b, vec![key, other])]);
-        assert_eq!(
-            p.commit(a, vec![(key, 9)]).apply,
-            vec![],
-            "duplicate commit applies nothing"
-        );
-        p.abort(b);
-        assert_eq!(p.take_granted(), vec![(c, vec![other])]);
-        p.abort(c);
+        assert_eq!(p.take_granted(), vec![grant(b, 0, vec![key, other])]);
+        let again = p.commit(a, vec![(key, 9)]);
+        assert_eq!(again.apply, vec![], "duplicate commit applies nothing");
+        assert!(!again.applied);
+        p.abort(b, 0);
+        assert_eq!(p.take_granted(), vec![grant(c, 0, vec![other])]);
+        p.abort(c, 0);
         assert!(!p.has_locks());
+    }
+
+    fn inquiry_setup() -> (Coordinator, Transaction, Key, Key) {
+        let (mut c, tx, from, to) = setup();
+        c.begin(0, tx.clone());
+        c.take_commands();
+        (c, tx, from, to)
+    }
+
+    /// An inquiry about a transaction the coordinator has no record of is
+    /// answered with an abort of every round (presumed abort).
+    #[test]
+    fn inquiry_without_record_aborts_every_attempt() {
+        let (mut c, ..) = setup();
+        let tx = TxId::from_u128(77);
+        c.handle_message(
+            5,
+            ToCoordinator::Inquire {
+                tx,
+                attempt: 3,
+                shard: ShardId(1),
+            },
+        );
+        assert_eq!(
+            c.take_commands(),
+            vec![Command::Send {
+                to: ShardId(1),
+                messages: vec![ToParticipant::Abort {
+                    tx,
+                    attempt: EVERY_ATTEMPT
+                }]
+            }]
+        );
+    }
+
+    /// An inquiry about a committing transaction is answered with the
+    /// inquiring shard's writes, as often as it is asked; a shard that
+    /// already acknowledged gets an empty commit that frees a stray lock.
+    #[test]
+    fn inquiry_while_committing_resends_that_shards_writes() {
+        let (mut c, tx, from, to) = inquiry_setup();
+        for (shard, key, value) in [(0, from, 100), (1, to, 0)] {
+            c.handle_message(
+                1,
+                ToCoordinator::Prepared {
+                    tx: tx.id,
+                    attempt: 0,
+                    shard: ShardId(shard),
+                    values: vec![(key, Some(value))],
+                },
+            );
+        }
+        c.take_commands();
+        let inquire = |shard| ToCoordinator::Inquire {
+            tx: tx.id,
+            attempt: 0,
+            shard: ShardId(shard),
+        };
+        for _ in 0..2 {
+            c.handle_message(2, inquire(1));
+            assert_eq!(
+                c.take_commands(),
+                vec![Command::Send {
+                    to: ShardId(1),
+                    messages: vec![ToParticipant::Commit {
+                        tx: tx.id,
+                        writes: vec![(to, 30)]
+                    }]
+                }]
+            );
+        }
+        c.handle_message(
+            3,
+            ToCoordinator::Committed {
+                tx: tx.id,
+                shard: ShardId(0),
+            },
+        );
+        c.handle_message(4, inquire(0));
+        assert_eq!(
+            c.take_commands(),
+            vec![Command::Send {
+                to: ShardId(0),
+                messages: vec![ToParticipant::Commit {
+                    tx: tx.id,
+                    writes: vec![]
+                }]
+            }]
+        );
+    }
+
+    /// While the current round still collects votes an inquiry gets no
+    /// answer (the vote deadline decides); an inquiry about an earlier,
+    /// refused round gets an abort of just that round.
+    #[test]
+    fn inquiry_while_preparing_waits_and_stale_round_aborts() {
+        let (mut c, tx, from, _) = inquiry_setup();
+        c.handle_message(
+            1,
+            ToCoordinator::Inquire {
+                tx: tx.id,
+                attempt: 0,
+                shard: ShardId(0),
+            },
+        );
+        assert_eq!(c.take_commands(), vec![]);
+        c.handle_message(
+            2,
+            ToCoordinator::Refused {
+                tx: tx.id,
+                attempt: 0,
+                shard: ShardId(0),
+                key: from,
+                holder: TxId::from_u128(1),
+            },
+        );
+        c.take_commands();
+        c.handle_message(
+            3,
+            ToCoordinator::Inquire {
+                tx: tx.id,
+                attempt: 0,
+                shard: ShardId(0),
+            },
+        );
+        assert_eq!(
+            c.take_commands(),
+            vec![Command::Send {
+                to: ShardId(0),
+                messages: vec![ToParticipant::Abort {
+                    tx: tx.id,
+                    attempt: 0
+                }]
+            }]
+        );
+    }
+
+    /// Votes and refusals of an earlier round are ignored: the lock they
+    /// speak of may have been released since.
+    #[test]
+    fn stale_round_votes_and_refusals_are_ignored() {
+        let (mut c, tx, from, _) = inquiry_setup();
+        c.handle_message(
+            1,
+            ToCoordinator::Refused {
+                tx: tx.id,
+                attempt: 0,
+                shard: ShardId(0),
+                key: from,
+                holder: TxId::from_u128(1),
+            },
+        );
+        c.handle_timeout(2);
+        c.take_commands();
+        c.handle_message(
+            3,
+            ToCoordinator::Prepared {
+                tx: tx.id,
+                attempt: 0,
+                shard: ShardId(0),
+                values: vec![(from, Some(100))],
+            },
+        );
+        c.handle_message(
+            3,
+            ToCoordinator::Refused {
+                tx: tx.id,
+                attempt: 0,
+                shard: ShardId(0),
+                key: from,
+                holder: TxId::from_u128(1),
+            },
+        );
+        assert_eq!(c.take_commands(), vec![]);
+    }
+
+    /// A decision recovered from the log is re-sent and arms the resend
+    /// timer, so a lost re-send is retried without waiting for inquiries.
+    #[test]
+    fn recovered_commit_resends_and_sets_timer() {
+        let (mut c, tx, from, to) = setup();
+        c.recover_commit(
+            50,
+            tx.clone(),
+            vec![(ShardId(0), vec![(from, 70)]), (ShardId(1), vec![(to, 35)])],
+        );
+        assert_eq!(
+            c.take_commands(),
+            vec![
+                Command::Send {
+                    to: ShardId(0),
+                    messages: vec![ToParticipant::Commit {
+                        tx: tx.id,
+                        writes: vec![(from, 70)]
+                    }]
+                },
+                Command::Send {
+                    to: ShardId(1),
+                    messages: vec![ToParticipant::Commit {
+                        tx: tx.id,
+                        writes: vec![(to, 35)]
+                    }]
+                },
+                Command::SetTimer { at_ms: 1_050 },
+            ]
+        );
+    }
+
+    fn config(inquire_after_ms: u64, remember_finished: usize) -> ParticipantConfig {
+        ParticipantConfig {
+            inquire_after_ms,
+            remember_finished,
+        }
+    }
+
+    /// A prepared transaction's timer is armed by the first timeout call
+    /// after its grant; when it expires the participant inquires, and again
+    /// after every further wait, until the decision comes.
+    #[test]
+    fn participant_inquires_after_timeout_and_repeats() {
+        let key = Key::balance(AccountId(1), AssetId::COIN);
+        let a = TxId::from_u128(1);
+        let mut p = Participant::with_config(ShardId(2), config(100, 8));
+        p.prepare(a, 4, vec![key]);
+        p.take_granted();
+        assert_eq!(p.poll_timeout(), None);
+        assert_eq!(p.handle_timeout(10), vec![]);
+        assert_eq!(p.poll_timeout(), Some(110));
+        assert_eq!(p.handle_timeout(109), vec![]);
+        let inquiry = ToCoordinator::Inquire {
+            tx: a,
+            attempt: 4,
+            shard: ShardId(2),
+        };
+        assert_eq!(p.handle_timeout(110), vec![inquiry.clone()]);
+        assert_eq!(p.poll_timeout(), Some(210));
+        assert_eq!(p.handle_timeout(215), vec![inquiry]);
+        p.abort(a, EVERY_ATTEMPT);
+        assert_eq!(p.poll_timeout(), None);
+        assert_eq!(p.handle_timeout(1_000), vec![]);
+    }
+
+    /// A late prepare of a finished transaction takes no lock; once the
+    /// memory window forgets it, the stray lock it takes is the one an
+    /// inquiry resolves.
+    #[test]
+    fn late_prepare_after_finish_takes_no_lock() {
+        let key = Key::balance(AccountId(1), AssetId::COIN);
+        let (a, b, c) = (TxId::from_u128(1), TxId::from_u128(2), TxId::from_u128(3));
+        let mut p = Participant::with_config(ShardId(0), config(100, 2));
+        p.abort(a, 0);
+        assert_eq!(p.prepare(a, 0, vec![key]), None);
+        assert_eq!(p.take_granted(), vec![], "aborted round stays aborted");
+        assert!(!p.has_locks());
+        p.prepare(b, 0, vec![key]);
+        p.commit(b, vec![(key, 1)]);
+        p.take_granted();
+        assert_eq!(p.prepare(b, 0, vec![key]), None);
+        assert_eq!(p.take_granted(), vec![], "committed stays committed");
+        // Two more finished transactions push `a` out of the window.
+        p.abort(c, 0);
+        p.abort(TxId::from_u128(4), 0);
+        p.prepare(a, 0, vec![key]);
+        assert_eq!(p.take_granted(), vec![grant(a, 0, vec![key])]);
+        assert!(p.is_locked(&key));
+    }
+
+    /// An abort of an earlier round leaves a later round's lock alone; a
+    /// prepare of a later round re-votes on the lock already held, and one
+    /// of an aborted round is ignored.
+    #[test]
+    fn abort_of_earlier_round_keeps_later_lock() {
+        let key = Key::balance(AccountId(1), AssetId::COIN);
+        let a = TxId::from_u128(1);
+        let mut p = Participant::new(ShardId(0));
+        p.prepare(a, 1, vec![key]);
+        assert_eq!(p.take_granted(), vec![grant(a, 1, vec![key])]);
+        p.abort(a, 0);
+        assert!(p.is_locked(&key), "a late abort of round 0 keeps round 1");
+        p.prepare(a, 0, vec![key]);
+        assert_eq!(p.take_granted(), vec![], "round 0 was aborted");
+        p.prepare(a, 2, vec![key]);
+        assert_eq!(p.take_granted(), vec![grant(a, 2, vec![key])]);
+        p.abort(a, 1);
+        assert!(p.is_locked(&key));
+        p.abort(a, 2);
+        assert!(!p.has_locks());
+    }
+
+    /// An abort after a commit of the same transaction changes nothing,
+    /// and a commit is acknowledged however often it comes.
+    #[test]
+    fn abort_after_commit_is_ignored() {
+        let key = Key::balance(AccountId(1), AssetId::COIN);
+        let (a, b) = (TxId::from_u128(1), TxId::from_u128(2));
+        let mut p = Participant::new(ShardId(0));
+        p.prepare(a, 0, vec![key]);
+        p.commit(a, vec![(key, 5)]);
+        p.abort(a, EVERY_ATTEMPT);
+        p.prepare(b, 0, vec![key]);
+        assert_eq!(
+            p.take_granted(),
+            vec![grant(a, 0, vec![key]), grant(b, 0, vec![key])]
+        );
+        assert!(p.is_locked(&key));
+        assert!(!p.commit(a, vec![]).applied);
+        assert!(p.is_locked(&key), "b still holds the key");
     }
 }
