@@ -151,7 +151,7 @@ impl ShardActor {
                     let _ = self.executor.execute_block(&mut self.state, &txs);
                 }
                 ShardRecord::Prepared { tx, attempt, keys } => {
-                    self.participant.prepare(tx, attempt, keys);
+                    self.participant.restore(tx, attempt, keys);
                 }
                 ShardRecord::Committed { tx, writes } => {
                     for (key, value) in self.participant.commit(tx, writes).apply {

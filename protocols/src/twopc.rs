@@ -593,18 +593,31 @@ pub struct ParticipantConfig {
     /// than the coordinator's own timeout, so that normally the coordinator
     /// resolves first and inquiries only follow lost messages and crashes.
     pub inquire_after_ms: u64,
-    /// How many finished (committed or aborted) transactions the shard
-    /// remembers, so that a late or duplicated prepare of one of them takes
-    /// no lock. Older ones are forgotten; a lock taken by a stray prepare of
-    /// a forgotten transaction is released on inquiry.
+    /// How long the shard remembers a finished (committed or aborted)
+    /// transaction, so that a late or duplicated prepare of it takes no
+    /// lock. Must exceed the longest a message can stay in the network:
+    /// every prepare of a transaction is sent before its decision, so once
+    /// this long has passed after the shard learnt the decision, no prepare
+    /// of it can arrive any more. (A stray lock taken after a commit would
+    /// let a re-sent commit apply the same writes twice.)
+    pub remember_finished_ms: u64,
+    /// The most finished transactions remembered. While the memory is
+    /// full, prepares of new transactions are refused (the coordinator
+    /// retries them in a new round) rather than anything being forgotten
+    /// early.
     pub remember_finished: usize,
+    /// The most prepares queued behind held locks; more are refused (and
+    /// the coordinator retries them in a new round).
+    pub max_queued_prepares: usize,
 }
 
 impl Default for ParticipantConfig {
     fn default() -> ParticipantConfig {
         ParticipantConfig {
             inquire_after_ms: 2_000,
-            remember_finished: 65_536,
+            remember_finished_ms: 60_000,
+            remember_finished: 1 << 20,
+            max_queued_prepares: MAX_QUEUED_PREPARES,
         }
     }
 }
@@ -650,9 +663,14 @@ pub struct Participant {
     queue: std::collections::VecDeque<Grant>,
     /// Prepares granted since the last [`Participant::take_granted`].
     granted: Vec<Grant>,
-    finished: HashMap<TxId, Finished>,
-    /// `finished`'s keys, oldest first, to forget them in order.
-    finished_order: std::collections::VecDeque<TxId>,
+    /// Finished transactions, each with the sequence number of its latest
+    /// entry in `finished_order`.
+    finished: HashMap<TxId, (Finished, u64)>,
+    /// When each transaction finished, oldest first, to forget them in
+    /// order: `None` until the next [`Participant::handle_timeout`] stamps
+    /// the time (later than the true time, so never forgotten too early).
+    finished_order: std::collections::VecDeque<(TxId, u64, Option<u64>)>,
+    finished_seq: u64,
 }
 
 /// What a shard does with a commit.
@@ -711,8 +729,8 @@ impl Participant {
     /// or duplicated message) is ignored.
     pub fn prepare(&mut self, tx: TxId, attempt: Attempt, keys: Vec<Key>) -> Option<ToCoordinator> {
         match self.finished.get(&tx) {
-            Some(Finished::Committed) => return None,
-            Some(Finished::Aborted(through)) if attempt <= *through => return None,
+            Some((Finished::Committed, _)) => return None,
+            Some((Finished::Aborted(through), _)) if attempt <= *through => return None,
             _ => {}
         }
         if let Some(lock) = self.prepared.get_mut(&tx) {
@@ -732,13 +750,25 @@ impl Participant {
             waiting.attempt = waiting.attempt.max(attempt);
             return None;
         }
+        if self.finished.len() >= self.config.remember_finished {
+            // Taking on another transaction could overflow the memory that
+            // keeps stray prepares out; refuse until old entries expire.
+            let key = *keys.first().expect("a prepare names keys");
+            return Some(ToCoordinator::Refused {
+                tx,
+                attempt,
+                shard: self.shard,
+                key,
+                holder: tx,
+            });
+        }
         let queued_keys = |k: &Key| self.queue.iter().any(|g| g.keys.contains(k));
         let blocker = keys
             .iter()
             .find(|k| self.locks.contains_key(*k) || queued_keys(k));
         match blocker {
             None => self.grant(Grant { tx, attempt, keys }),
-            Some(key) if self.queue.len() >= MAX_QUEUED_PREPARES => {
+            Some(key) if self.queue.len() >= self.config.max_queued_prepares => {
                 let holder = self.locks.get(key).copied().unwrap_or(tx);
                 return Some(ToCoordinator::Refused {
                     tx,
@@ -751,6 +781,19 @@ impl Participant {
             Some(_) => self.queue.push_back(Grant { tx, attempt, keys }),
         }
         None
+    }
+
+    /// Re-takes a lock found in the shard's log during recovery. Unlike
+    /// [`Participant::prepare`] it neither consults the memory of finished
+    /// transactions (which replay cannot age as the live shard did) nor
+    /// refuses: the log says the lock was granted, so replay grants it.
+    pub fn restore(&mut self, tx: TxId, attempt: Attempt, keys: Vec<Key>) {
+        if let Some(lock) = self.prepared.get_mut(&tx) {
+            lock.attempt = lock.attempt.max(attempt);
+            return;
+        }
+        self.grant(Grant { tx, attempt, keys });
+        self.granted.clear();
     }
 
     fn grant(&mut self, grant: Grant) {
@@ -805,22 +848,43 @@ impl Participant {
     }
 
     fn remember(&mut self, tx: TxId, outcome: Finished) {
-        if self.config.remember_finished == 0 {
-            return;
-        }
         let merged = match (self.finished.get(&tx), outcome) {
-            (Some(Finished::Committed), _) => Finished::Committed,
-            (Some(Finished::Aborted(a)), Finished::Aborted(b)) => Finished::Aborted((*a).max(b)),
+            (Some((Finished::Committed, _)), _) => Finished::Committed,
+            (Some((Finished::Aborted(a), _)), Finished::Aborted(b)) => {
+                Finished::Aborted((*a).max(b))
+            }
             (_, outcome) => outcome,
         };
-        if self.finished.insert(tx, merged).is_none() {
-            self.finished_order.push_back(tx);
-            while self.finished_order.len() > self.config.remember_finished {
-                if let Some(old) = self.finished_order.pop_front() {
-                    self.finished.remove(&old);
-                }
+        // Every finish restarts the transaction's window: a later abort of
+        // a later round may follow later prepares.
+        self.finished_seq += 1;
+        self.finished.insert(tx, (merged, self.finished_seq));
+        self.finished_order.push_back((tx, self.finished_seq, None));
+    }
+
+    /// Stamps newly finished transactions with `now_ms` and forgets those
+    /// whose window has passed.
+    fn expire_finished(&mut self, now_ms: u64) {
+        for entry in self.finished_order.iter_mut().rev() {
+            if entry.2.is_some() {
+                break;
+            }
+            entry.2 = Some(now_ms);
+        }
+        while let Some(&(tx, seq, Some(at_ms))) = self.finished_order.front() {
+            if at_ms + self.config.remember_finished_ms > now_ms {
+                break;
+            }
+            self.finished_order.pop_front();
+            if self.finished.get(&tx).is_some_and(|(_, s)| *s == seq) {
+                self.finished.remove(&tx);
             }
         }
+    }
+
+    /// The number of finished transactions remembered.
+    pub fn remembered(&self) -> usize {
+        self.finished.len()
     }
 
     /// Releases `tx`'s locks and returns the writes to apply. A commit for
@@ -853,7 +917,7 @@ impl Participant {
     /// to a round up to `attempt`. A later round's lock stays: the abort is
     /// a late message of an earlier round.
     pub fn abort(&mut self, tx: TxId, attempt: Attempt) {
-        if matches!(self.finished.get(&tx), Some(Finished::Committed)) {
+        if matches!(self.finished.get(&tx), Some((Finished::Committed, _))) {
             return;
         }
         if self.prepared.get(&tx).is_some_and(|l| l.attempt <= attempt) {
@@ -867,10 +931,12 @@ impl Participant {
     }
 
     /// Handles the passing of time: arms the inquiry timer of transactions
-    /// prepared since the last call and returns an inquiry for each one
-    /// whose decision is overdue, in transaction order. Call it after every
+    /// prepared since the last call, forgets transactions finished long
+    /// enough ago, and returns an inquiry for each prepared one whose
+    /// decision is overdue, in transaction order. Call it after every
     /// batch of messages and whenever [`Participant::poll_timeout`] comes.
     pub fn handle_timeout(&mut self, now_ms: u64) -> Vec<ToCoordinator> {
+        self.expire_finished(now_ms);
         let mut inquiries = Vec::new();
         for (tx, lock) in &mut self.prepared {
             match lock.inquire_at_ms {
@@ -1460,10 +1526,12 @@ mod tests {
         );
     }
 
-    fn config(inquire_after_ms: u64, remember_finished: usize) -> ParticipantConfig {
+    fn config(inquire_after_ms: u64, remember_finished_ms: u64) -> ParticipantConfig {
         ParticipantConfig {
             inquire_after_ms,
-            remember_finished,
+            remember_finished_ms,
+            remember_finished: 4,
+            max_queued_prepares: MAX_QUEUED_PREPARES,
         }
     }
 
@@ -1494,14 +1562,14 @@ mod tests {
         assert_eq!(p.handle_timeout(1_000), vec![]);
     }
 
-    /// A late prepare of a finished transaction takes no lock; once the
-    /// memory window forgets it, the stray lock it takes is the one an
-    /// inquiry resolves.
+    /// A late prepare of a finished transaction takes no lock while the
+    /// transaction is remembered; the window starts at the first timeout
+    /// call after the finish and ends `remember_finished_ms` later.
     #[test]
     fn late_prepare_after_finish_takes_no_lock() {
         let key = Key::balance(AccountId(1), AssetId::COIN);
-        let (a, b, c) = (TxId::from_u128(1), TxId::from_u128(2), TxId::from_u128(3));
-        let mut p = Participant::with_config(ShardId(0), config(100, 2));
+        let (a, b) = (TxId::from_u128(1), TxId::from_u128(2));
+        let mut p = Participant::with_config(ShardId(0), config(100, 500));
         p.abort(a, 0);
         assert_eq!(p.prepare(a, 0, vec![key]), None);
         assert_eq!(p.take_granted(), vec![], "aborted round stays aborted");
@@ -1511,12 +1579,82 @@ mod tests {
         p.take_granted();
         assert_eq!(p.prepare(b, 0, vec![key]), None);
         assert_eq!(p.take_granted(), vec![], "committed stays committed");
-        // Two more finished transactions push `a` out of the window.
-        p.abort(c, 0);
-        p.abort(TxId::from_u128(4), 0);
+        assert_eq!(p.remembered(), 2);
+        p.handle_timeout(1_000);
+        p.handle_timeout(1_499);
+        assert_eq!(p.remembered(), 2);
+        p.handle_timeout(1_500);
+        assert_eq!(p.remembered(), 0);
         p.prepare(a, 0, vec![key]);
         assert_eq!(p.take_granted(), vec![grant(a, 0, vec![key])]);
+    }
+
+    /// Regression (found by the simulator, seed 137): a duplicated prepare
+    /// arriving after its transaction committed took a fresh lock once the
+    /// shard had forgotten the commit, and the coordinator's re-sent commit
+    /// then applied the same writes a second time. Within the window the
+    /// prepare takes no lock, so the re-sent commit applies nothing.
+    #[test]
+    fn stray_prepare_after_commit_cannot_apply_twice() {
+        let key = Key::balance(AccountId(1), AssetId::COIN);
+        let a = TxId::from_u128(1);
+        let mut p = Participant::with_config(ShardId(0), config(100, 500));
+        p.prepare(a, 0, vec![key]);
+        p.take_granted();
+        assert!(p.commit(a, vec![(key, 7)]).applied);
+        p.handle_timeout(10);
+        p.prepare(a, 0, vec![key]);
+        assert_eq!(p.take_granted(), vec![]);
+        let resent = p.commit(a, vec![(key, 7)]);
+        assert_eq!(resent.apply, vec![]);
+        assert!(!resent.applied);
+    }
+
+    /// While the memory of finished transactions is full, prepares of new
+    /// transactions are refused; prepares of locked ones still re-vote.
+    #[test]
+    fn full_memory_refuses_new_prepares() {
+        let key = Key::balance(AccountId(1), AssetId::COIN);
+        let mut p = Participant::with_config(ShardId(3), config(100, 500));
+        for n in 10..14 {
+            p.abort(TxId::from_u128(n), 0);
+        }
+        let a = TxId::from_u128(1);
+        assert_eq!(
+            p.prepare(a, 2, vec![key]),
+            Some(ToCoordinator::Refused {
+                tx: a,
+                attempt: 2,
+                shard: ShardId(3),
+                key,
+                holder: a
+            })
+        );
+        p.handle_timeout(0);
+        p.handle_timeout(500);
+        assert_eq!(p.prepare(a, 3, vec![key]), None);
+        assert_eq!(p.take_granted(), vec![grant(a, 3, vec![key])]);
+    }
+
+    /// Recovery re-takes a logged lock even if the transaction is
+    /// remembered as aborted (the live shard had forgotten it), and a
+    /// later round's record raises the lock's round.
+    #[test]
+    fn restore_retakes_logged_locks() {
+        let key = Key::balance(AccountId(1), AssetId::COIN);
+        let a = TxId::from_u128(1);
+        let mut p = Participant::new(ShardId(0));
+        p.abort(a, 0);
+        p.restore(a, 0, vec![key]);
+        p.restore(a, 1, vec![key]);
+        assert_eq!(p.take_granted(), vec![]);
         assert!(p.is_locked(&key));
+        p.abort(a, 0);
+        assert!(p.is_locked(&key), "the lock is round 1's");
+        assert_eq!(
+            p.prepared().map(|(t, r, _)| (*t, r)).collect::<Vec<_>>(),
+            vec![(a, 1)]
+        );
     }
 
     /// An abort of an earlier round leaves a later round's lock alone; a
