@@ -615,7 +615,7 @@ impl Default for ParticipantConfig {
     fn default() -> ParticipantConfig {
         ParticipantConfig {
             inquire_after_ms: 2_000,
-            remember_finished_ms: 60_000,
+            remember_finished_ms: 10_000,
             remember_finished: 1 << 20,
             max_queued_prepares: MAX_QUEUED_PREPARES,
         }
@@ -671,6 +671,11 @@ pub struct Participant {
     /// the time (later than the true time, so never forgotten too early).
     finished_order: std::collections::VecDeque<(TxId, u64, Option<u64>)>,
     finished_seq: u64,
+    /// Locks granted since the last [`Participant::handle_timeout`], whose
+    /// inquiry timers it arms.
+    unarmed: Vec<TxId>,
+    /// Armed inquiry timers, earliest first.
+    inquiries: std::collections::BTreeSet<(u64, TxId)>,
 }
 
 /// What a shard does with a commit.
@@ -809,6 +814,7 @@ impl Participant {
                 inquire_at_ms: None,
             },
         );
+        self.unarmed.push(grant.tx);
         self.granted.push(grant);
     }
 
@@ -840,6 +846,9 @@ impl Participant {
 
     fn release(&mut self, tx: TxId) -> Option<Vec<Key>> {
         let lock = self.prepared.remove(&tx)?;
+        if let Some(at_ms) = lock.inquire_at_ms {
+            self.inquiries.remove(&(at_ms, tx));
+        }
         for key in &lock.keys {
             let holder = self.locks.remove(key);
             debug_assert_eq!(holder, Some(tx), "{key} was locked by another holder");
@@ -915,11 +924,11 @@ impl Participant {
 
     /// Releases `tx`'s locks, or drops its queued prepare, if they belong
     /// to a round up to `attempt`. A later round's lock stays: the abort is
-    /// a late message of an earlier round.
+    /// a late message of an earlier round. After a commit of `tx` a lock of
+    /// it can only come from a stray prepare, so it is released all the
+    /// same; the decision stays "committed". That the abort does not depend
+    /// on the memory of finished transactions also keeps recovery exact.
     pub fn abort(&mut self, tx: TxId, attempt: Attempt) {
-        if matches!(self.finished.get(&tx), Some((Finished::Committed, _))) {
-            return;
-        }
         if self.prepared.get(&tx).is_some_and(|l| l.attempt <= attempt) {
             self.release(tx);
         }
@@ -937,33 +946,44 @@ impl Participant {
     /// batch of messages and whenever [`Participant::poll_timeout`] comes.
     pub fn handle_timeout(&mut self, now_ms: u64) -> Vec<ToCoordinator> {
         self.expire_finished(now_ms);
-        let mut inquiries = Vec::new();
-        for (tx, lock) in &mut self.prepared {
-            match lock.inquire_at_ms {
-                None => lock.inquire_at_ms = Some(now_ms + self.config.inquire_after_ms),
-                Some(at_ms) if at_ms <= now_ms => {
-                    lock.inquire_at_ms = Some(now_ms + self.config.inquire_after_ms);
-                    inquiries.push(ToCoordinator::Inquire {
-                        tx: *tx,
-                        attempt: lock.attempt,
-                        shard: self.shard,
-                    });
+        let next_ms = now_ms + self.config.inquire_after_ms;
+        for tx in std::mem::take(&mut self.unarmed) {
+            if let Some(lock) = self.prepared.get_mut(&tx) {
+                if lock.inquire_at_ms.is_none() {
+                    lock.inquire_at_ms = Some(next_ms);
+                    self.inquiries.insert((next_ms, tx));
                 }
-                Some(_) => {}
             }
         }
-        // Sorted, so that the output does not depend on hash order.
-        inquiries.sort_unstable_by_key(|m| match m {
-            ToCoordinator::Inquire { tx, .. } => *tx,
-            _ => unreachable!("only inquiries are collected"),
-        });
-        inquiries
+        let mut due = Vec::new();
+        while let Some(&(at_ms, tx)) = self.inquiries.first() {
+            if at_ms > now_ms {
+                break;
+            }
+            self.inquiries.pop_first();
+            due.push(tx);
+        }
+        // In transaction order, so that the output does not depend on
+        // when each timer was armed within one call.
+        due.sort_unstable();
+        due.into_iter()
+            .map(|tx| {
+                let lock = self.prepared.get_mut(&tx).expect("armed locks are held");
+                lock.inquire_at_ms = Some(next_ms);
+                self.inquiries.insert((next_ms, tx));
+                ToCoordinator::Inquire {
+                    tx,
+                    attempt: lock.attempt,
+                    shard: self.shard,
+                }
+            })
+            .collect()
     }
 
     /// When [`Participant::handle_timeout`] next has something to do, if
     /// ever: the earliest armed inquiry.
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.prepared.values().filter_map(|l| l.inquire_at_ms).min()
+        self.inquiries.first().map(|(at_ms, _)| *at_ms)
     }
 }
 
@@ -1679,23 +1699,24 @@ mod tests {
         assert!(!p.has_locks());
     }
 
-    /// An abort after a commit of the same transaction changes nothing,
-    /// and a commit is acknowledged however often it comes.
+    /// An abort after a commit of the same transaction releases only a
+    /// stray lock and leaves the decision "committed": later prepares of it
+    /// take no lock, and a commit is acknowledged however often it comes.
     #[test]
-    fn abort_after_commit_is_ignored() {
+    fn abort_after_commit_keeps_the_decision() {
         let key = Key::balance(AccountId(1), AssetId::COIN);
         let (a, b) = (TxId::from_u128(1), TxId::from_u128(2));
         let mut p = Participant::new(ShardId(0));
         p.prepare(a, 0, vec![key]);
+        assert_eq!(p.take_granted(), vec![grant(a, 0, vec![key])]);
         p.commit(a, vec![(key, 5)]);
         p.abort(a, EVERY_ATTEMPT);
+        p.prepare(a, 1, vec![key]);
+        assert_eq!(p.take_granted(), vec![], "a stays committed");
         p.prepare(b, 0, vec![key]);
-        assert_eq!(
-            p.take_granted(),
-            vec![grant(a, 0, vec![key]), grant(b, 0, vec![key])]
-        );
-        assert!(p.is_locked(&key));
+        assert_eq!(p.take_granted(), vec![grant(b, 0, vec![key])]);
         assert!(!p.commit(a, vec![]).applied);
+        p.abort(a, EVERY_ATTEMPT);
         assert!(p.is_locked(&key), "b still holds the key");
     }
 }
