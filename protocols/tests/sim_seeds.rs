@@ -22,6 +22,7 @@ fn thousand_seeds_keep_every_invariant() {
     eprintln!("{total:?}");
     // The runs must actually exercise what they claim to survive.
     assert!(total.cross_committed > 1_000, "{total:?}");
+    assert!(total.swaps_committed > 500, "{total:?}");
     assert!(total.dropped > 1_000, "{total:?}");
     assert!(total.duplicated > 1_000, "{total:?}");
     assert!(total.shard_crashes > 500, "{total:?}");

@@ -47,6 +47,10 @@ pub struct SimConfig {
     pub transactions: usize,
     /// The share of transfers between shards, in percent.
     pub cross_shard_percent: u64,
+    /// The share of swaps against the one AMM pool (coin for token or
+    /// back), in percent; a swap is cross-shard unless the trader lives on
+    /// the pool's shard.
+    pub swap_percent: u64,
     /// The faulty period: transfers are submitted and faults happen in
     /// `0..fault_ms` of simulated time.
     pub fault_ms: u64,
@@ -88,6 +92,7 @@ impl Default for SimConfig {
             max_amount: 60,
             transactions: 40,
             cross_shard_percent: 60,
+            swap_percent: 20,
             fault_ms: 2_000,
             quiet_bound_ms: 30_000,
             max_drop_percent: 20,
@@ -183,8 +188,10 @@ pub struct RunSummary {
     pub failed: usize,
     /// Transfers never reported (lost with a crashed node's memory).
     pub unreported: usize,
-    /// Cross-shard transfers reported committed.
+    /// Cross-shard transactions reported committed.
     pub cross_committed: usize,
+    /// Swaps reported committed.
+    pub swaps_committed: usize,
     /// Messages sent.
     pub messages: u64,
     /// Messages dropped by the network or by a node being down.
@@ -211,6 +218,7 @@ impl RunSummary {
         self.failed += other.failed;
         self.unreported += other.unreported;
         self.cross_committed += other.cross_committed;
+        self.swaps_committed += other.swaps_committed;
         self.messages += other.messages;
         self.dropped += other.dropped;
         self.duplicated += other.duplicated;
@@ -236,9 +244,14 @@ fn vary(rng: &mut Rng, base_ms: u64) -> u64 {
     low + rng.below(base_ms * 2 - low + 1)
 }
 
-/// A shard's durable log record, as the shard actor writes them.
+/// The token the pool trades against the coin.
+const TOKEN: AssetId = AssetId(1);
+
+/// A shard's durable log record, as the shard actor writes them, plus the
+/// genesis state the simulator seeds directly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum ShardRecord {
+    Genesis(Vec<(Key, Value)>),
     Block(Vec<Transaction>),
     Prepared {
         tx: TxId,
@@ -336,6 +349,11 @@ impl ShardNode {
         self.timer_ms = None;
         for record in &self.log {
             match record {
+                ShardRecord::Genesis(values) => {
+                    for (key, value) in values {
+                        self.state.set(*key, *value);
+                    }
+                }
                 ShardRecord::Block(txs) => {
                     let _ = executor.execute_block(&mut self.state, txs);
                 }
@@ -369,8 +387,9 @@ struct CoordinatorNode {
 
 #[derive(Debug, Clone)]
 struct TxInfo {
-    /// The shards of its keys; one for a local transfer.
+    /// The shards of its keys; one for a local transaction.
     shards: Vec<ShardId>,
+    swap: bool,
     committed: u32,
     failed: u32,
 }
@@ -392,7 +411,10 @@ struct Sim<'c> {
     shards: Vec<ShardNode>,
     coordinator: CoordinatorNode,
     txs: BTreeMap<TxId, TxInfo>,
-    total_coins: u128,
+    /// Every asset's total at genesis.
+    totals: Vec<(AssetId, u128)>,
+    /// The AMM pool's account.
+    pool: AccountId,
     drop_percent: u64,
     duplicate_percent: u64,
     /// When the last fault can have happened (the last restart included).
@@ -437,6 +459,7 @@ impl<'c> Sim<'c> {
         let mut placement = Placement::hashed(shard_count).expect("at least two shards");
         let mut ids = TxIds::starting_at(1 << 64);
         let mut genesis: Vec<Vec<Transaction>> = vec![Vec::new(); shard_count as usize];
+        let mut tokens: Vec<Vec<(Key, Value)>> = vec![Vec::new(); shard_count as usize];
         for a in 0..accounts {
             let shard = ShardId((a % u64::from(shard_count)) as u32);
             placement.place(AccountId(a), shard).expect("shard exists");
@@ -445,16 +468,35 @@ impl<'c> Sim<'c> {
                 AccountId(a),
                 config.initial_balance,
             ));
+            tokens[shard.0 as usize]
+                .push((Key::balance(AccountId(a), TOKEN), config.initial_balance));
         }
+        // The pool is one more account, on a shard of the seed's choice,
+        // holding deep reserves of both assets.
+        let pool = AccountId(accounts);
+        let pool_shard = ShardId(rng.below(u64::from(shard_count)) as u32);
+        placement.place(pool, pool_shard).expect("shard exists");
+        let reserve = config.initial_balance * 10;
+        let [asset_a, asset_b, fee, supply] = crate::contracts::amm::fields(pool);
+        tokens[pool_shard.0 as usize].extend([
+            (asset_a, AssetId::COIN.0),
+            (asset_b, TOKEN.0),
+            (fee, 30),
+            (supply, reserve),
+            (Key::balance(pool, AssetId::COIN), reserve),
+            (Key::balance(pool, TOKEN), reserve),
+        ]);
+        let per_asset = u128::from(accounts + 10) * u128::from(config.initial_balance);
         let shards = genesis
             .into_iter()
+            .zip(tokens)
             .enumerate()
-            .map(|(i, block)| {
+            .map(|(i, (block, tokens))| {
                 let mut node = ShardNode {
                     id: ShardId(i as u32),
                     up: true,
                     incarnation: 0,
-                    log: vec![ShardRecord::Block(block)],
+                    log: vec![ShardRecord::Genesis(tokens), ShardRecord::Block(block)],
                     state: State::new(),
                     participant: Participant::new(ShardId(i as u32)),
                     deferred: VecDeque::new(),
@@ -491,7 +533,8 @@ impl<'c> Sim<'c> {
             shards,
             coordinator,
             txs: BTreeMap::new(),
-            total_coins: u128::from(accounts) * u128::from(config.initial_balance),
+            totals: vec![(AssetId::COIN, per_asset), (TOKEN, per_asset)],
+            pool,
             drop_percent,
             duplicate_percent,
             faults_end_ms: config.fault_ms,
@@ -512,6 +555,25 @@ impl<'c> Sim<'c> {
         for _ in 0..self.config.transactions {
             let at_ms = self.rng.below(self.config.fault_ms.max(1));
             let from = self.rng.below(accounts);
+            let amount = 1 + self.rng.below(self.config.max_amount.max(1));
+            if self.rng.chance(self.config.swap_percent) {
+                let (asset_in, asset_out) = if self.rng.chance(50) {
+                    (AssetId::COIN, TOKEN)
+                } else {
+                    (TOKEN, AssetId::COIN)
+                };
+                let tx = Transaction::swap(
+                    ids.next_id(),
+                    AccountId(from),
+                    self.pool,
+                    asset_in,
+                    asset_out,
+                    amount,
+                    1,
+                );
+                self.plan(at_ms, tx);
+                continue;
+            }
             let cross = self.rng.chance(self.config.cross_shard_percent);
             // Accounts `a` with equal `a % shards` share a shard.
             let to = if cross {
@@ -522,27 +584,37 @@ impl<'c> Sim<'c> {
                 let step = 1 + self.rng.below(self.config.accounts_per_shard - 1);
                 (from + step * shard_count) % accounts
             };
-            let amount = 1 + self.rng.below(self.config.max_amount.max(1));
             let tx = Transaction::transfer(ids.next_id(), AccountId(from), AccountId(to), amount);
-            let mut shards: Vec<ShardId> = tx
-                .access
-                .keys()
-                .map(|k| self.placement.shard_of(k))
-                .collect();
-            shards.sort_unstable();
-            shards.dedup();
-            debug_assert_eq!(shards.len() > 1, cross, "{from} -> {to}");
-            self.txs.insert(
-                tx.id,
-                TxInfo {
-                    shards,
-                    committed: 0,
-                    failed: 0,
-                },
+            debug_assert_eq!(
+                self.placement.shard_of_account(AccountId(from))
+                    != self.placement.shard_of_account(AccountId(to)),
+                cross,
+                "{from} -> {to}"
             );
-            self.summary.submitted += 1;
-            self.schedule(at_ms, Event::Submit(tx));
+            self.plan(at_ms, tx);
         }
+    }
+
+    /// Schedules the submission of `tx` and tracks its shards.
+    fn plan(&mut self, at_ms: u64, tx: Transaction) {
+        let mut shards: Vec<ShardId> = tx
+            .access
+            .keys()
+            .map(|k| self.placement.shard_of(k))
+            .collect();
+        shards.sort_unstable();
+        shards.dedup();
+        self.txs.insert(
+            tx.id,
+            TxInfo {
+                shards,
+                swap: matches!(tx.call, crate::model::Call::Swap { .. }),
+                committed: 0,
+                failed: 0,
+            },
+        );
+        self.summary.submitted += 1;
+        self.schedule(at_ms, Event::Submit(tx));
     }
 
     fn plan_crashes(&mut self) {
@@ -941,19 +1013,17 @@ impl<'c> Sim<'c> {
         self.check_liveness()?;
         self.check_recovery()?;
         self.check_outcomes()?;
-        let total: u128 = self
-            .shards
-            .iter()
-            .map(|s| s.state.total(AssetId::COIN))
-            .sum();
-        if total != self.total_coins {
-            return Err(self.violation(
-                Invariant::Conservation,
-                format!(
-                    "{total} coins across shards, {} at genesis",
-                    self.total_coins
-                ),
-            ));
+        for (asset, genesis) in &self.totals {
+            let total: u128 = self.shards.iter().map(|s| s.state.total(*asset)).sum();
+            if total != *genesis {
+                return Err(self.violation(
+                    Invariant::Conservation,
+                    format!(
+                        "{total} of asset {} across shards, {genesis} at genesis",
+                        asset.0
+                    ),
+                ));
+            }
         }
         for info in self.txs.values() {
             match (info.committed > 0, info.failed > 0) {
@@ -963,6 +1033,9 @@ impl<'c> Sim<'c> {
             }
             if info.committed > 0 && info.shards.len() > 1 {
                 self.summary.cross_committed += 1;
+            }
+            if info.committed > 0 && info.swap {
+                self.summary.swaps_committed += 1;
             }
         }
         Ok(())
