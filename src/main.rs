@@ -27,6 +27,9 @@ enum Command {
     /// Pushes local and cross-shard transfers through a whole in-memory
     /// cluster (the public API) and compares with the executor alone.
     BenchCluster(ClusterArgs),
+    /// Runs the deterministic fault simulator over many seeds and checks
+    /// the design's invariants; exits non-zero on the first violation.
+    Simulate(SimulateArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -93,6 +96,8 @@ enum CliError {
     Executor(#[from] parashard::protocols::ExecutorError),
     #[error("invalid argument: {0}")]
     Argument(String),
+    #[error("{0}\nreplay: parashard simulate --seed {seed}", seed = .0.seed)]
+    Simulation(#[from] parashard::protocols::sim::Violation),
 }
 
 fn main() -> ExitCode {
@@ -100,6 +105,7 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Bench(BenchArgs::default())) {
         Command::Bench(args) => bench(&args),
         Command::BenchCluster(args) => bench_cluster(&args),
+        Command::Simulate(args) => simulate(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -305,5 +311,84 @@ fn bench_cluster(args: &ClusterArgs) -> Result<(), CliError> {
         metrics.latency_us_p50, metrics.latency_us_p99
     );
     cluster.shutdown();
+    Ok(())
+}
+
+#[derive(clap::Args, Clone)]
+struct SimulateArgs {
+    /// How many seeds to run, from `--first-seed` up.
+    #[arg(long, default_value_t = 1_000)]
+    seeds: u64,
+    /// The first seed of the range.
+    #[arg(long, default_value_t = 0)]
+    first_seed: u64,
+    /// Runs just this seed (to replay a failure) and prints its summary.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+/// Runs the simulator over the requested seeds, printing progress about
+/// ten times and a summary; stops at the first violation.
+fn simulate(args: &SimulateArgs) -> Result<(), CliError> {
+    use parashard::protocols::sim::{run, RunSummary, SimConfig};
+
+    let config = SimConfig::default();
+    if let Some(seed) = args.seed {
+        let summary = run(seed, &config)?;
+        println!("seed {seed}: ok\n{summary:#?}");
+        return Ok(());
+    }
+    if args.seeds == 0 {
+        return Err(CliError::Argument("need --seeds >= 1".into()));
+    }
+    let last = args
+        .first_seed
+        .checked_add(args.seeds)
+        .ok_or_else(|| CliError::Argument("--first-seed + --seeds overflows".into()))?;
+    let start = Instant::now();
+    let mut total = RunSummary::default();
+    let step = (args.seeds / 10).max(1);
+    for (done, seed) in (args.first_seed..last).enumerate() {
+        let summary = run(seed, &config).inspect_err(|violation| {
+            eprintln!(
+                "seed {seed}: {} violated after {done} passing seeds",
+                violation.invariant
+            )
+        })?;
+        total.accumulate(&summary);
+        let done = done as u64 + 1;
+        if done % step == 0 || done == args.seeds {
+            println!(
+                "{done}/{} seeds ok ({:.1} s)",
+                args.seeds,
+                start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    println!(
+        "simulated seeds {}..{last}: 0 violations in {seconds:.2} s ({:.0} seeds/s)",
+        args.first_seed,
+        args.seeds as f64 / seconds
+    );
+    println!(
+        "transactions: {} submitted, {} committed ({} cross-shard, {} swaps), {} failed, {} unreported",
+        total.submitted,
+        total.committed,
+        total.cross_committed,
+        total.swaps_committed,
+        total.failed,
+        total.unreported
+    );
+    println!(
+        "faults: {} messages, {} dropped, {} duplicated; {} shard and {} coordinator crashes; {} inquiries; {} events",
+        total.messages,
+        total.dropped,
+        total.duplicated,
+        total.shard_crashes,
+        total.coordinator_crashes,
+        total.inquiries,
+        total.events
+    );
     Ok(())
 }
