@@ -325,14 +325,56 @@ struct SimulateArgs {
     /// Runs just this seed (to replay a failure) and prints its summary.
     #[arg(long)]
     seed: Option<u64>,
+    /// Transactions per run (default: the simulator's).
+    #[arg(long)]
+    transactions: Option<usize>,
+    /// The most shards per run, at least 2 (default: the simulator's).
+    #[arg(long)]
+    max_shards: Option<u32>,
+    /// The most crashes per run (default: the simulator's).
+    #[arg(long)]
+    max_crashes: Option<u32>,
+    /// The highest message drop rate in percent (default: the simulator's).
+    #[arg(long)]
+    max_drop_percent: Option<u64>,
+    /// The highest duplication rate in percent (default: the simulator's).
+    #[arg(long)]
+    max_duplicate_percent: Option<u64>,
+}
+
+impl SimulateArgs {
+    /// The simulator's defaults with this command's overrides. A replay
+    /// must pass the same overrides as the run that failed.
+    fn config(&self) -> Result<parashard::protocols::sim::SimConfig, CliError> {
+        let mut config = parashard::protocols::sim::SimConfig::default();
+        if let Some(n) = self.transactions {
+            config.transactions = n;
+        }
+        if let Some(n) = self.max_shards {
+            if n < 2 {
+                return Err(CliError::Argument("need --max-shards >= 2".into()));
+            }
+            config.max_shards = n;
+        }
+        if let Some(n) = self.max_crashes {
+            config.max_crashes = n;
+        }
+        if let Some(p) = self.max_drop_percent {
+            config.max_drop_percent = p.min(100);
+        }
+        if let Some(p) = self.max_duplicate_percent {
+            config.max_duplicate_percent = p.min(100);
+        }
+        Ok(config)
+    }
 }
 
 /// Runs the simulator over the requested seeds, printing progress about
 /// ten times and a summary; stops at the first violation.
 fn simulate(args: &SimulateArgs) -> Result<(), CliError> {
-    use parashard::protocols::sim::{run, RunSummary, SimConfig};
+    use parashard::protocols::sim::{run, RunSummary};
 
-    let config = SimConfig::default();
+    let config = args.config()?;
     if let Some(seed) = args.seed {
         let summary = run(seed, &config)?;
         println!("seed {seed}: ok\n{summary:#?}");
