@@ -1677,6 +1677,31 @@ mod tests {
         );
     }
 
+    /// Regression (found by the simulator): replaying a log in which a
+    /// stray lock of a committed transaction was aborted kept that lock,
+    /// because the abort deferred to the memory of finished transactions,
+    /// which replay cannot age as the live shard did; the next logged grant
+    /// of the key then found it held. Replay must end where the live shard
+    /// did: the key held by the later transaction only.
+    #[test]
+    fn replay_releases_aborted_stray_lock_of_committed_tx() {
+        let key = Key::balance(AccountId(1), AssetId::COIN);
+        let (a, b) = (TxId::from_u128(1), TxId::from_u128(2));
+        let mut p = Participant::new(ShardId(0));
+        // The log: a prepared and committed; after the live shard forgot
+        // a, a duplicated prepare of it locked the key again; an inquiry
+        // aborted that; then b was granted the key.
+        p.restore(a, 0, vec![key]);
+        p.commit(a, vec![(key, 5)]);
+        p.restore(a, 0, vec![key]);
+        p.abort(a, EVERY_ATTEMPT);
+        p.restore(b, 0, vec![key]);
+        assert_eq!(
+            p.prepared().map(|(t, r, _)| (*t, r)).collect::<Vec<_>>(),
+            vec![(b, 0)]
+        );
+    }
+
     /// An abort of an earlier round leaves a later round's lock alone; a
     /// prepare of a later round re-votes on the lock already held, and one
     /// of an aborted round is ignored.
