@@ -19,6 +19,29 @@
 //!
 //! Presumed abort: only commit decisions are persisted, before any shard
 //! hears of them. A transaction with no persisted decision is aborted.
+//! After a restart the coordinator re-sends every logged commit that not
+//! all shards acknowledged ([`Coordinator::recover_commit`]) and knows
+//! nothing else, so it answers every other question with an abort.
+//!
+//! Recovery on the shard side: a shard logs each lock it grants before it
+//! votes, so prepared locks survive its restart. A shard that holds a lock
+//! and hears no decision asks the coordinator ([`ToCoordinator::Inquire`],
+//! driven by [`Participant::handle_timeout`]) and keeps asking. The answer
+//! is the commit with that shard's writes, an abort if the coordinator has
+//! no record (presumed abort) or has given up that round, and nothing while
+//! the round still collects votes: the coordinator's own vote deadline
+//! decides those, and the shard asks again.
+//!
+//! Every message may be lost, duplicated, delayed or reordered:
+//! - a refused transaction is retried under the same id, so prepares,
+//!   aborts and votes carry the round ([`Attempt`]); an abort releases only
+//!   locks of its round or earlier, and a vote counts only for the current
+//!   round;
+//! - a shard remembers finished transactions for longer than a message can
+//!   live ([`ParticipantConfig::remember_finished_ms`]), so a late prepare
+//!   cannot lock a finished transaction again; were it to lock a committed
+//!   one, a re-sent commit would apply its writes twice;
+//! - commits, aborts and inquiries are idempotent on both sides.
 //!
 //! Neither machine does I/O or reads a clock: the caller passes `now_ms`
 //! and executes the [`Command`]s they return.
