@@ -340,13 +340,30 @@ impl Coordinator {
         shard_values: Vec<(Key, Option<Value>)>,
     ) {
         let Some(flight) = self.in_flight.get_mut(&id) else {
-            // Late vote of an answered transaction: its locks were released
-            // by the abort or commit already sent, or the shard will ask.
+            // A vote for a transaction with no record: answered, or lost
+            // in a restart. Any lock behind it is stray (presumed abort),
+            // and releasing it now rather than at the shard's inquiry
+            // matters: after a restart, prepares queued behind each other
+            // would otherwise each wait out an inquiry timeout in turn.
+            self.outbox
+                .entry(shard)
+                .or_default()
+                .push(ToParticipant::Abort {
+                    tx: id,
+                    attempt: EVERY_ATTEMPT,
+                });
             return;
         };
-        if attempt != flight.attempt {
+        if attempt < flight.attempt {
             // A vote of an aborted round: its lock may have been released
-            // since, so its values may be stale.
+            // since, so its values may be stale; if not, release it.
+            self.outbox
+                .entry(shard)
+                .or_default()
+                .push(ToParticipant::Abort { tx: id, attempt });
+            return;
+        }
+        if attempt != flight.attempt {
             return;
         }
         let Phase::Preparing { values } = &mut flight.phase else {
@@ -1498,10 +1515,37 @@ mod tests {
         );
     }
 
-    /// Votes and refusals of an earlier round are ignored: the lock they
-    /// speak of may have been released since.
+    /// A vote for a transaction the coordinator has no record of (after
+    /// its restart, or after it answered) is answered with an abort of
+    /// every round, so its stray lock goes at once.
     #[test]
-    fn stale_round_votes_and_refusals_are_ignored() {
+    fn vote_without_record_aborts_every_attempt() {
+        let (mut c, tx, from, _) = setup();
+        c.handle_message(
+            1,
+            ToCoordinator::Prepared {
+                tx: tx.id,
+                attempt: 2,
+                shard: ShardId(0),
+                values: vec![(from, Some(1))],
+            },
+        );
+        assert_eq!(
+            c.take_commands(),
+            vec![Command::Send {
+                to: ShardId(0),
+                messages: vec![ToParticipant::Abort {
+                    tx: tx.id,
+                    attempt: EVERY_ATTEMPT
+                }]
+            }]
+        );
+    }
+
+    /// Votes of an earlier round are answered with an abort of that round
+    /// and count for nothing; refusals of an earlier round are ignored.
+    #[test]
+    fn stale_round_votes_abort_and_refusals_are_ignored() {
         let (mut c, tx, from, _) = inquiry_setup();
         c.handle_message(
             1,
@@ -1523,6 +1567,16 @@ mod tests {
                 shard: ShardId(0),
                 values: vec![(from, Some(100))],
             },
+        );
+        assert_eq!(
+            c.take_commands(),
+            vec![Command::Send {
+                to: ShardId(0),
+                messages: vec![ToParticipant::Abort {
+                    tx: tx.id,
+                    attempt: 0
+                }]
+            }]
         );
         c.handle_message(
             3,
