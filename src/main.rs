@@ -432,5 +432,9 @@ fn simulate(args: &SimulateArgs) -> Result<(), CliError> {
         total.inquiries,
         total.events
     );
+    println!(
+        "settling: at most {} ms of simulated time after the last fault",
+        total.settle_ms
+    );
     Ok(())
 }

@@ -94,7 +94,7 @@ impl Default for SimConfig {
             cross_shard_percent: 60,
             swap_percent: 20,
             fault_ms: 2_000,
-            quiet_bound_ms: 30_000,
+            quiet_bound_ms: 5_000,
             max_drop_percent: 20,
             max_duplicate_percent: 20,
             max_delay_ms: 40,
@@ -116,7 +116,7 @@ impl Default for SimConfig {
                 // Small, so that runs also cover refusals while full.
                 remember_finished: 16,
                 // Small, so that runs also cover refusals and new rounds.
-                max_queued_prepares: 2,
+                max_queued_prepares: 32,
             },
             window_outlives_messages: true,
         }
@@ -208,6 +208,10 @@ pub struct RunSummary {
     pub events: u64,
     /// Simulated time when the last event ran.
     pub end_ms: u64,
+    /// How long after the last fault (the last restart included) the last
+    /// event ran: how long the system took to settle. Over several runs,
+    /// the longest.
+    pub settle_ms: u64,
 }
 
 impl RunSummary {
@@ -227,6 +231,7 @@ impl RunSummary {
         self.inquiries += other.inquiries;
         self.events += other.events;
         self.end_ms = self.end_ms.max(other.end_ms);
+        self.settle_ms = self.settle_ms.max(other.settle_ms);
     }
 }
 
@@ -1010,6 +1015,7 @@ impl<'c> Sim<'c> {
 
     /// Checks every invariant on the final state and the durable logs.
     fn check(&mut self) -> Result<(), Violation> {
+        self.summary.settle_ms = self.summary.end_ms.saturating_sub(self.faults_end_ms);
         self.check_liveness()?;
         self.check_recovery()?;
         self.check_outcomes()?;
