@@ -40,6 +40,9 @@ enum Command {
     /// how long the shard takes to recover from it (log replay, then from
     /// a snapshot).
     BenchRecovery(bench_recovery::RecoveryArgs),
+    /// Runs the deterministic fault simulator over many seeds and checks
+    /// the design's invariants; exits non-zero on the first violation.
+    Simulate(SimulateArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -118,6 +121,8 @@ enum CliError {
     Argument(String),
     #[error("{0}")]
     Storage(#[from] parashard::actors::storage::StorageError),
+    #[error("{0}\nreplay: parashard simulate --seed {seed}", seed = .0.seed)]
+    Simulation(#[from] parashard::protocols::sim::Violation),
 }
 
 fn main() -> ExitCode {
@@ -126,6 +131,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench(&args),
         Command::BenchCluster(args) => bench_cluster(&args),
         Command::BenchRecovery(args) => bench_recovery::run(&args),
+        Command::Simulate(args) => simulate(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -358,5 +364,130 @@ fn bench_cluster(args: &ClusterArgs) -> Result<(), CliError> {
     );
     bench_recovery::print_storage_stats(&cluster.storage_stats());
     cluster.shutdown();
+    Ok(())
+}
+
+#[derive(clap::Args, Clone)]
+struct SimulateArgs {
+    /// How many seeds to run, from `--first-seed` up.
+    #[arg(long, default_value_t = 1_000)]
+    seeds: u64,
+    /// The first seed of the range.
+    #[arg(long, default_value_t = 0)]
+    first_seed: u64,
+    /// Runs just this seed (to replay a failure) and prints its summary.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Transactions per run (default: the simulator's).
+    #[arg(long)]
+    transactions: Option<usize>,
+    /// The most shards per run, at least 2 (default: the simulator's).
+    #[arg(long)]
+    max_shards: Option<u32>,
+    /// The most crashes per run (default: the simulator's).
+    #[arg(long)]
+    max_crashes: Option<u32>,
+    /// The highest message drop rate in percent (default: the simulator's).
+    #[arg(long)]
+    max_drop_percent: Option<u64>,
+    /// The highest duplication rate in percent (default: the simulator's).
+    #[arg(long)]
+    max_duplicate_percent: Option<u64>,
+}
+
+impl SimulateArgs {
+    /// The simulator's defaults with this command's overrides. A replay
+    /// must pass the same overrides as the run that failed.
+    fn config(&self) -> Result<parashard::protocols::sim::SimConfig, CliError> {
+        let mut config = parashard::protocols::sim::SimConfig::default();
+        if let Some(n) = self.transactions {
+            config.transactions = n;
+        }
+        if let Some(n) = self.max_shards {
+            if n < 2 {
+                return Err(CliError::Argument("need --max-shards >= 2".into()));
+            }
+            config.max_shards = n;
+        }
+        if let Some(n) = self.max_crashes {
+            config.max_crashes = n;
+        }
+        if let Some(p) = self.max_drop_percent {
+            config.max_drop_percent = p.min(100);
+        }
+        if let Some(p) = self.max_duplicate_percent {
+            config.max_duplicate_percent = p.min(100);
+        }
+        Ok(config)
+    }
+}
+
+/// Runs the simulator over the requested seeds, printing progress about
+/// ten times and a summary; stops at the first violation.
+fn simulate(args: &SimulateArgs) -> Result<(), CliError> {
+    use parashard::protocols::sim::{run, RunSummary};
+
+    let config = args.config()?;
+    if let Some(seed) = args.seed {
+        let summary = run(seed, &config)?;
+        println!("seed {seed}: ok\n{summary:#?}");
+        return Ok(());
+    }
+    if args.seeds == 0 {
+        return Err(CliError::Argument("need --seeds >= 1".into()));
+    }
+    let last = args
+        .first_seed
+        .checked_add(args.seeds)
+        .ok_or_else(|| CliError::Argument("--first-seed + --seeds overflows".into()))?;
+    let start = Instant::now();
+    let mut total = RunSummary::default();
+    let step = (args.seeds / 10).max(1);
+    for (done, seed) in (args.first_seed..last).enumerate() {
+        let summary = run(seed, &config).inspect_err(|violation| {
+            eprintln!(
+                "seed {seed}: {} violated after {done} passing seeds",
+                violation.invariant
+            )
+        })?;
+        total.accumulate(&summary);
+        let done = done as u64 + 1;
+        if done % step == 0 || done == args.seeds {
+            println!(
+                "{done}/{} seeds ok ({:.1} s)",
+                args.seeds,
+                start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    println!(
+        "simulated seeds {}..{last}: 0 violations in {seconds:.2} s ({:.0} seeds/s)",
+        args.first_seed,
+        args.seeds as f64 / seconds
+    );
+    println!(
+        "transactions: {} submitted, {} committed ({} cross-shard, {} swaps), {} failed, {} unreported",
+        total.submitted,
+        total.committed,
+        total.cross_committed,
+        total.swaps_committed,
+        total.failed,
+        total.unreported
+    );
+    println!(
+        "faults: {} messages, {} dropped, {} duplicated; {} shard and {} coordinator crashes; {} inquiries; {} events",
+        total.messages,
+        total.dropped,
+        total.duplicated,
+        total.shard_crashes,
+        total.coordinator_crashes,
+        total.inquiries,
+        total.events
+    );
+    println!(
+        "settling: at most {} ms of simulated time after the last fault",
+        total.settle_ms
+    );
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -65,6 +66,10 @@ pub struct ShardActor {
     deferred: VecDeque<Transaction>,
     /// A storage failure is sticky: the shard refuses work after it.
     failed: Option<StorageError>,
+    /// The origin of the participant's clock.
+    epoch: Instant,
+    /// When the participant's inquiry timer is set to fire, if it is.
+    inquiry_timer_ms: Option<u64>,
 }
 
 impl ShardActor {
@@ -85,7 +90,41 @@ impl ShardActor {
             batches: Batches::default(),
             deferred: VecDeque::new(),
             failed: None,
+            epoch: Instant::now(),
+            inquiry_timer_ms: None,
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Gives the participant the time: it arms the inquiry timers of new
+    /// prepared transactions and asks the coordinator about overdue ones.
+    /// Then makes sure the actor wakes when the next one is due.
+    fn drive_inquiries(&mut self, ctx: &mut Context<Self>) {
+        if self.failed.is_some() {
+            return;
+        }
+        let now = self.now_ms();
+        let inquiries = self.participant.handle_timeout(now);
+        if !inquiries.is_empty() {
+            self.coordinator.do_send(FromShard(inquiries));
+        }
+        let Some(at_ms) = self.participant.poll_timeout() else {
+            return;
+        };
+        if self.inquiry_timer_ms.is_some_and(|set| set <= at_ms) {
+            return;
+        }
+        self.inquiry_timer_ms = Some(at_ms);
+        let delay = Duration::from_millis(at_ms.saturating_sub(now));
+        ctx.run_later(delay, move |actor, ctx| {
+            if actor.inquiry_timer_ms == Some(at_ms) {
+                actor.inquiry_timer_ms = None;
+            }
+            actor.drive_inquiries(ctx);
+        });
     }
 
     /// Drops all in-memory state and rebuilds it from storage.
@@ -109,8 +148,8 @@ impl ShardActor {
             for (key, value) in snapshot.state {
                 self.state.set(key, value);
             }
-            for (tx, keys) in snapshot.prepared {
-                self.participant.prepare(tx, keys);
+            for (tx, attempt, keys) in snapshot.prepared {
+                self.participant.restore(tx, attempt, keys);
             }
             self.participant.take_granted();
         }
@@ -121,15 +160,15 @@ impl ShardActor {
                     // once, so it fits the executor's limits.
                     let _ = self.executor.execute_block(&mut self.state, &txs);
                 }
-                ShardRecord::Prepared { tx, keys } => {
-                    self.participant.prepare(tx, keys);
+                ShardRecord::Prepared { tx, attempt, keys } => {
+                    self.participant.restore(tx, attempt, keys);
                 }
                 ShardRecord::Committed { tx, writes } => {
                     for (key, value) in self.participant.commit(tx, writes).apply {
                         self.state.set(key, value);
                     }
                 }
-                ShardRecord::Aborted { tx } => self.participant.abort(tx),
+                ShardRecord::Aborted { tx, attempt } => self.participant.abort(tx, attempt),
             }
             // Replay re-grants exactly what was logged; nobody is waiting.
             self.participant.take_granted();
@@ -149,7 +188,7 @@ impl ShardActor {
             prepared: self
                 .participant
                 .prepared()
-                .map(|(tx, keys)| (*tx, keys.clone()))
+                .map(|(tx, attempt, keys)| (*tx, attempt, keys.clone()))
                 .collect(),
         };
         if let Err(error) = self.storage.snapshot(snapshot) {
@@ -230,6 +269,10 @@ impl Actor for ShardActor {
         // Bounded mailbox: senders wait when the shard is saturated.
         ctx.set_mailbox_capacity(1024);
         self.recover();
+        // Recovered locks wait for their decision like fresh ones: if none
+        // comes, the shard asks.
+        self.inquiry_timer_ms = None;
+        self.drive_inquiries(ctx);
     }
 }
 
@@ -258,7 +301,7 @@ impl Handler<SubmitLocal> for ShardActor {
 impl Handler<FromCoordinator> for ShardActor {
     type Result = ();
 
-    fn handle(&mut self, msg: FromCoordinator, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: FromCoordinator, ctx: &mut Context<Self>) {
         if self.failed.is_some() {
             // Silence: the coordinator times out and aborts.
             return;
@@ -269,9 +312,9 @@ impl Handler<FromCoordinator> for ShardActor {
         let mut granted = Vec::new();
         for message in msg.0 {
             match message {
-                ToParticipant::Prepare { tx, keys } => {
+                ToParticipant::Prepare { tx, attempt, keys } => {
                     let _span = debug_span!("prepare", shard = self.shard.0, %tx).entered();
-                    replies.extend(self.participant.prepare(tx, keys));
+                    replies.extend(self.participant.prepare(tx, attempt, keys));
                 }
                 ToParticipant::Commit { tx, writes: w } => {
                     let _span = debug_span!("commit", shard = self.shard.0, %tx).entered();
@@ -283,19 +326,20 @@ impl Handler<FromCoordinator> for ShardActor {
                     writes.extend(outcome.apply);
                     replies.push(outcome.reply);
                 }
-                ToParticipant::Abort { tx } => {
-                    self.participant.abort(tx);
-                    records.push(ShardRecord::Aborted { tx });
+                ToParticipant::Abort { tx, attempt } => {
+                    self.participant.abort(tx, attempt);
+                    records.push(ShardRecord::Aborted { tx, attempt });
                 }
             }
             // Grants happen on prepare, commit and abort; log them in the
             // order they happened so that replay re-takes the same locks.
-            for (tx, keys) in self.participant.take_granted() {
+            for grant in self.participant.take_granted() {
                 records.push(ShardRecord::Prepared {
-                    tx,
-                    keys: keys.clone(),
+                    tx: grant.tx,
+                    attempt: grant.attempt,
+                    keys: grant.keys.clone(),
                 });
-                granted.push((tx, keys));
+                granted.push(grant);
             }
         }
         // One log append for the whole batch, before any vote or ack leaves.
@@ -310,10 +354,11 @@ impl Handler<FromCoordinator> for ShardActor {
         self.snapshot_if_due();
         // Votes read values after the batch's commits are applied: a granted
         // transaction's keys were released by those commits.
-        for (tx, keys) in granted {
-            let values = keys.iter().map(|k| (*k, self.state.get(k))).collect();
+        for grant in granted {
+            let values = grant.keys.iter().map(|k| (*k, self.state.get(k))).collect();
             replies.push(ToCoordinator::Prepared {
-                tx,
+                tx: grant.tx,
+                attempt: grant.attempt,
                 shard: self.shard,
                 values,
             });
@@ -321,6 +366,7 @@ impl Handler<FromCoordinator> for ShardActor {
         if !replies.is_empty() {
             self.coordinator.do_send(FromShard(replies));
         }
+        self.drive_inquiries(ctx);
         self.run_ready();
     }
 }

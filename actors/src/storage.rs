@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use parashard_protocols::model::{Key, ShardId, Transaction, TxId, Value};
+use parashard_protocols::twopc::Attempt;
 
 pub mod disk;
 
@@ -33,6 +34,8 @@ pub enum ShardRecord {
     Prepared {
         /// The transaction.
         tx: TxId,
+        /// The prepare round the lock belongs to.
+        attempt: Attempt,
         /// Its keys on this shard.
         keys: Vec<Key>,
     },
@@ -43,10 +46,12 @@ pub enum ShardRecord {
         /// Its writes on this shard.
         writes: Vec<(Key, Value)>,
     },
-    /// A prepared transaction aborted.
+    /// A transaction's rounds up to `attempt` aborted.
     Aborted {
         /// The transaction.
         tx: TxId,
+        /// The latest round aborted.
+        attempt: Attempt,
     },
 }
 
@@ -73,8 +78,9 @@ pub enum CoordinatorRecord {
 pub struct ShardSnapshot {
     /// Every live key with its value.
     pub state: Vec<(Key, Value)>,
-    /// Prepared transactions and the keys they lock on this shard.
-    pub prepared: Vec<(TxId, Vec<Key>)>,
+    /// Prepared transactions, the prepare round that locked them, and the
+    /// keys they lock on this shard.
+    pub prepared: Vec<(TxId, Attempt, Vec<Key>)>,
 }
 
 /// A coordinator's snapshot: the commit decisions not yet done, as

@@ -2,13 +2,16 @@
 //!
 //! Everything that decides something lives here and runs without an async
 //! runtime: the data model ([`model`]), contracts ([`contracts`]), the
-//! shard state ([`state`]) and the block executors ([`exec`]).
+//! shard state ([`state`]), the block executors ([`exec`]), two-phase commit
+//! ([`twopc`]) and a deterministic simulator that drives it under faults
+//! ([`sim`]).
 #![warn(missing_docs)]
 
 pub mod contracts;
 pub mod exec;
 pub mod model;
 pub mod placement;
+pub mod sim;
 pub mod state;
 pub mod twopc;
 pub mod workload;

@@ -19,6 +19,29 @@
 //!
 //! Presumed abort: only commit decisions are persisted, before any shard
 //! hears of them. A transaction with no persisted decision is aborted.
+//! After a restart the coordinator re-sends every logged commit that not
+//! all shards acknowledged ([`Coordinator::recover_commit`]) and knows
+//! nothing else, so it answers every other question with an abort.
+//!
+//! Recovery on the shard side: a shard logs each lock it grants before it
+//! votes, so prepared locks survive its restart. A shard that holds a lock
+//! and hears no decision asks the coordinator ([`ToCoordinator::Inquire`],
+//! driven by [`Participant::handle_timeout`]) and keeps asking. The answer
+//! is the commit with that shard's writes, an abort if the coordinator has
+//! no record (presumed abort) or has given up that round, and nothing while
+//! the round still collects votes: the coordinator's own vote deadline
+//! decides those, and the shard asks again.
+//!
+//! Every message may be lost, duplicated, delayed or reordered:
+//! - a refused transaction is retried under the same id, so prepares,
+//!   aborts and votes carry the round ([`Attempt`]); an abort releases only
+//!   locks of its round or earlier, and a vote counts only for the current
+//!   round;
+//! - a shard remembers finished transactions for longer than a message can
+//!   live ([`ParticipantConfig::remember_finished_ms`]), so a late prepare
+//!   cannot lock a finished transaction again; were it to lock a committed
+//!   one, a re-sent commit would apply its writes twice;
+//! - commits, aborts and inquiries are idempotent on both sides.
 //!
 //! Neither machine does I/O or reads a clock: the caller passes `now_ms`
 //! and executes the [`Command`]s they return.
@@ -32,6 +55,16 @@ use crate::exec::execute_with_values;
 use crate::model::{Key, Receipt, ShardId, Status, Transaction, TxError, TxId, Value};
 use crate::placement::Placement;
 
+/// The attempt number of a cross-shard transaction's prepare round. The
+/// coordinator retries a refused transaction under the same id; numbering
+/// the rounds lets a shard tell a late or duplicated message of an earlier
+/// round from the current one.
+pub type Attempt = u32;
+
+/// An abort that covers every attempt of a transaction: what the
+/// coordinator answers when it has no record of it (presumed abort).
+pub const EVERY_ATTEMPT: Attempt = Attempt::MAX;
+
 /// A message from the coordinator to a shard.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToParticipant {
@@ -39,6 +72,8 @@ pub enum ToParticipant {
     Prepare {
         /// The transaction.
         tx: TxId,
+        /// The prepare round.
+        attempt: Attempt,
         /// This shard's keys of it.
         keys: Vec<Key>,
     },
@@ -49,10 +84,13 @@ pub enum ToParticipant {
         /// This shard's writes.
         writes: Vec<(Key, Value)>,
     },
-    /// Release `tx`'s locks without applying anything.
+    /// Release `tx`'s locks of every round up to `attempt` without applying
+    /// anything.
     Abort {
         /// The transaction.
         tx: TxId,
+        /// The latest round aborted ([`EVERY_ATTEMPT`]: all of them).
+        attempt: Attempt,
     },
 }
 
@@ -63,6 +101,8 @@ pub enum ToCoordinator {
     Prepared {
         /// The transaction.
         tx: TxId,
+        /// The prepare round the lock belongs to.
+        attempt: Attempt,
         /// The shard.
         shard: ShardId,
         /// The values (`None`: the key does not exist).
@@ -72,6 +112,8 @@ pub enum ToCoordinator {
     Refused {
         /// The transaction.
         tx: TxId,
+        /// The prepare round refused.
+        attempt: Attempt,
         /// The shard.
         shard: ShardId,
         /// The contended key.
@@ -83,6 +125,16 @@ pub enum ToCoordinator {
     Committed {
         /// The transaction.
         tx: TxId,
+        /// The shard.
+        shard: ShardId,
+    },
+    /// The shard has held `tx`'s locks for a while without hearing the
+    /// decision and asks for it (sent again after every timeout).
+    Inquire {
+        /// The transaction.
+        tx: TxId,
+        /// The prepare round the lock belongs to.
+        attempt: Attempt,
         /// The shard.
         shard: ShardId,
     },
@@ -250,6 +302,7 @@ impl Coordinator {
             .or_default()
             .push(ToParticipant::Prepare {
                 tx: id,
+                attempt: flight.attempt,
                 keys: keys.clone(),
             });
         self.commands.push(Command::SetTimer {
@@ -260,16 +313,21 @@ impl Coordinator {
     /// Handles a shard's message.
     pub fn handle_message(&mut self, now_ms: u64, message: ToCoordinator) {
         match message {
-            ToCoordinator::Prepared { tx, shard, values } => {
-                self.on_prepared(now_ms, tx, shard, values)
-            }
+            ToCoordinator::Prepared {
+                tx,
+                attempt,
+                shard,
+                values,
+            } => self.on_prepared(now_ms, tx, attempt, shard, values),
             ToCoordinator::Refused {
                 tx,
+                attempt,
                 shard,
                 key,
                 holder,
-            } => self.on_refused(now_ms, tx, shard, key, holder),
+            } => self.on_refused(now_ms, tx, attempt, shard, key, holder),
             ToCoordinator::Committed { tx, shard } => self.on_committed(tx, shard),
+            ToCoordinator::Inquire { tx, attempt, shard } => self.on_inquire(tx, attempt, shard),
         }
     }
 
@@ -277,14 +335,37 @@ impl Coordinator {
         &mut self,
         now_ms: u64,
         id: TxId,
+        attempt: Attempt,
         shard: ShardId,
         shard_values: Vec<(Key, Option<Value>)>,
     ) {
         let Some(flight) = self.in_flight.get_mut(&id) else {
-            // Late vote of an answered transaction: its locks were released
-            // by the abort or commit already sent.
+            // A vote for a transaction with no record: answered, or lost
+            // in a restart. Any lock behind it is stray (presumed abort),
+            // and releasing it now rather than at the shard's inquiry
+            // matters: after a restart, prepares queued behind each other
+            // would otherwise each wait out an inquiry timeout in turn.
+            self.outbox
+                .entry(shard)
+                .or_default()
+                .push(ToParticipant::Abort {
+                    tx: id,
+                    attempt: EVERY_ATTEMPT,
+                });
             return;
         };
+        if attempt < flight.attempt {
+            // A vote of an aborted round: its lock may have been released
+            // since, so its values may be stale; if not, release it.
+            self.outbox
+                .entry(shard)
+                .or_default()
+                .push(ToParticipant::Abort { tx: id, attempt });
+            return;
+        }
+        if attempt != flight.attempt {
+            return;
+        }
         let Phase::Preparing { values } = &mut flight.phase else {
             return;
         };
@@ -298,6 +379,7 @@ impl Coordinator {
                 .or_default()
                 .push(ToParticipant::Prepare {
                     tx: id,
+                    attempt,
                     keys: keys.clone(),
                 });
             return;
@@ -336,22 +418,30 @@ impl Coordinator {
                 });
             }
             Err(error) => {
-                self.abort_everywhere(id);
+                self.abort_everywhere(id, attempt);
                 self.reply_failed(id, error);
             }
         }
     }
 
-    fn on_refused(&mut self, now_ms: u64, id: TxId, shard: ShardId, key: Key, holder: TxId) {
+    fn on_refused(
+        &mut self,
+        now_ms: u64,
+        id: TxId,
+        refused: Attempt,
+        shard: ShardId,
+        key: Key,
+        holder: TxId,
+    ) {
         let Some(flight) = self.in_flight.get_mut(&id) else {
             return;
         };
-        if !matches!(flight.phase, Phase::Preparing { .. }) {
+        if refused != flight.attempt || !matches!(flight.phase, Phase::Preparing { .. }) {
             return;
         }
         flight.attempt += 1;
         let attempt = flight.attempt;
-        self.abort_everywhere(id);
+        self.abort_everywhere(id, refused);
         if attempt > self.config.max_retries {
             let reason =
                 format!("{key} on {shard} stayed locked by {holder} through {attempt} attempts");
@@ -364,6 +454,33 @@ impl Coordinator {
             flight.phase = Phase::Backoff { at_ms };
         }
         self.commands.push(Command::SetTimer { at_ms });
+    }
+
+    /// A prepared shard asks what became of `id`. Answers are idempotent:
+    /// the decision if there is one, an abort of the rounds the coordinator
+    /// has itself given up, and nothing while the current round is still
+    /// collecting votes (its deadline decides, and the shard asks again).
+    fn on_inquire(&mut self, id: TxId, attempt: Attempt, shard: ShardId) {
+        let answer = match self.in_flight.get(&id) {
+            // Presumed abort: no record means no commit decision was ever
+            // logged, or it was logged and every shard has applied it (so
+            // the lock the shard holds comes from a stray prepare).
+            None => ToParticipant::Abort {
+                tx: id,
+                attempt: EVERY_ATTEMPT,
+            },
+            Some(flight) => match &flight.phase {
+                Phase::Committing { writes, .. } => ToParticipant::Commit {
+                    tx: id,
+                    // A shard that acknowledged already holds a stray
+                    // lock; an empty commit releases it.
+                    writes: writes.get(&shard).cloned().unwrap_or_default(),
+                },
+                _ if attempt < flight.attempt => ToParticipant::Abort { tx: id, attempt },
+                _ => return,
+            },
+        };
+        self.outbox.entry(shard).or_default().push(answer);
     }
 
     fn on_committed(&mut self, id: TxId, shard: ShardId) {
@@ -394,7 +511,9 @@ impl Coordinator {
         for (id, flight) in &self.in_flight {
             match &flight.phase {
                 Phase::Backoff { at_ms } if *at_ms <= now_ms => retry.push(*id),
-                Phase::Preparing { .. } if flight.deadline_ms <= now_ms => overdue.push(*id),
+                Phase::Preparing { .. } if flight.deadline_ms <= now_ms => {
+                    overdue.push((*id, flight.attempt))
+                }
                 Phase::Committing { writes, .. } if flight.deadline_ms <= now_ms => {
                     resend.push((*id, writes.clone()))
                 }
@@ -408,8 +527,8 @@ impl Coordinator {
         for id in retry {
             self.prepare(now_ms, id);
         }
-        for id in overdue {
-            self.abort_everywhere(id);
+        for (id, attempt) in overdue {
+            self.abort_everywhere(id, attempt);
             let reason = "a shard did not vote in time".to_string();
             self.reply_failed(id, TxError::CrossShardAborted { reason });
         }
@@ -449,25 +568,30 @@ impl Coordinator {
                     writes: w.clone(),
                 });
         }
+        let deadline_ms = now_ms + self.config.timeout_ms;
         self.in_flight.insert(
             id,
             InFlight {
                 tx,
                 keys,
                 phase: Phase::Committing { writes, output: 0 },
-                deadline_ms: now_ms + self.config.timeout_ms,
+                deadline_ms,
                 attempt: 0,
             },
         );
+        // Without a timer a lost re-sent commit would wait for the shard's
+        // inquiry; with it the coordinator keeps re-sending on its own.
+        self.commands.push(Command::SetTimer { at_ms: deadline_ms });
     }
 
-    fn abort_everywhere(&mut self, id: TxId) {
+    /// Sends every shard of `id` an abort of the rounds up to `attempt`.
+    fn abort_everywhere(&mut self, id: TxId, attempt: Attempt) {
         if let Some(flight) = self.in_flight.get(&id) {
             for shard in flight.keys.keys() {
                 self.outbox
                     .entry(*shard)
                     .or_default()
-                    .push(ToParticipant::Abort { tx: id });
+                    .push(ToParticipant::Abort { tx: id, attempt });
             }
         }
     }
@@ -501,17 +625,97 @@ impl Coordinator {
 /// The most prepares a shard queues behind held locks; more are refused.
 pub const MAX_QUEUED_PREPARES: usize = 100_000;
 
+/// Participant tunables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParticipantConfig {
+    /// How long a prepared transaction waits for its decision before the
+    /// shard asks the coordinator (and again after every such wait). Longer
+    /// than the coordinator's own timeout, so that normally the coordinator
+    /// resolves first and inquiries only follow lost messages and crashes.
+    pub inquire_after_ms: u64,
+    /// How long the shard remembers a finished (committed or aborted)
+    /// transaction, so that a late or duplicated prepare of it takes no
+    /// lock. Must exceed the longest a message can stay in the network:
+    /// every prepare of a transaction is sent before its decision, so once
+    /// this long has passed after the shard learnt the decision, no prepare
+    /// of it can arrive any more. (A stray lock taken after a commit would
+    /// let a re-sent commit apply the same writes twice.)
+    pub remember_finished_ms: u64,
+    /// The most finished transactions remembered. While the memory is
+    /// full, prepares of new transactions are refused (the coordinator
+    /// retries them in a new round) rather than anything being forgotten
+    /// early.
+    pub remember_finished: usize,
+    /// The most prepares queued behind held locks; more are refused (and
+    /// the coordinator retries them in a new round).
+    pub max_queued_prepares: usize,
+}
+
+impl Default for ParticipantConfig {
+    fn default() -> ParticipantConfig {
+        ParticipantConfig {
+            inquire_after_ms: 2_000,
+            remember_finished_ms: 10_000,
+            remember_finished: 1 << 20,
+            max_queued_prepares: MAX_QUEUED_PREPARES,
+        }
+    }
+}
+
+/// A prepare granted by a [`Participant`]: the shard logs it, reads the
+/// keys' values and votes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The transaction.
+    pub tx: TxId,
+    /// The prepare round the lock belongs to.
+    pub attempt: Attempt,
+    /// Its keys on this shard, now locked.
+    pub keys: Vec<Key>,
+}
+
+#[derive(Debug, Clone)]
+struct Lock {
+    attempt: Attempt,
+    keys: Vec<Key>,
+    /// When to ask the coordinator; `None` until the next
+    /// [`Participant::handle_timeout`] arms it.
+    inquire_at_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Finished {
+    Committed,
+    /// Aborted, every round up to this one.
+    Aborted(Attempt),
+}
+
 /// The participant state machine of one shard: the locks of prepared
-/// cross-shard transactions and the prepares waiting for them.
+/// cross-shard transactions, the prepares waiting for them, and a bounded
+/// memory of finished transactions.
 #[derive(Debug, Default, Clone)]
 pub struct Participant {
     shard: ShardId,
+    config: ParticipantConfig,
     locks: HashMap<Key, TxId>,
-    prepared: HashMap<TxId, Vec<Key>>,
+    prepared: HashMap<TxId, Lock>,
     /// Prepares waiting for locks, in arrival order.
-    queue: std::collections::VecDeque<(TxId, Vec<Key>)>,
+    queue: std::collections::VecDeque<Grant>,
     /// Prepares granted since the last [`Participant::take_granted`].
-    granted: Vec<(TxId, Vec<Key>)>,
+    granted: Vec<Grant>,
+    /// Finished transactions, each with the sequence number of its latest
+    /// entry in `finished_order`.
+    finished: HashMap<TxId, (Finished, u64)>,
+    /// When each transaction finished, oldest first, to forget them in
+    /// order: `None` until the next [`Participant::handle_timeout`] stamps
+    /// the time (later than the true time, so never forgotten too early).
+    finished_order: std::collections::VecDeque<(TxId, u64, Option<u64>)>,
+    finished_seq: u64,
+    /// Locks granted since the last [`Participant::handle_timeout`], whose
+    /// inquiry timers it arms.
+    unarmed: Vec<TxId>,
+    /// Armed inquiry timers, earliest first.
+    inquiries: std::collections::BTreeSet<(u64, TxId)>,
 }
 
 /// What a shard does with a commit.
@@ -519,15 +723,24 @@ pub struct Participant {
 pub struct CommitOutcome {
     /// The writes to apply; empty for a duplicate commit.
     pub apply: Vec<(Key, Value)>,
+    /// Whether this commit released a prepared transaction here (false for
+    /// a duplicate): what "applied exactly once" counts.
+    pub applied: bool,
     /// The acknowledgement for the coordinator.
     pub reply: ToCoordinator,
 }
 
 impl Participant {
-    /// The participant of `shard`, holding no locks.
+    /// The participant of `shard`, holding no locks, with default tunables.
     pub fn new(shard: ShardId) -> Participant {
+        Participant::with_config(shard, ParticipantConfig::default())
+    }
+
+    /// The participant of `shard`, holding no locks.
+    pub fn with_config(shard: ShardId, config: ParticipantConfig) -> Participant {
         Participant {
             shard,
+            config,
             ..Participant::default()
         }
     }
@@ -543,50 +756,106 @@ impl Participant {
         !self.locks.is_empty()
     }
 
-    /// Prepared transactions and their keys, for logging and recovery.
-    pub fn prepared(&self) -> impl Iterator<Item = (&TxId, &Vec<Key>)> {
-        self.prepared.iter()
+    /// The number of prepares waiting for locks.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
     }
 
-    /// Asks to lock `keys` for `tx`. Granted at once if they are free (and
-    /// no earlier waiter wants them), queued otherwise; either way the grant
-    /// shows up in [`Participant::take_granted`]. Returns a refusal only
-    /// when the queue is full. Preparing twice is harmless.
-    pub fn prepare(&mut self, tx: TxId, keys: Vec<Key>) -> Option<ToCoordinator> {
-        if self.prepared.contains_key(&tx) {
-            self.granted.push((tx, keys));
+    /// Prepared transactions with their rounds and keys, in no order.
+    pub fn prepared(&self) -> impl Iterator<Item = (&TxId, Attempt, &Vec<Key>)> {
+        self.prepared.iter().map(|(tx, l)| (tx, l.attempt, &l.keys))
+    }
+
+    /// Asks to lock `keys` for round `attempt` of `tx`. Granted at once if
+    /// they are free (and no earlier waiter wants them), queued otherwise;
+    /// either way the grant shows up in [`Participant::take_granted`].
+    /// Returns a refusal only when the queue is full. Preparing twice is
+    /// harmless; a prepare of a transaction remembered as finished (a late
+    /// or duplicated message) is ignored.
+    pub fn prepare(&mut self, tx: TxId, attempt: Attempt, keys: Vec<Key>) -> Option<ToCoordinator> {
+        match self.finished.get(&tx) {
+            Some((Finished::Committed, _)) => return None,
+            Some((Finished::Aborted(through), _)) if attempt <= *through => return None,
+            _ => {}
+        }
+        if let Some(lock) = self.prepared.get_mut(&tx) {
+            // The lock has been held since an earlier round, so the values
+            // it guards are still current: vote again for this round.
+            if attempt >= lock.attempt {
+                lock.attempt = attempt;
+                self.granted.push(Grant {
+                    tx,
+                    attempt,
+                    keys: lock.keys.clone(),
+                });
+            }
             return None;
         }
-        if self.queue.iter().any(|(t, _)| *t == tx) {
+        if let Some(waiting) = self.queue.iter_mut().find(|g| g.tx == tx) {
+            waiting.attempt = waiting.attempt.max(attempt);
             return None;
         }
-        let queued_keys = |k: &Key| self.queue.iter().any(|(_, ks)| ks.contains(k));
+        if self.finished.len() >= self.config.remember_finished {
+            // Taking on another transaction could overflow the memory that
+            // keeps stray prepares out; refuse until old entries expire.
+            let key = *keys.first().expect("a prepare names keys");
+            return Some(ToCoordinator::Refused {
+                tx,
+                attempt,
+                shard: self.shard,
+                key,
+                holder: tx,
+            });
+        }
+        let queued_keys = |k: &Key| self.queue.iter().any(|g| g.keys.contains(k));
         let blocker = keys
             .iter()
             .find(|k| self.locks.contains_key(*k) || queued_keys(k));
         match blocker {
-            None => self.grant(tx, keys),
-            Some(key) if self.queue.len() >= MAX_QUEUED_PREPARES => {
+            None => self.grant(Grant { tx, attempt, keys }),
+            Some(key) if self.queue.len() >= self.config.max_queued_prepares => {
                 let holder = self.locks.get(key).copied().unwrap_or(tx);
                 return Some(ToCoordinator::Refused {
                     tx,
+                    attempt,
                     shard: self.shard,
                     key: *key,
                     holder,
                 });
             }
-            Some(_) => self.queue.push_back((tx, keys)),
+            Some(_) => self.queue.push_back(Grant { tx, attempt, keys }),
         }
         None
     }
 
-    fn grant(&mut self, tx: TxId, keys: Vec<Key>) {
-        for key in &keys {
-            debug_assert!(!self.locks.contains_key(key), "granted a held lock");
-            self.locks.insert(*key, tx);
+    /// Re-takes a lock found in the shard's log during recovery. Unlike
+    /// [`Participant::prepare`] it neither consults the memory of finished
+    /// transactions (which replay cannot age as the live shard did) nor
+    /// refuses: the log says the lock was granted, so replay grants it.
+    pub fn restore(&mut self, tx: TxId, attempt: Attempt, keys: Vec<Key>) {
+        if let Some(lock) = self.prepared.get_mut(&tx) {
+            lock.attempt = lock.attempt.max(attempt);
+            return;
         }
-        self.prepared.insert(tx, keys.clone());
-        self.granted.push((tx, keys));
+        self.grant(Grant { tx, attempt, keys });
+        self.granted.clear();
+    }
+
+    fn grant(&mut self, grant: Grant) {
+        for key in &grant.keys {
+            debug_assert!(!self.locks.contains_key(key), "granted a held lock");
+            self.locks.insert(*key, grant.tx);
+        }
+        self.prepared.insert(
+            grant.tx,
+            Lock {
+                attempt: grant.attempt,
+                keys: grant.keys.clone(),
+                inquire_at_ms: None,
+            },
+        );
+        self.unarmed.push(grant.tx);
+        self.granted.push(grant);
     }
 
     /// Grants queued prepares whose keys are free, in queue order; a waiter
@@ -594,43 +863,98 @@ impl Participant {
     fn grant_waiting(&mut self) {
         let mut blocked: Vec<Key> = Vec::new();
         let mut still = std::collections::VecDeque::new();
-        while let Some((tx, keys)) = self.queue.pop_front() {
-            if keys
+        while let Some(waiting) = self.queue.pop_front() {
+            if waiting
+                .keys
                 .iter()
                 .any(|k| self.locks.contains_key(k) || blocked.contains(k))
             {
-                blocked.extend(keys.iter().copied());
-                still.push_back((tx, keys));
+                blocked.extend(waiting.keys.iter().copied());
+                still.push_back(waiting);
             } else {
-                self.grant(tx, keys);
+                self.grant(waiting);
             }
         }
         self.queue = still;
     }
 
-    /// The prepares granted since the last call: the shard reads their
-    /// keys' values (after applying the writes it was given) and votes.
-    pub fn take_granted(&mut self) -> Vec<(TxId, Vec<Key>)> {
+    /// The prepares granted since the last call: the shard logs them, reads
+    /// their keys' values (after applying the writes it was given) and votes.
+    pub fn take_granted(&mut self) -> Vec<Grant> {
         std::mem::take(&mut self.granted)
+    }
+
+    fn release(&mut self, tx: TxId) -> Option<Vec<Key>> {
+        let lock = self.prepared.remove(&tx)?;
+        if let Some(at_ms) = lock.inquire_at_ms {
+            self.inquiries.remove(&(at_ms, tx));
+        }
+        for key in &lock.keys {
+            let holder = self.locks.remove(key);
+            debug_assert_eq!(holder, Some(tx), "{key} was locked by another holder");
+        }
+        Some(lock.keys)
+    }
+
+    fn remember(&mut self, tx: TxId, outcome: Finished) {
+        let merged = match (self.finished.get(&tx), outcome) {
+            (Some((Finished::Committed, _)), _) => Finished::Committed,
+            (Some((Finished::Aborted(a), _)), Finished::Aborted(b)) => {
+                Finished::Aborted((*a).max(b))
+            }
+            (_, outcome) => outcome,
+        };
+        // Every finish restarts the transaction's window: a later abort of
+        // a later round may follow later prepares.
+        self.finished_seq += 1;
+        self.finished.insert(tx, (merged, self.finished_seq));
+        self.finished_order.push_back((tx, self.finished_seq, None));
+    }
+
+    /// Stamps newly finished transactions with `now_ms` and forgets those
+    /// whose window has passed.
+    fn expire_finished(&mut self, now_ms: u64) {
+        for entry in self.finished_order.iter_mut().rev() {
+            if entry.2.is_some() {
+                break;
+            }
+            entry.2 = Some(now_ms);
+        }
+        while let Some(&(tx, seq, Some(at_ms))) = self.finished_order.front() {
+            if at_ms + self.config.remember_finished_ms > now_ms {
+                break;
+            }
+            self.finished_order.pop_front();
+            if self.finished.get(&tx).is_some_and(|(_, s)| *s == seq) {
+                self.finished.remove(&tx);
+            }
+        }
+    }
+
+    /// The number of finished transactions remembered.
+    pub fn remembered(&self) -> usize {
+        self.finished.len()
     }
 
     /// Releases `tx`'s locks and returns the writes to apply. A commit for
     /// a transaction not prepared here (a duplicate) applies nothing but is
     /// still acknowledged.
     pub fn commit(&mut self, tx: TxId, writes: Vec<(Key, Value)>) -> CommitOutcome {
-        let apply = match self.prepared.remove(&tx) {
+        let (apply, applied) = match self.release(tx) {
             Some(keys) => {
-                for key in &keys {
-                    self.locks.remove(key);
-                }
                 debug_assert!(writes.iter().all(|(k, _)| keys.contains(k)));
-                self.grant_waiting();
-                writes
+                (writes, true)
             }
-            None => Vec::new(),
+            None => (Vec::new(), false),
         };
+        // A correct coordinator commits only after this shard's vote, so
+        // no prepare of `tx` can still be waiting; drop one defensively.
+        self.queue.retain(|g| g.tx != tx);
+        self.remember(tx, Finished::Committed);
+        self.grant_waiting();
         CommitOutcome {
             apply,
+            applied,
             reply: ToCoordinator::Committed {
                 tx,
                 shard: self.shard,
@@ -638,16 +962,68 @@ impl Participant {
         }
     }
 
-    /// Releases `tx`'s locks or drops its queued prepare.
-    pub fn abort(&mut self, tx: TxId) {
-        if let Some(keys) = self.prepared.remove(&tx) {
-            for key in &keys {
-                self.locks.remove(key);
+    /// Releases `tx`'s locks, or drops its queued prepare, if they belong
+    /// to a round up to `attempt`. A later round's lock stays: the abort is
+    /// a late message of an earlier round. After a commit of `tx` a lock of
+    /// it can only come from a stray prepare, so it is released all the
+    /// same; the decision stays "committed". That the abort does not depend
+    /// on the memory of finished transactions also keeps recovery exact.
+    pub fn abort(&mut self, tx: TxId, attempt: Attempt) {
+        if self.prepared.get(&tx).is_some_and(|l| l.attempt <= attempt) {
+            self.release(tx);
+        }
+        self.queue.retain(|g| !(g.tx == tx && g.attempt <= attempt));
+        self.granted
+            .retain(|g| !(g.tx == tx && g.attempt <= attempt));
+        self.remember(tx, Finished::Aborted(attempt));
+        self.grant_waiting();
+    }
+
+    /// Handles the passing of time: arms the inquiry timer of transactions
+    /// prepared since the last call, forgets transactions finished long
+    /// enough ago, and returns an inquiry for each prepared one whose
+    /// decision is overdue, in transaction order. Call it after every
+    /// batch of messages and whenever [`Participant::poll_timeout`] comes.
+    pub fn handle_timeout(&mut self, now_ms: u64) -> Vec<ToCoordinator> {
+        self.expire_finished(now_ms);
+        let next_ms = now_ms + self.config.inquire_after_ms;
+        for tx in std::mem::take(&mut self.unarmed) {
+            if let Some(lock) = self.prepared.get_mut(&tx) {
+                if lock.inquire_at_ms.is_none() {
+                    lock.inquire_at_ms = Some(next_ms);
+                    self.inquiries.insert((next_ms, tx));
+                }
             }
         }
-        self.queue.retain(|(t, _)| *t != tx);
-        self.granted.retain(|(t, _)| *t != tx);
-        self.grant_waiting();
+        let mut due = Vec::new();
+        while let Some(&(at_ms, tx)) = self.inquiries.first() {
+            if at_ms > now_ms {
+                break;
+            }
+            self.inquiries.pop_first();
+            due.push(tx);
+        }
+        // In transaction order, so that the output does not depend on
+        // when each timer was armed within one call.
+        due.sort_unstable();
+        due.into_iter()
+            .map(|tx| {
+                let lock = self.prepared.get_mut(&tx).expect("armed locks are held");
+                lock.inquire_at_ms = Some(next_ms);
+                self.inquiries.insert((next_ms, tx));
+                ToCoordinator::Inquire {
+                    tx,
+                    attempt: lock.attempt,
+                    shard: self.shard,
+                }
+            })
+            .collect()
+    }
+
+    /// When [`Participant::handle_timeout`] next has something to do, if
+    /// ever: the earliest armed inquiry.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.inquiries.first().map(|(at_ms, _)| *at_ms)
     }
 }
 
@@ -678,7 +1054,13 @@ mod tests {
     fn prepares_shards_in_ascending_order() {
         let (mut c, tx, from, to) = setup();
         c.begin(100, tx.clone());
-        let prepare = |keys| vec![ToParticipant::Prepare { tx: tx.id, keys }];
+        let prepare = |keys| {
+            vec![ToParticipant::Prepare {
+                tx: tx.id,
+                attempt: 0,
+                keys,
+            }]
+        };
         assert_eq!(
             c.take_commands(),
             vec![
@@ -691,6 +1073,7 @@ mod tests {
         );
         let vote = ToCoordinator::Prepared {
             tx: tx.id,
+            attempt: 0,
             shard: ShardId(0),
             values: vec![(from, Some(1))],
         };
@@ -715,6 +1098,7 @@ mod tests {
             1,
             ToCoordinator::Prepared {
                 tx: tx.id,
+                attempt: 0,
                 shard: ShardId(0),
                 values: vec![(from, Some(100))],
             },
@@ -725,6 +1109,7 @@ mod tests {
                 to: ShardId(1),
                 messages: vec![ToParticipant::Prepare {
                     tx: tx.id,
+                    attempt: 0,
                     keys: vec![to]
                 }]
             }]
@@ -733,6 +1118,7 @@ mod tests {
             2,
             ToCoordinator::Prepared {
                 tx: tx.id,
+                attempt: 0,
                 shard: ShardId(1),
                 values: vec![(to, Some(5))],
             },
@@ -795,6 +1181,7 @@ mod tests {
             1,
             ToCoordinator::Prepared {
                 tx: tx.id,
+                attempt: 0,
                 shard: ShardId(0),
                 values: vec![(from, Some(10))],
             },
@@ -804,6 +1191,7 @@ mod tests {
             2,
             ToCoordinator::Prepared {
                 tx: tx.id,
+                attempt: 0,
                 shard: ShardId(1),
                 values: vec![(to, Some(0))],
             },
@@ -813,11 +1201,17 @@ mod tests {
             vec![
                 Command::Send {
                     to: ShardId(0),
-                    messages: vec![ToParticipant::Abort { tx: tx.id }]
+                    messages: vec![ToParticipant::Abort {
+                        tx: tx.id,
+                        attempt: 0
+                    }]
                 },
                 Command::Send {
                     to: ShardId(1),
-                    messages: vec![ToParticipant::Abort { tx: tx.id }]
+                    messages: vec![ToParticipant::Abort {
+                        tx: tx.id,
+                        attempt: 0
+                    }]
                 },
                 Command::Reply(Receipt {
                     tx_id: tx.id,
@@ -842,6 +1236,7 @@ mod tests {
             1,
             ToCoordinator::Refused {
                 tx: tx.id,
+                attempt: 0,
                 shard: ShardId(0),
                 key: from,
                 holder,
@@ -852,11 +1247,17 @@ mod tests {
             vec![
                 Command::Send {
                     to: ShardId(0),
-                    messages: vec![ToParticipant::Abort { tx: tx.id }]
+                    messages: vec![ToParticipant::Abort {
+                        tx: tx.id,
+                        attempt: 0
+                    }]
                 },
                 Command::Send {
                     to: ShardId(1),
-                    messages: vec![ToParticipant::Abort { tx: tx.id }]
+                    messages: vec![ToParticipant::Abort {
+                        tx: tx.id,
+                        attempt: 0
+                    }]
                 },
                 Command::SetTimer { at_ms: 2 },
             ]
@@ -871,6 +1272,7 @@ mod tests {
                     to: ShardId(0),
                     messages: vec![ToParticipant::Prepare {
                         tx: tx.id,
+                        attempt: 1,
                         keys: vec![from]
                     }]
                 },
@@ -900,6 +1302,7 @@ mod tests {
             1,
             ToCoordinator::Prepared {
                 tx: tx.id,
+                attempt: 0,
                 shard: ShardId(0),
                 values: vec![(from, Some(100))],
             },
@@ -908,6 +1311,7 @@ mod tests {
             1,
             ToCoordinator::Prepared {
                 tx: tx.id,
+                attempt: 0,
                 shard: ShardId(1),
                 values: vec![(to, Some(0))],
             },
@@ -936,6 +1340,10 @@ mod tests {
         );
     }
 
+    fn grant(tx: TxId, attempt: Attempt, keys: Vec<Key>) -> Grant {
+        Grant { tx, attempt, keys }
+    }
+
     /// A participant queues a prepare behind held keys and grants it when
     /// the holder commits; aborts drop queued prepares; duplicates are
     /// harmless.
@@ -945,15 +1353,16 @@ mod tests {
         let other = Key::balance(AccountId(2), AssetId::COIN);
         let (a, b, c) = (TxId::from_u128(1), TxId::from_u128(2), TxId::from_u128(3));
         let mut p = Participant::new(ShardId(0));
-        assert_eq!(p.prepare(a, vec![key]), None);
-        assert_eq!(p.take_granted(), vec![(a, vec![key])]);
+        assert_eq!(p.prepare(a, 0, vec![key]), None);
+        assert_eq!(p.take_granted(), vec![grant(a, 0, vec![key])]);
         assert!(p.is_locked(&key));
-        assert_eq!(p.prepare(b, vec![key, other]), None);
+        assert_eq!(p.prepare(b, 0, vec![key, other]), None);
         // c wants only `other`, which is free, but b waits for it first.
-        assert_eq!(p.prepare(c, vec![other]), None);
+        assert_eq!(p.prepare(c, 0, vec![other]), None);
         assert_eq!(p.take_granted(), vec![]);
         let outcome = p.commit(a, vec![(key, 9)]);
         assert_eq!(outcome.apply, vec![(key, 9)]);
+        assert!(outcome.applied);
         assert_eq!(
             outcome.reply,
             ToCoordinator::Committed {
@@ -961,15 +1370,455 @@ mod tests {
                 shard: ShardId(0)
             }
         );
-        assert_eq!(p.take_granted(), vec![(b, vec![key, other])]);
-        assert_eq!(
-            p.commit(a, vec![(key, 9)]).apply,
-            vec![],
-            "duplicate commit applies nothing"
-        );
-        p.abort(b);
-        assert_eq!(p.take_granted(), vec![(c, vec![other])]);
-        p.abort(c);
+        assert_eq!(p.take_granted(), vec![grant(b, 0, vec![key, other])]);
+        let again = p.commit(a, vec![(key, 9)]);
+        assert_eq!(again.apply, vec![], "duplicate commit applies nothing");
+        assert!(!again.applied);
+        p.abort(b, 0);
+        assert_eq!(p.take_granted(), vec![grant(c, 0, vec![other])]);
+        p.abort(c, 0);
         assert!(!p.has_locks());
+    }
+
+    fn inquiry_setup() -> (Coordinator, Transaction, Key, Key) {
+        let (mut c, tx, from, to) = setup();
+        c.begin(0, tx.clone());
+        c.take_commands();
+        (c, tx, from, to)
+    }
+
+    /// An inquiry about a transaction the coordinator has no record of is
+    /// answered with an abort of every round (presumed abort).
+    #[test]
+    fn inquiry_without_record_aborts_every_attempt() {
+        let (mut c, ..) = setup();
+        let tx = TxId::from_u128(77);
+        c.handle_message(
+            5,
+            ToCoordinator::Inquire {
+                tx,
+                attempt: 3,
+                shard: ShardId(1),
+            },
+        );
+        assert_eq!(
+            c.take_commands(),
+            vec![Command::Send {
+                to: ShardId(1),
+                messages: vec![ToParticipant::Abort {
+                    tx,
+                    attempt: EVERY_ATTEMPT
+                }]
+            }]
+        );
+    }
+
+    /// An inquiry about a committing transaction is answered with the
+    /// inquiring shard's writes, as often as it is asked; a shard that
+    /// already acknowledged gets an empty commit that frees a stray lock.
+    #[test]
+    fn inquiry_while_committing_resends_that_shards_writes() {
+        let (mut c, tx, from, to) = inquiry_setup();
+        for (shard, key, value) in [(0, from, 100), (1, to, 0)] {
+            c.handle_message(
+                1,
+                ToCoordinator::Prepared {
+                    tx: tx.id,
+                    attempt: 0,
+                    shard: ShardId(shard),
+                    values: vec![(key, Some(value))],
+                },
+            );
+        }
+        c.take_commands();
+        let inquire = |shard| ToCoordinator::Inquire {
+            tx: tx.id,
+            attempt: 0,
+            shard: ShardId(shard),
+        };
+        for _ in 0..2 {
+            c.handle_message(2, inquire(1));
+            assert_eq!(
+                c.take_commands(),
+                vec![Command::Send {
+                    to: ShardId(1),
+                    messages: vec![ToParticipant::Commit {
+                        tx: tx.id,
+                        writes: vec![(to, 30)]
+                    }]
+                }]
+            );
+        }
+        c.handle_message(
+            3,
+            ToCoordinator::Committed {
+                tx: tx.id,
+                shard: ShardId(0),
+            },
+        );
+        c.handle_message(4, inquire(0));
+        assert_eq!(
+            c.take_commands(),
+            vec![Command::Send {
+                to: ShardId(0),
+                messages: vec![ToParticipant::Commit {
+                    tx: tx.id,
+                    writes: vec![]
+                }]
+            }]
+        );
+    }
+
+    /// While the current round still collects votes an inquiry gets no
+    /// answer (the vote deadline decides); an inquiry about an earlier,
+    /// refused round gets an abort of just that round.
+    #[test]
+    fn inquiry_while_preparing_waits_and_stale_round_aborts() {
+        let (mut c, tx, from, _) = inquiry_setup();
+        c.handle_message(
+            1,
+            ToCoordinator::Inquire {
+                tx: tx.id,
+                attempt: 0,
+                shard: ShardId(0),
+            },
+        );
+        assert_eq!(c.take_commands(), vec![]);
+        c.handle_message(
+            2,
+            ToCoordinator::Refused {
+                tx: tx.id,
+                attempt: 0,
+                shard: ShardId(0),
+                key: from,
+                holder: TxId::from_u128(1),
+            },
+        );
+        c.take_commands();
+        c.handle_message(
+            3,
+            ToCoordinator::Inquire {
+                tx: tx.id,
+                attempt: 0,
+                shard: ShardId(0),
+            },
+        );
+        assert_eq!(
+            c.take_commands(),
+            vec![Command::Send {
+                to: ShardId(0),
+                messages: vec![ToParticipant::Abort {
+                    tx: tx.id,
+                    attempt: 0
+                }]
+            }]
+        );
+    }
+
+    /// A vote for a transaction the coordinator has no record of (after
+    /// its restart, or after it answered) is answered with an abort of
+    /// every round, so its stray lock goes at once.
+    #[test]
+    fn vote_without_record_aborts_every_attempt() {
+        let (mut c, tx, from, _) = setup();
+        c.handle_message(
+            1,
+            ToCoordinator::Prepared {
+                tx: tx.id,
+                attempt: 2,
+                shard: ShardId(0),
+                values: vec![(from, Some(1))],
+            },
+        );
+        assert_eq!(
+            c.take_commands(),
+            vec![Command::Send {
+                to: ShardId(0),
+                messages: vec![ToParticipant::Abort {
+                    tx: tx.id,
+                    attempt: EVERY_ATTEMPT
+                }]
+            }]
+        );
+    }
+
+    /// Votes of an earlier round are answered with an abort of that round
+    /// and count for nothing; refusals of an earlier round are ignored.
+    #[test]
+    fn stale_round_votes_abort_and_refusals_are_ignored() {
+        let (mut c, tx, from, _) = inquiry_setup();
+        c.handle_message(
+            1,
+            ToCoordinator::Refused {
+                tx: tx.id,
+                attempt: 0,
+                shard: ShardId(0),
+                key: from,
+                holder: TxId::from_u128(1),
+            },
+        );
+        c.handle_timeout(2);
+        c.take_commands();
+        c.handle_message(
+            3,
+            ToCoordinator::Prepared {
+                tx: tx.id,
+                attempt: 0,
+                shard: ShardId(0),
+                values: vec![(from, Some(100))],
+            },
+        );
+        assert_eq!(
+            c.take_commands(),
+            vec![Command::Send {
+                to: ShardId(0),
+                messages: vec![ToParticipant::Abort {
+                    tx: tx.id,
+                    attempt: 0
+                }]
+            }]
+        );
+        c.handle_message(
+            3,
+            ToCoordinator::Refused {
+                tx: tx.id,
+                attempt: 0,
+                shard: ShardId(0),
+                key: from,
+                holder: TxId::from_u128(1),
+            },
+        );
+        assert_eq!(c.take_commands(), vec![]);
+    }
+
+    /// A decision recovered from the log is re-sent and arms the resend
+    /// timer, so a lost re-send is retried without waiting for inquiries.
+    #[test]
+    fn recovered_commit_resends_and_sets_timer() {
+        let (mut c, tx, from, to) = setup();
+        c.recover_commit(
+            50,
+            tx.clone(),
+            vec![(ShardId(0), vec![(from, 70)]), (ShardId(1), vec![(to, 35)])],
+        );
+        assert_eq!(
+            c.take_commands(),
+            vec![
+                Command::Send {
+                    to: ShardId(0),
+                    messages: vec![ToParticipant::Commit {
+                        tx: tx.id,
+                        writes: vec![(from, 70)]
+                    }]
+                },
+                Command::Send {
+                    to: ShardId(1),
+                    messages: vec![ToParticipant::Commit {
+                        tx: tx.id,
+                        writes: vec![(to, 35)]
+                    }]
+                },
+                Command::SetTimer { at_ms: 1_050 },
+            ]
+        );
+    }
+
+    fn config(inquire_after_ms: u64, remember_finished_ms: u64) -> ParticipantConfig {
+        ParticipantConfig {
+            inquire_after_ms,
+            remember_finished_ms,
+            remember_finished: 4,
+            max_queued_prepares: MAX_QUEUED_PREPARES,
+        }
+    }
+
+    /// A prepared transaction's timer is armed by the first timeout call
+    /// after its grant; when it expires the participant inquires, and again
+    /// after every further wait, until the decision comes.
+    #[test]
+    fn participant_inquires_after_timeout_and_repeats() {
+        let key = Key::balance(AccountId(1), AssetId::COIN);
+        let a = TxId::from_u128(1);
+        let mut p = Participant::with_config(ShardId(2), config(100, 8));
+        p.prepare(a, 4, vec![key]);
+        p.take_granted();
+        assert_eq!(p.poll_timeout(), None);
+        assert_eq!(p.handle_timeout(10), vec![]);
+        assert_eq!(p.poll_timeout(), Some(110));
+        assert_eq!(p.handle_timeout(109), vec![]);
+        let inquiry = ToCoordinator::Inquire {
+            tx: a,
+            attempt: 4,
+            shard: ShardId(2),
+        };
+        assert_eq!(p.handle_timeout(110), vec![inquiry.clone()]);
+        assert_eq!(p.poll_timeout(), Some(210));
+        assert_eq!(p.handle_timeout(215), vec![inquiry]);
+        p.abort(a, EVERY_ATTEMPT);
+        assert_eq!(p.poll_timeout(), None);
+        assert_eq!(p.handle_timeout(1_000), vec![]);
+    }
+
+    /// A late prepare of a finished transaction takes no lock while the
+    /// transaction is remembered; the window starts at the first timeout
+    /// call after the finish and ends `remember_finished_ms` later.
+    #[test]
+    fn late_prepare_after_finish_takes_no_lock() {
+        let key = Key::balance(AccountId(1), AssetId::COIN);
+        let (a, b) = (TxId::from_u128(1), TxId::from_u128(2));
+        let mut p = Participant::with_config(ShardId(0), config(100, 500));
+        p.abort(a, 0);
+        assert_eq!(p.prepare(a, 0, vec![key]), None);
+        assert_eq!(p.take_granted(), vec![], "aborted round stays aborted");
+        assert!(!p.has_locks());
+        p.prepare(b, 0, vec![key]);
+        p.commit(b, vec![(key, 1)]);
+        p.take_granted();
+        assert_eq!(p.prepare(b, 0, vec![key]), None);
+        assert_eq!(p.take_granted(), vec![], "committed stays committed");
+        assert_eq!(p.remembered(), 2);
+        p.handle_timeout(1_000);
+        p.handle_timeout(1_499);
+        assert_eq!(p.remembered(), 2);
+        p.handle_timeout(1_500);
+        assert_eq!(p.remembered(), 0);
+        p.prepare(a, 0, vec![key]);
+        assert_eq!(p.take_granted(), vec![grant(a, 0, vec![key])]);
+    }
+
+    /// Regression (found by the simulator, seed 137): a duplicated prepare
+    /// arriving after its transaction committed took a fresh lock once the
+    /// shard had forgotten the commit, and the coordinator's re-sent commit
+    /// then applied the same writes a second time. Within the window the
+    /// prepare takes no lock, so the re-sent commit applies nothing.
+    #[test]
+    fn stray_prepare_after_commit_cannot_apply_twice() {
+        let key = Key::balance(AccountId(1), AssetId::COIN);
+        let a = TxId::from_u128(1);
+        let mut p = Participant::with_config(ShardId(0), config(100, 500));
+        p.prepare(a, 0, vec![key]);
+        p.take_granted();
+        assert!(p.commit(a, vec![(key, 7)]).applied);
+        p.handle_timeout(10);
+        p.prepare(a, 0, vec![key]);
+        assert_eq!(p.take_granted(), vec![]);
+        let resent = p.commit(a, vec![(key, 7)]);
+        assert_eq!(resent.apply, vec![]);
+        assert!(!resent.applied);
+    }
+
+    /// While the memory of finished transactions is full, prepares of new
+    /// transactions are refused; prepares of locked ones still re-vote.
+    #[test]
+    fn full_memory_refuses_new_prepares() {
+        let key = Key::balance(AccountId(1), AssetId::COIN);
+        let mut p = Participant::with_config(ShardId(3), config(100, 500));
+        for n in 10..14 {
+            p.abort(TxId::from_u128(n), 0);
+        }
+        let a = TxId::from_u128(1);
+        assert_eq!(
+            p.prepare(a, 2, vec![key]),
+            Some(ToCoordinator::Refused {
+                tx: a,
+                attempt: 2,
+                shard: ShardId(3),
+                key,
+                holder: a
+            })
+        );
+        p.handle_timeout(0);
+        p.handle_timeout(500);
+        assert_eq!(p.prepare(a, 3, vec![key]), None);
+        assert_eq!(p.take_granted(), vec![grant(a, 3, vec![key])]);
+    }
+
+    /// Recovery re-takes a logged lock even if the transaction is
+    /// remembered as aborted (the live shard had forgotten it), and a
+    /// later round's record raises the lock's round.
+    #[test]
+    fn restore_retakes_logged_locks() {
+        let key = Key::balance(AccountId(1), AssetId::COIN);
+        let a = TxId::from_u128(1);
+        let mut p = Participant::new(ShardId(0));
+        p.abort(a, 0);
+        p.restore(a, 0, vec![key]);
+        p.restore(a, 1, vec![key]);
+        assert_eq!(p.take_granted(), vec![]);
+        assert!(p.is_locked(&key));
+        p.abort(a, 0);
+        assert!(p.is_locked(&key), "the lock is round 1's");
+        assert_eq!(
+            p.prepared().map(|(t, r, _)| (*t, r)).collect::<Vec<_>>(),
+            vec![(a, 1)]
+        );
+    }
+
+    /// Regression (found by the simulator): replaying a log in which a
+    /// stray lock of a committed transaction was aborted kept that lock,
+    /// because the abort deferred to the memory of finished transactions,
+    /// which replay cannot age as the live shard did; the next logged grant
+    /// of the key then found it held. Replay must end where the live shard
+    /// did: the key held by the later transaction only.
+    #[test]
+    fn replay_releases_aborted_stray_lock_of_committed_tx() {
+        let key = Key::balance(AccountId(1), AssetId::COIN);
+        let (a, b) = (TxId::from_u128(1), TxId::from_u128(2));
+        let mut p = Participant::new(ShardId(0));
+        // The log: a prepared and committed; after the live shard forgot
+        // a, a duplicated prepare of it locked the key again; an inquiry
+        // aborted that; then b was granted the key.
+        p.restore(a, 0, vec![key]);
+        p.commit(a, vec![(key, 5)]);
+        p.restore(a, 0, vec![key]);
+        p.abort(a, EVERY_ATTEMPT);
+        p.restore(b, 0, vec![key]);
+        assert_eq!(
+            p.prepared().map(|(t, r, _)| (*t, r)).collect::<Vec<_>>(),
+            vec![(b, 0)]
+        );
+    }
+
+    /// An abort of an earlier round leaves a later round's lock alone; a
+    /// prepare of a later round re-votes on the lock already held, and one
+    /// of an aborted round is ignored.
+    #[test]
+    fn abort_of_earlier_round_keeps_later_lock() {
+        let key = Key::balance(AccountId(1), AssetId::COIN);
+        let a = TxId::from_u128(1);
+        let mut p = Participant::new(ShardId(0));
+        p.prepare(a, 1, vec![key]);
+        assert_eq!(p.take_granted(), vec![grant(a, 1, vec![key])]);
+        p.abort(a, 0);
+        assert!(p.is_locked(&key), "a late abort of round 0 keeps round 1");
+        p.prepare(a, 0, vec![key]);
+        assert_eq!(p.take_granted(), vec![], "round 0 was aborted");
+        p.prepare(a, 2, vec![key]);
+        assert_eq!(p.take_granted(), vec![grant(a, 2, vec![key])]);
+        p.abort(a, 1);
+        assert!(p.is_locked(&key));
+        p.abort(a, 2);
+        assert!(!p.has_locks());
+    }
+
+    /// An abort after a commit of the same transaction releases only a
+    /// stray lock and leaves the decision "committed": later prepares of it
+    /// take no lock, and a commit is acknowledged however often it comes.
+    #[test]
+    fn abort_after_commit_keeps_the_decision() {
+        let key = Key::balance(AccountId(1), AssetId::COIN);
+        let (a, b) = (TxId::from_u128(1), TxId::from_u128(2));
+        let mut p = Participant::new(ShardId(0));
+        p.prepare(a, 0, vec![key]);
+        assert_eq!(p.take_granted(), vec![grant(a, 0, vec![key])]);
+        p.commit(a, vec![(key, 5)]);
+        p.abort(a, EVERY_ATTEMPT);
+        p.prepare(a, 1, vec![key]);
+        assert_eq!(p.take_granted(), vec![], "a stays committed");
+        p.prepare(b, 0, vec![key]);
+        assert_eq!(p.take_granted(), vec![grant(b, 0, vec![key])]);
+        assert!(!p.commit(a, vec![]).applied);
+        p.abort(a, EVERY_ATTEMPT);
+        assert!(p.is_locked(&key), "b still holds the key");
     }
 }

@@ -1,0 +1,31 @@
+//! Seeds on which the simulator once found a bug, kept forever. Each ran
+//! under the `SimConfig` of its day (the defaults, with the overrides the
+//! test names); they stay useful as long as those do not change, and cheap
+//! either way.
+
+use parashard_protocols::sim::{run, SimConfig};
+
+fn assert_seeds_pass(config: &SimConfig, seeds: &[u64]) {
+    for &seed in seeds {
+        if let Err(violation) = run(seed, config) {
+            panic!("{violation} (replay: parashard simulate --seed {seed})");
+        }
+    }
+}
+
+/// Stale prepares queued behind each other after a coordinator crash were
+/// granted one at a time, and each held its lock for a whole inquiry
+/// timeout before the restarted coordinator told it to abort, so locks
+/// outlived the liveness bound (seed 1557; seed 10 with 150 transactions
+/// and up to 15 crashes). The coordinator now answers a vote it has no
+/// record of with an abort at once.
+#[test]
+fn stale_queued_prepares_after_coordinator_crash_settle() {
+    assert_seeds_pass(&SimConfig::default(), &[1557]);
+    let heavy = SimConfig {
+        transactions: 150,
+        max_crashes: 15,
+        ..SimConfig::default()
+    };
+    assert_seeds_pass(&heavy, &[10]);
+}
