@@ -51,6 +51,11 @@ pub struct CoordinatorActor {
     /// commit after a restart, so they ride along with the next append
     /// instead of costing a sync of their own.
     pending_done: Vec<CoordinatorRecord>,
+    /// When the one scheduled timer fires, if one is scheduled. The machine
+    /// asks for a timer per transaction; one actor timer at the earliest
+    /// time serves them all, and [`Coordinator::poll_timeout`] says when
+    /// the next is due.
+    timer_at_ms: Option<u64>,
 }
 
 /// The most `Done` records held back before they get an append of their
@@ -79,6 +84,7 @@ impl CoordinatorActor {
             failed: None,
             undone: HashMap::new(),
             pending_done: Vec::new(),
+            timer_at_ms: None,
         }
     }
 
@@ -100,6 +106,8 @@ impl CoordinatorActor {
         self.failed = None;
         self.undone.clear();
         self.pending_done.clear();
+        // Timers of the old incarnation are dropped with it.
+        self.timer_at_ms = None;
         let Recovered { snapshot, records } = match self.storage.load() {
             Ok(recovered) => recovered,
             Err(error) => {
@@ -202,20 +210,37 @@ impl CoordinatorActor {
                     }
                     self.batches.complete(receipt);
                 }
-                Command::SetTimer { at_ms } => {
-                    let delay = Duration::from_millis(at_ms.saturating_sub(self.now_ms()));
-                    ctx.run_later(delay, |actor, ctx| {
-                        let now = actor.now_ms();
-                        actor.machine.handle_timeout(now);
-                        actor.run_commands(ctx);
-                    });
-                }
+                Command::SetTimer { at_ms } => self.schedule_timer(at_ms, ctx),
             }
         }
         if self.pending_done.len() >= MAX_PENDING_DONE {
             let done = std::mem::take(&mut self.pending_done);
             self.persist(done, ctx);
         }
+    }
+}
+
+impl CoordinatorActor {
+    /// Makes sure the actor's timer fires by `at_ms`.
+    fn schedule_timer(&mut self, at_ms: u64, ctx: &mut Context<Self>) {
+        if self.timer_at_ms.is_some_and(|scheduled| scheduled <= at_ms) {
+            return;
+        }
+        self.timer_at_ms = Some(at_ms);
+        let delay = Duration::from_millis(at_ms.saturating_sub(self.now_ms()));
+        ctx.run_later(delay, move |actor, ctx| {
+            if actor.timer_at_ms != Some(at_ms) {
+                // An earlier timer took over and rescheduled.
+                return;
+            }
+            actor.timer_at_ms = None;
+            let now = actor.now_ms();
+            actor.machine.handle_timeout(now);
+            actor.run_commands(ctx);
+            if let Some(next) = actor.machine.poll_timeout() {
+                actor.schedule_timer(next, ctx);
+            }
+        });
     }
 }
 

@@ -87,6 +87,7 @@ async fn prepared_lock_survives_snapshot_and_crash() {
     shard
         .send(FromCoordinator(vec![ToParticipant::Prepare {
             tx: cross,
+            attempt: 0,
             keys: vec![ka],
         }]))
         .await
@@ -96,7 +97,7 @@ async fn prepared_lock_survives_snapshot_and_crash() {
         .load()
         .unwrap();
     let snapshot = on_disk.snapshot.expect("a snapshot after the prepare");
-    assert_eq!(snapshot.prepared, vec![(cross, vec![ka])]);
+    assert_eq!(snapshot.prepared, vec![(cross, 0, vec![ka])]);
     assert_eq!(on_disk.records, vec![], "the snapshot replaced the log");
     assert!(storage.stats().snapshots >= 2, "{:?}", storage.stats());
 

@@ -52,6 +52,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::contracts::Registry;
 use crate::exec::execute_with_values;
+use crate::locks::{Granted, LockTable};
 use crate::model::{Key, Receipt, ShardId, Status, Transaction, TxError, TxId, Value};
 use crate::placement::Placement;
 
@@ -223,6 +224,10 @@ pub struct Coordinator {
     placement: Placement,
     registry: std::sync::Arc<Registry>,
     in_flight: HashMap<TxId, InFlight>,
+    /// Timers set, by time: what [`Coordinator::handle_timeout`] visits.
+    /// An entry may be stale (its transaction answered or re-timed); the
+    /// visit checks.
+    due: std::collections::BTreeSet<(u64, TxId)>,
     outbox: BTreeMap<ShardId, Vec<ToParticipant>>,
     commands: Vec<Command>,
 }
@@ -239,6 +244,7 @@ impl Coordinator {
             placement,
             registry,
             in_flight: HashMap::new(),
+            due: std::collections::BTreeSet::new(),
             outbox: BTreeMap::new(),
             commands: Vec::new(),
         }
@@ -308,6 +314,7 @@ impl Coordinator {
         self.commands.push(Command::SetTimer {
             at_ms: flight.deadline_ms,
         });
+        self.due.insert((flight.deadline_ms, id));
     }
 
     /// Handles a shard's message.
@@ -416,6 +423,7 @@ impl Coordinator {
                 self.commands.push(Command::SetTimer {
                     at_ms: flight.deadline_ms,
                 });
+                self.due.insert((flight.deadline_ms, id));
             }
             Err(error) => {
                 self.abort_everywhere(id, attempt);
@@ -454,6 +462,7 @@ impl Coordinator {
             flight.phase = Phase::Backoff { at_ms };
         }
         self.commands.push(Command::SetTimer { at_ms });
+        self.due.insert((at_ms, id));
     }
 
     /// A prepared shard asks what became of `id`. Answers are idempotent:
@@ -508,14 +517,27 @@ impl Coordinator {
         let mut retry = Vec::new();
         let mut overdue = Vec::new();
         let mut resend = Vec::new();
-        for (id, flight) in &self.in_flight {
+        let mut visit = Vec::new();
+        while let Some(&(at_ms, id)) = self.due.first() {
+            if at_ms > now_ms {
+                break;
+            }
+            self.due.pop_first();
+            visit.push(id);
+        }
+        visit.sort_unstable();
+        visit.dedup();
+        for id in visit {
+            let Some(flight) = self.in_flight.get(&id) else {
+                continue;
+            };
             match &flight.phase {
-                Phase::Backoff { at_ms } if *at_ms <= now_ms => retry.push(*id),
+                Phase::Backoff { at_ms } if *at_ms <= now_ms => retry.push(id),
                 Phase::Preparing { .. } if flight.deadline_ms <= now_ms => {
-                    overdue.push((*id, flight.attempt))
+                    overdue.push((id, flight.attempt))
                 }
                 Phase::Committing { writes, .. } if flight.deadline_ms <= now_ms => {
-                    resend.push((*id, writes.clone()))
+                    resend.push((id, writes.clone()))
                 }
                 _ => {}
             }
@@ -544,8 +566,15 @@ impl Coordinator {
                 self.commands.push(Command::SetTimer {
                     at_ms: flight.deadline_ms,
                 });
+                self.due.insert((flight.deadline_ms, id));
             }
         }
+    }
+
+    /// When [`Coordinator::handle_timeout`] next has something to do, if
+    /// ever: the earliest timer set and not yet visited.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.due.first().map(|(at_ms, _)| *at_ms)
     }
 
     /// Re-drives a commit decision found in the coordinator's log after a
@@ -582,6 +611,7 @@ impl Coordinator {
         // Without a timer a lost re-sent commit would wait for the shard's
         // inquiry; with it the coordinator keeps re-sending on its own.
         self.commands.push(Command::SetTimer { at_ms: deadline_ms });
+        self.due.insert((deadline_ms, id));
     }
 
     /// Sends every shard of `id` an abort of the rounds up to `attempt`.
@@ -697,10 +727,9 @@ enum Finished {
 pub struct Participant {
     shard: ShardId,
     config: ParticipantConfig,
-    locks: HashMap<Key, TxId>,
+    /// Held locks, and prepares waiting for them with their rounds.
+    locks: LockTable<Attempt>,
     prepared: HashMap<TxId, Lock>,
-    /// Prepares waiting for locks, in arrival order.
-    queue: std::collections::VecDeque<Grant>,
     /// Prepares granted since the last [`Participant::take_granted`].
     granted: Vec<Grant>,
     /// Finished transactions, each with the sequence number of its latest
@@ -748,17 +777,17 @@ impl Participant {
     /// Whether a prepared transaction holds `key`.
     #[inline]
     pub fn is_locked(&self, key: &Key) -> bool {
-        self.locks.contains_key(key)
+        self.locks.holder(key).is_some()
     }
 
     /// Whether any lock is held.
     pub fn has_locks(&self) -> bool {
-        !self.locks.is_empty()
+        self.locks.has_locks()
     }
 
     /// The number of prepares waiting for locks.
     pub fn queued(&self) -> usize {
-        self.queue.len()
+        self.locks.waiting()
     }
 
     /// Prepared transactions with their rounds and keys, in no order.
@@ -791,8 +820,8 @@ impl Participant {
             }
             return None;
         }
-        if let Some(waiting) = self.queue.iter_mut().find(|g| g.tx == tx) {
-            waiting.attempt = waiting.attempt.max(attempt);
+        if let Some(waiting) = self.locks.waiter_mut(&tx) {
+            *waiting = (*waiting).max(attempt);
             return None;
         }
         if self.finished.len() >= self.config.remember_finished {
@@ -807,14 +836,10 @@ impl Participant {
                 holder: tx,
             });
         }
-        let queued_keys = |k: &Key| self.queue.iter().any(|g| g.keys.contains(k));
-        let blocker = keys
-            .iter()
-            .find(|k| self.locks.contains_key(*k) || queued_keys(k));
-        match blocker {
+        match self.locks.blocker(&keys) {
             None => self.grant(Grant { tx, attempt, keys }),
-            Some(key) if self.queue.len() >= self.config.max_queued_prepares => {
-                let holder = self.locks.get(key).copied().unwrap_or(tx);
+            Some(key) if self.locks.waiting() >= self.config.max_queued_prepares => {
+                let holder = self.locks.holder(key).unwrap_or(tx);
                 return Some(ToCoordinator::Refused {
                     tx,
                     attempt,
@@ -823,7 +848,7 @@ impl Participant {
                     holder,
                 });
             }
-            Some(_) => self.queue.push_back(Grant { tx, attempt, keys }),
+            Some(_) => self.locks.enqueue(tx, keys, attempt),
         }
         None
     }
@@ -842,10 +867,12 @@ impl Participant {
     }
 
     fn grant(&mut self, grant: Grant) {
-        for key in &grant.keys {
-            debug_assert!(!self.locks.contains_key(key), "granted a held lock");
-            self.locks.insert(*key, grant.tx);
-        }
+        self.locks.lock(grant.tx, &grant.keys);
+        self.hold(grant);
+    }
+
+    /// Records a granted prepare whose keys the lock table gave it.
+    fn hold(&mut self, grant: Grant) {
         self.prepared.insert(
             grant.tx,
             Lock {
@@ -858,24 +885,15 @@ impl Participant {
         self.granted.push(grant);
     }
 
-    /// Grants queued prepares whose keys are free, in queue order; a waiter
-    /// still blocked keeps later waiters off its keys.
-    fn grant_waiting(&mut self) {
-        let mut blocked: Vec<Key> = Vec::new();
-        let mut still = std::collections::VecDeque::new();
-        while let Some(waiting) = self.queue.pop_front() {
-            if waiting
-                .keys
-                .iter()
-                .any(|k| self.locks.contains_key(k) || blocked.contains(k))
-            {
-                blocked.extend(waiting.keys.iter().copied());
-                still.push_back(waiting);
-            } else {
-                self.grant(waiting);
-            }
+    /// Holds the prepares that a release or a withdrawal let through.
+    fn hold_all(&mut self, granted: Vec<Granted<Attempt>>) {
+        for Granted { tx, keys, data } in granted {
+            self.hold(Grant {
+                tx,
+                attempt: data,
+                keys,
+            });
         }
-        self.queue = still;
     }
 
     /// The prepares granted since the last call: the shard logs them, reads
@@ -889,10 +907,8 @@ impl Participant {
         if let Some(at_ms) = lock.inquire_at_ms {
             self.inquiries.remove(&(at_ms, tx));
         }
-        for key in &lock.keys {
-            let holder = self.locks.remove(key);
-            debug_assert_eq!(holder, Some(tx), "{key} was locked by another holder");
-        }
+        let granted = self.locks.unlock(tx, &lock.keys);
+        self.hold_all(granted);
         Some(lock.keys)
     }
 
@@ -949,9 +965,9 @@ impl Participant {
         };
         // A correct coordinator commits only after this shard's vote, so
         // no prepare of `tx` can still be waiting; drop one defensively.
-        self.queue.retain(|g| g.tx != tx);
+        let granted = self.locks.withdraw(tx, |_| true);
+        self.hold_all(granted);
         self.remember(tx, Finished::Committed);
-        self.grant_waiting();
         CommitOutcome {
             apply,
             applied,
@@ -972,11 +988,11 @@ impl Participant {
         if self.prepared.get(&tx).is_some_and(|l| l.attempt <= attempt) {
             self.release(tx);
         }
-        self.queue.retain(|g| !(g.tx == tx && g.attempt <= attempt));
+        let granted = self.locks.withdraw(tx, |round| *round <= attempt);
+        self.hold_all(granted);
         self.granted
             .retain(|g| !(g.tx == tx && g.attempt <= attempt));
         self.remember(tx, Finished::Aborted(attempt));
-        self.grant_waiting();
     }
 
     /// Handles the passing of time: arms the inquiry timer of transactions

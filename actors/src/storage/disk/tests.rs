@@ -24,6 +24,7 @@ fn batch(seed: u64, n: u64) -> Vec<ShardRecord> {
             )]),
             1 => ShardRecord::Prepared {
                 tx: TxId::from_u128(u128::from(seed * 1_000 + i)),
+                attempt: 0,
                 keys: vec![key(seed), key(i)],
             },
             _ => ShardRecord::Committed {
@@ -37,7 +38,7 @@ fn batch(seed: u64, n: u64) -> Vec<ShardRecord> {
 fn snapshot(n: u64) -> ShardSnapshot {
     ShardSnapshot {
         state: (0..n).map(|a| (key(a), a * 10)).collect(),
-        prepared: vec![(TxId::from_u128(7), vec![key(n)])],
+        prepared: vec![(TxId::from_u128(7), 0, vec![key(n)])],
     }
 }
 
