@@ -132,7 +132,8 @@ pub enum Invariant {
     /// A cross-shard transaction is applied on all its shards or none, and
     /// one reported failed is applied nowhere.
     Atomicity,
-    /// A transaction reported committed is applied, exactly once.
+    /// A transaction reported committed is applied, exactly once, and a
+    /// cross-shard one only after its decision was logged.
     Durability,
     /// No transaction is reported both committed and failed.
     OneOutcome,
@@ -1140,6 +1141,15 @@ impl<'c> Sim<'c> {
                 }
             }
         }
+        let decided: BTreeSet<TxId> = self
+            .coordinator
+            .log
+            .iter()
+            .filter_map(|r| match r {
+                CoordinatorRecord::Commit { tx, .. } => Some(tx.id),
+                CoordinatorRecord::Done { .. } => None,
+            })
+            .collect();
         for (id, info) in &self.txs {
             let counts: Vec<u32> = info
                 .shards
@@ -1184,6 +1194,12 @@ impl<'c> Sim<'c> {
                 return Err(self.violation(
                     Invariant::Durability,
                     format!("{id} reported committed but applied nowhere"),
+                ));
+            }
+            if on > 0 && !decided.contains(id) {
+                return Err(self.violation(
+                    Invariant::Durability,
+                    format!("{id} applied without a commit decision in the coordinator's log"),
                 ));
             }
             if info.failed > 0 && on > 0 {
