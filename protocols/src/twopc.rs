@@ -1754,6 +1754,39 @@ mod tests {
         );
     }
 
+    /// Locks re-taken from the log after a restart wait for their decision
+    /// like fresh ones: the first timeout call arms them, and when the
+    /// decision does not come the participant asks, in transaction order.
+    #[test]
+    fn restored_locks_are_inquired_about() {
+        let (k1, k2) = (
+            Key::balance(AccountId(1), AssetId::COIN),
+            Key::balance(AccountId(2), AssetId::COIN),
+        );
+        let (a, b) = (TxId::from_u128(1), TxId::from_u128(2));
+        let mut p = Participant::with_config(ShardId(1), config(100, 500));
+        p.restore(b, 3, vec![k2]);
+        p.restore(a, 0, vec![k1]);
+        assert_eq!(p.take_granted(), vec![], "replay sends no votes");
+        assert_eq!(p.handle_timeout(7), vec![]);
+        assert_eq!(p.poll_timeout(), Some(107));
+        assert_eq!(
+            p.handle_timeout(107),
+            vec![
+                ToCoordinator::Inquire {
+                    tx: a,
+                    attempt: 0,
+                    shard: ShardId(1)
+                },
+                ToCoordinator::Inquire {
+                    tx: b,
+                    attempt: 3,
+                    shard: ShardId(1)
+                },
+            ]
+        );
+    }
+
     /// Regression (found by the simulator): replaying a log in which a
     /// stray lock of a committed transaction was aborted kept that lock,
     /// because the abort deferred to the memory of finished transactions,
