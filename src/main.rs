@@ -340,6 +340,10 @@ struct SimulateArgs {
     /// The highest duplication rate in percent (default: the simulator's).
     #[arg(long)]
     max_duplicate_percent: Option<u64>,
+    /// Clients re-submit unanswered cross-shard transactions after this
+    /// many simulated milliseconds (default: they do not).
+    #[arg(long)]
+    resubmit_after_ms: Option<u64>,
 }
 
 impl SimulateArgs {
@@ -365,6 +369,7 @@ impl SimulateArgs {
         if let Some(p) = self.max_duplicate_percent {
             config.max_duplicate_percent = p.min(100);
         }
+        config.resubmit_after_ms = self.resubmit_after_ms;
         Ok(config)
     }
 }
