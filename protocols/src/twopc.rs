@@ -33,10 +33,12 @@
 //! decides those, and the shard asks again.
 //!
 //! Every message may be lost, duplicated, delayed or reordered:
-//! - a refused transaction is retried under the same id, so prepares,
-//!   aborts and votes carry the round ([`Attempt`]); an abort releases only
-//!   locks of its round or earlier, and a vote counts only for the current
-//!   round;
+//! - a refused transaction is retried under the same id, and a client may
+//!   re-submit an id to a restarted coordinator, so prepares, aborts and
+//!   votes carry the round ([`Attempt`]), never reused across retries or
+//!   restarts; an abort releases only locks of its round or earlier, a vote
+//!   counts only for the current round, and the coordinator aborts only
+//!   rounds it has heard of;
 //! - a shard remembers finished transactions for longer than a message can
 //!   live ([`ParticipantConfig::remember_finished_ms`]), so a late prepare
 //!   cannot lock a finished transaction again; were it to lock a committed
