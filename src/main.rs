@@ -121,7 +121,7 @@ enum CliError {
     Argument(String),
     #[error("{0}")]
     Storage(#[from] parashard::actors::storage::StorageError),
-    #[error("{0}\nreplay: parashard simulate --seed {seed}", seed = .0.seed)]
+    #[error("{0}")]
     Simulation(#[from] parashard::protocols::sim::Violation),
 }
 
@@ -393,9 +393,39 @@ struct SimulateArgs {
     /// The highest duplication rate in percent (default: the simulator's).
     #[arg(long)]
     max_duplicate_percent: Option<u64>,
+    /// Clients re-submit unanswered cross-shard transactions after this
+    /// many simulated milliseconds (default: they do not).
+    #[arg(long)]
+    resubmit_after_ms: Option<u64>,
 }
 
 impl SimulateArgs {
+    /// The overrides as command-line flags, for the replay command.
+    fn overrides(&self) -> String {
+        let mut flags = String::new();
+        let mut add = |name: &str, value: Option<String>| {
+            if let Some(value) = value {
+                flags.push_str(&format!(" --{name} {value}"));
+            }
+        };
+        add("transactions", self.transactions.map(|v| v.to_string()));
+        add("max-shards", self.max_shards.map(|v| v.to_string()));
+        add("max-crashes", self.max_crashes.map(|v| v.to_string()));
+        add(
+            "max-drop-percent",
+            self.max_drop_percent.map(|v| v.to_string()),
+        );
+        add(
+            "max-duplicate-percent",
+            self.max_duplicate_percent.map(|v| v.to_string()),
+        );
+        add(
+            "resubmit-after-ms",
+            self.resubmit_after_ms.map(|v| v.to_string()),
+        );
+        flags
+    }
+
     /// The simulator's defaults with this command's overrides. A replay
     /// must pass the same overrides as the run that failed.
     fn config(&self) -> Result<parashard::protocols::sim::SimConfig, CliError> {
@@ -418,6 +448,7 @@ impl SimulateArgs {
         if let Some(p) = self.max_duplicate_percent {
             config.max_duplicate_percent = p.min(100);
         }
+        config.resubmit_after_ms = self.resubmit_after_ms;
         Ok(config)
     }
 }
@@ -446,8 +477,9 @@ fn simulate(args: &SimulateArgs) -> Result<(), CliError> {
     for (done, seed) in (args.first_seed..last).enumerate() {
         let summary = run(seed, &config).inspect_err(|violation| {
             eprintln!(
-                "seed {seed}: {} violated after {done} passing seeds",
-                violation.invariant
+                "seed {seed}: {} violated after {done} passing seeds\nreplay: parashard simulate --seed {seed}{}",
+                violation.invariant,
+                args.overrides()
             )
         })?;
         total.accumulate(&summary);

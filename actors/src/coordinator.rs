@@ -44,6 +44,8 @@ pub struct CoordinatorActor {
     /// Transactions by id, for their commit records.
     txs: HashMap<TxId, Transaction>,
     epoch: Instant,
+    /// The 2PC epoch of the current incarnation (see `next_epoch`).
+    epoch_used: u32,
     failed: Option<StorageError>,
     /// Logged commit decisions not yet done: what a snapshot keeps.
     undone: HashMap<TxId, CoordinatorRecord>,
@@ -81,11 +83,28 @@ impl CoordinatorActor {
             batches: Batches::default(),
             txs: HashMap::new(),
             epoch: Instant::now(),
+            epoch_used: 0,
             failed: None,
             undone: HashMap::new(),
             pending_done: Vec::new(),
             timer_at_ms: None,
         }
+    }
+
+    /// An epoch greater than every earlier incarnation's: the wall clock's
+    /// seconds, or one more than the last epoch if restarts came faster.
+    /// (The actor value, and so `epoch_used`, survives a supervised
+    /// restart; across process restarts the clock alone orders them. A
+    /// durable epoch record would remove that assumption.)
+    fn next_epoch(&mut self) -> u32 {
+        let seconds = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let epoch = u32::try_from(seconds)
+            .unwrap_or(u32::MAX)
+            .max(self.epoch_used.saturating_add(1));
+        self.epoch_used = epoch;
+        epoch
     }
 
     fn now_ms(&self) -> u64 {
@@ -94,13 +113,14 @@ impl CoordinatorActor {
 
     /// Throws away in-memory state and re-drives every logged commit that
     /// was not finished; everything else is presumed aborted (shards that
-    /// hold its locks time out... and are told on their next contact).
+    /// hold its locks ask, and are told to abort).
     fn recover(&mut self) {
         self.machine = Coordinator::new(
             self.config.clone(),
             self.placement.clone(),
             self.registry.clone(),
-        );
+        )
+        .with_epoch(self.next_epoch());
         self.batches = Batches::default();
         self.txs.clear();
         self.failed = None;

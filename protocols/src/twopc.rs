@@ -33,10 +33,12 @@
 //! decides those, and the shard asks again.
 //!
 //! Every message may be lost, duplicated, delayed or reordered:
-//! - a refused transaction is retried under the same id, so prepares,
-//!   aborts and votes carry the round ([`Attempt`]); an abort releases only
-//!   locks of its round or earlier, and a vote counts only for the current
-//!   round;
+//! - a refused transaction is retried under the same id, and a client may
+//!   re-submit an id to a restarted coordinator, so prepares, aborts and
+//!   votes carry the round ([`Attempt`]), never reused across retries or
+//!   restarts; an abort releases only locks of its round or earlier, a vote
+//!   counts only for the current round, and the coordinator aborts only
+//!   rounds it has heard of;
 //! - a shard remembers finished transactions for longer than a message can
 //!   live ([`ParticipantConfig::remember_finished_ms`]), so a late prepare
 //!   cannot lock a finished transaction again; were it to lock a committed
@@ -56,14 +58,19 @@ use crate::locks::{Granted, LockTable};
 use crate::model::{Key, Receipt, ShardId, Status, Transaction, TxError, TxId, Value};
 use crate::placement::Placement;
 
-/// The attempt number of a cross-shard transaction's prepare round. The
-/// coordinator retries a refused transaction under the same id; numbering
-/// the rounds lets a shard tell a late or duplicated message of an earlier
-/// round from the current one.
-pub type Attempt = u32;
+/// The number of a cross-shard transaction's prepare round. The
+/// coordinator retries a refused transaction under the same id, and a
+/// client may re-submit a transaction id; numbering the rounds lets a
+/// shard tell a late or duplicated message of an earlier round from the
+/// current one. Rounds are never reused: the high 32 bits are the
+/// coordinator's epoch ([`Coordinator::with_epoch`]), which grows with
+/// every restart, and the low 32 bits count the rounds it began.
+pub type Attempt = u64;
 
-/// An abort that covers every attempt of a transaction: what the
-/// coordinator answers when it has no record of it (presumed abort).
+/// An abort that covers every round of a transaction. The coordinator
+/// itself aborts only rounds it has heard of, even when it has no record
+/// of the transaction (presumed abort): a delayed abort of every round
+/// could release the lock of a later round of a re-submitted transaction.
 pub const EVERY_ATTEMPT: Attempt = Attempt::MAX;
 
 /// A message from the coordinator to a shard.
@@ -214,7 +221,9 @@ struct InFlight {
     keys: BTreeMap<ShardId, Vec<Key>>,
     phase: Phase,
     deadline_ms: u64,
-    attempt: u32,
+    attempt: Attempt,
+    /// Refusals so far.
+    retries: u32,
 }
 
 /// The coordinator state machine.
@@ -230,6 +239,8 @@ pub struct Coordinator {
     due: std::collections::BTreeSet<(u64, TxId)>,
     outbox: BTreeMap<ShardId, Vec<ToParticipant>>,
     commands: Vec<Command>,
+    /// The next round to begin; see [`Attempt`].
+    next_attempt: Attempt,
 }
 
 impl Coordinator {
@@ -247,7 +258,28 @@ impl Coordinator {
             due: std::collections::BTreeSet::new(),
             outbox: BTreeMap::new(),
             commands: Vec::new(),
+            next_attempt: 0,
         }
+    }
+
+    /// Sets this incarnation's epoch, which must be greater than every
+    /// earlier incarnation's: rounds it begins then cannot be confused with
+    /// an earlier incarnation's rounds of the same transaction id, whose
+    /// messages may still be in flight.
+    pub fn with_epoch(mut self, epoch: u32) -> Coordinator {
+        self.next_attempt = Attempt::from(epoch) << 32;
+        self
+    }
+
+    /// A round number never used before by this incarnation.
+    fn new_attempt(&mut self) -> Attempt {
+        let attempt = self.next_attempt;
+        self.next_attempt += 1;
+        debug_assert!(
+            self.next_attempt & 0xFFFF_FFFF != 0,
+            "rounds overflowed the epoch"
+        );
+        attempt
     }
 
     /// The number of transactions not yet answered.
@@ -280,6 +312,7 @@ impl Coordinator {
                 .push(*key);
         }
         let id = tx.id;
+        let attempt = self.new_attempt();
         self.in_flight.insert(
             id,
             InFlight {
@@ -287,7 +320,8 @@ impl Coordinator {
                 keys,
                 phase: Phase::Backoff { at_ms: now_ms },
                 deadline_ms: now_ms,
-                attempt: 0,
+                attempt,
+                retries: 0,
             },
         );
         self.prepare(now_ms, id);
@@ -355,12 +389,16 @@ impl Coordinator {
             self.outbox
                 .entry(shard)
                 .or_default()
-                .push(ToParticipant::Abort {
-                    tx: id,
-                    attempt: EVERY_ATTEMPT,
-                });
+                .push(ToParticipant::Abort { tx: id, attempt });
             return;
         };
+        if matches!(flight.phase, Phase::Committing { .. }) {
+            // Decided: a late vote changes nothing. It must not draw an
+            // abort either, even of an earlier round: a commit recovered
+            // after a restart carries the new epoch's round, not the
+            // committed round whose lock the shard may still hold.
+            return;
+        }
         if attempt < flight.attempt {
             // A vote of an aborted round: its lock may have been released
             // since, so its values may be stale; if not, release it.
@@ -447,16 +485,18 @@ impl Coordinator {
         if refused != flight.attempt || !matches!(flight.phase, Phase::Preparing { .. }) {
             return;
         }
-        flight.attempt += 1;
-        let attempt = flight.attempt;
+        flight.attempt = self.next_attempt;
+        self.next_attempt += 1;
+        flight.retries += 1;
+        let retries = flight.retries;
         self.abort_everywhere(id, refused);
-        if attempt > self.config.max_retries {
+        if retries > self.config.max_retries {
             let reason =
-                format!("{key} on {shard} stayed locked by {holder} through {attempt} attempts");
+                format!("{key} on {shard} stayed locked by {holder} through {retries} attempts");
             self.reply_failed(id, TxError::CrossShardAborted { reason });
             return;
         }
-        let backoff = self.config.retry_backoff_ms * u64::from(attempt.min(8));
+        let backoff = self.config.retry_backoff_ms * u64::from(retries.min(8));
         let at_ms = now_ms + backoff;
         if let Some(flight) = self.in_flight.get_mut(&id) {
             flight.phase = Phase::Backoff { at_ms };
@@ -474,10 +514,8 @@ impl Coordinator {
             // Presumed abort: no record means no commit decision was ever
             // logged, or it was logged and every shard has applied it (so
             // the lock the shard holds comes from a stray prepare).
-            None => ToParticipant::Abort {
-                tx: id,
-                attempt: EVERY_ATTEMPT,
-            },
+            // Only the round asked about: see [`EVERY_ATTEMPT`].
+            None => ToParticipant::Abort { tx: id, attempt },
             Some(flight) => match &flight.phase {
                 Phase::Committing { writes, .. } => ToParticipant::Commit {
                     tx: id,
@@ -605,7 +643,8 @@ impl Coordinator {
                 keys,
                 phase: Phase::Committing { writes, output: 0 },
                 deadline_ms,
-                attempt: 0,
+                attempt: self.next_attempt,
+                retries: 0,
             },
         );
         // Without a timer a lost re-sent commit would wait for the shard's
@@ -1404,9 +1443,10 @@ mod tests {
     }
 
     /// An inquiry about a transaction the coordinator has no record of is
-    /// answered with an abort of every round (presumed abort).
+    /// answered with an abort (presumed abort) of the round asked about
+    /// only, so that a delayed answer cannot release a later round.
     #[test]
-    fn inquiry_without_record_aborts_every_attempt() {
+    fn inquiry_without_record_aborts_that_round() {
         let (mut c, ..) = setup();
         let tx = TxId::from_u128(77);
         c.handle_message(
@@ -1421,10 +1461,7 @@ mod tests {
             c.take_commands(),
             vec![Command::Send {
                 to: ShardId(1),
-                messages: vec![ToParticipant::Abort {
-                    tx,
-                    attempt: EVERY_ATTEMPT
-                }]
+                messages: vec![ToParticipant::Abort { tx, attempt: 3 }]
             }]
         );
     }
@@ -1532,10 +1569,10 @@ mod tests {
     }
 
     /// A vote for a transaction the coordinator has no record of (after
-    /// its restart, or after it answered) is answered with an abort of
-    /// every round, so its stray lock goes at once.
+    /// its restart, or after it answered) is answered with an abort of its
+    /// round, so its stray lock goes at once.
     #[test]
-    fn vote_without_record_aborts_every_attempt() {
+    fn vote_without_record_aborts_that_round() {
         let (mut c, tx, from, _) = setup();
         c.handle_message(
             1,
@@ -1552,7 +1589,7 @@ mod tests {
                 to: ShardId(0),
                 messages: vec![ToParticipant::Abort {
                     tx: tx.id,
-                    attempt: EVERY_ATTEMPT
+                    attempt: 2
                 }]
             }]
         );
@@ -1767,6 +1804,39 @@ mod tests {
         assert_eq!(
             p.prepared().map(|(t, r, _)| (*t, r)).collect::<Vec<_>>(),
             vec![(a, 1)]
+        );
+    }
+
+    /// Locks re-taken from the log after a restart wait for their decision
+    /// like fresh ones: the first timeout call arms them, and when the
+    /// decision does not come the participant asks, in transaction order.
+    #[test]
+    fn restored_locks_are_inquired_about() {
+        let (k1, k2) = (
+            Key::balance(AccountId(1), AssetId::COIN),
+            Key::balance(AccountId(2), AssetId::COIN),
+        );
+        let (a, b) = (TxId::from_u128(1), TxId::from_u128(2));
+        let mut p = Participant::with_config(ShardId(1), config(100, 500));
+        p.restore(b, 3, vec![k2]);
+        p.restore(a, 0, vec![k1]);
+        assert_eq!(p.take_granted(), vec![], "replay sends no votes");
+        assert_eq!(p.handle_timeout(7), vec![]);
+        assert_eq!(p.poll_timeout(), Some(107));
+        assert_eq!(
+            p.handle_timeout(107),
+            vec![
+                ToCoordinator::Inquire {
+                    tx: a,
+                    attempt: 0,
+                    shard: ShardId(1)
+                },
+                ToCoordinator::Inquire {
+                    tx: b,
+                    attempt: 3,
+                    shard: ShardId(1)
+                },
+            ]
         );
     }
 

@@ -29,3 +29,19 @@ fn stale_queued_prepares_after_coordinator_crash_settle() {
     };
     assert_seeds_pass(&heavy, &[10]);
 }
+
+/// Clients re-submitting unanswered transactions to a restarted
+/// coordinator broke atomicity twice over: the presumed-abort answer
+/// aborted every round, so a delayed one released the lock of the
+/// re-submission's round (seed 74), and the restarted coordinator began
+/// rounds at zero again, so a late abort of the lost incarnation's round
+/// released the new one (seed 1323). Answers now abort only the round
+/// asked about, and rounds carry the coordinator's epoch.
+#[test]
+fn resubmission_to_restarted_coordinator_stays_atomic() {
+    let config = SimConfig {
+        resubmit_after_ms: Some(300),
+        ..SimConfig::default()
+    };
+    assert_seeds_pass(&config, &[74, 1323]);
+}

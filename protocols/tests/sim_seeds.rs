@@ -29,3 +29,22 @@ fn thousand_seeds_keep_every_invariant() {
     assert!(total.coordinator_crashes > 100, "{total:?}");
     assert!(total.inquiries > 100, "{total:?}");
 }
+
+/// Clients that re-submit unanswered cross-shard transactions under the
+/// same id break no invariant either: a restarted coordinator's rounds
+/// carry a higher epoch than the lost incarnation's, and aborts name the
+/// round they abort.
+#[test]
+fn thousand_seeds_with_resubmission_keep_every_invariant() {
+    let config = SimConfig {
+        resubmit_after_ms: Some(300),
+        ..SimConfig::default()
+    };
+    for seed in 0..1_000 {
+        if let Err(violation) = run(seed, &config) {
+            panic!(
+                "{violation} (replay: parashard simulate --resubmit-after-ms 300 --seed {seed})"
+            );
+        }
+    }
+}
