@@ -39,8 +39,8 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use super::sequential::execute_in_order;
 use super::{check_block_size, prefetch_transaction, with_slots, BlockExecutor, ExecutorError};
@@ -165,39 +165,22 @@ impl BlockExecutor for ParallelExecutor {
         self.parallel_blocks.fetch_add(1, Ordering::Relaxed);
         // Reuse the buffers of an earlier block: fresh ones would cost page
         // faults on every block. Blocks on one executor run one at a time.
-        let mut plan = lock(&self.plan);
-        // Segments are whole chunks, so a chunk lies in one segment.
-        let segment_len = block.len().div_ceil(self.workers).next_multiple_of(CHUNK);
-        self.handoff();
-        pool.in_place_scope(|scope| {
-            let mut segments = plan.segments.iter_mut().enumerate();
-            let (_, own) = segments.next().expect("at least one worker");
-            for (s, segment) in segments {
-                let range =
-                    (s * segment_len).min(block.len())..((s + 1) * segment_len).min(block.len());
-                scope.spawn(move |_| segment.analyse(block, range));
-            }
-            own.analyse(block, 0..segment_len.min(block.len()));
-        });
-        // Room for every declared key, so that no table grows while workers
-        // hold slot references.
-        for (p, partition) in state.partitions_mut().iter_mut().enumerate() {
-            let declared = plan.segments.iter().map(|s| s.counts[p] as usize).sum();
-            partition.reserve_shared(declared);
-        }
-        Ok(self.execute(pool, state, block, &plan, segment_len))
+        let plan = lock(&self.plan);
+        Ok(self.run_parallel(pool, state, block, &plan))
     }
 }
 
 /// Phase 1's output, reused from block to block: one segment per worker.
 struct Plan {
-    segments: Vec<Segment>,
+    /// Written by the worker that claims it in phase 1, read by all in
+    /// phase 2 (the locks are never contended: phases do not overlap).
+    segments: Vec<RwLock<Segment>>,
 }
 
 impl Plan {
     fn new(workers: usize) -> Plan {
         Plan {
-            segments: (0..workers).map(|_| Segment::default()).collect(),
+            segments: (0..workers).map(|_| RwLock::default()).collect(),
         }
     }
 }
@@ -342,14 +325,27 @@ impl LastDeclarer {
 struct Progress(AtomicU32);
 
 impl ParallelExecutor {
-    fn execute(
+    /// Runs both phases in one parallel region. The calling thread leads:
+    /// it analyses segments like any worker, then, once every segment is
+    /// done, makes room in the state and lets phase 2 begin. Hand-offs are
+    /// spins on atomics, never sleeps (see [`Self::keep_warm`]), and a
+    /// worker that starts late finds less to do rather than holding anyone
+    /// up: segments and chunks are claimed by whoever comes first.
+    fn run_parallel(
         &self,
         pool: &rayon::ThreadPool,
-        state: &State,
+        state: &mut State,
         block: &[Transaction],
         plan: &Plan,
-        segment_len: usize,
     ) -> Vec<Receipt> {
+        let workers = self.workers;
+        // Segments are whole chunks, so a chunk lies in one segment.
+        let segment_len = block.len().div_ceil(workers).next_multiple_of(CHUNK);
+        let next_segment = AtomicUsize::new(0);
+        let analysed = AtomicUsize::new(0);
+        let reserved = AtomicBool::new(false);
+        // Exclusive to the leader between the phases, shared in phase 2.
+        let state = RwLock::new(state);
         let chunks = block.len().div_ceil(CHUNK);
         let progress: Vec<Progress> = (0..chunks).map(|_| Progress(AtomicU32::new(0))).collect();
         let mut receipts: Vec<Receipt> = Vec::with_capacity(block.len());
@@ -362,7 +358,34 @@ impl ParallelExecutor {
             .collect();
         let next_chunk = AtomicUsize::new(0);
         let written = AtomicUsize::new(0);
-        let worker = || {
+        let analyse = || loop {
+            let s = next_segment.fetch_add(1, Ordering::Relaxed);
+            if s >= workers {
+                break;
+            }
+            let range =
+                (s * segment_len).min(block.len())..((s + 1) * segment_len).min(block.len());
+            write(&plan.segments[s]).analyse(block, range);
+            analysed.fetch_add(1, Ordering::Release);
+        };
+        let make_room = || {
+            spin_until(|| analysed.load(Ordering::Acquire) == workers);
+            let segments: Vec<_> = plan.segments.iter().map(read).collect();
+            let mut state = write(&state);
+            // Room for every distinct declared key, so that no table grows
+            // while workers hold slot references.
+            for (p, partition) in state.partitions_mut().iter_mut().enumerate() {
+                let declared = segments.iter().map(|s| s.counts[p] as usize).sum();
+                partition.reserve_shared(declared);
+            }
+            drop(state);
+            reserved.store(true, Ordering::Release);
+        };
+        let execute = || {
+            spin_until(|| reserved.load(Ordering::Acquire));
+            let state_guard = read(&state);
+            let state: &State = &state_guard;
+            let segments: Vec<_> = plan.segments.iter().map(read).collect();
             let mut waits = 0u64;
             let mut done = 0usize;
             loop {
@@ -376,8 +399,8 @@ impl ParallelExecutor {
                     .take()
                     .expect("each chunk is claimed once");
                 let s = start / segment_len;
-                let (earlier, rest) = plan.segments.split_at(s);
-                let segment = &rest[0];
+                let (earlier, rest) = segments.split_at(s);
+                let segment = &*rest[0];
                 let first = &segment.first[start - segment.start..=end - segment.start];
                 // Start loading slots a few transactions ahead: the chunk's
                 // head at once, then each transaction as the loop nears it.
@@ -419,14 +442,22 @@ impl ParallelExecutor {
                 done += end - start;
             }
             self.waits.fetch_add(waits, Ordering::Relaxed);
-            written.fetch_add(done, Ordering::Relaxed);
+            written.fetch_add(done, Ordering::Release);
         };
         self.handoff();
         pool.in_place_scope(|scope| {
-            for _ in 1..self.workers {
-                scope.spawn(|_| worker());
+            for _ in 1..workers {
+                scope.spawn(|_| {
+                    analyse();
+                    execute();
+                });
             }
-            worker();
+            analyse();
+            make_room();
+            execute();
+            // Leave the region only once every chunk is written: waiting in
+            // the region's own latch would put this thread to sleep.
+            spin_until(|| written.load(Ordering::Acquire) == block.len());
         });
         self.keep_warm(pool);
         drop(outputs);
@@ -479,14 +510,18 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Waits until transaction `tx` is done; returns whether it had to wait.
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Spins until `done` holds, yielding the core now and then but never
+/// sleeping: the other side is working and will be there shortly.
 #[inline]
-fn wait_for(progress: &[Progress], tx: usize) -> bool {
-    let (chunk, n) = (tx / CHUNK, (tx % CHUNK) as u32);
-    let done = || progress[chunk].0.load(Ordering::Acquire) > n;
-    if done() {
-        return false;
-    }
+fn spin_until(done: impl Fn() -> bool) {
     let mut spins = 0u32;
     while !done() {
         if spins < SPINS_BEFORE_YIELD {
@@ -496,6 +531,17 @@ fn wait_for(progress: &[Progress], tx: usize) -> bool {
             std::thread::yield_now();
         }
     }
+}
+
+/// Waits until transaction `tx` is done; returns whether it had to wait.
+#[inline]
+fn wait_for(progress: &[Progress], tx: usize) -> bool {
+    let (chunk, n) = (tx / CHUNK, (tx % CHUNK) as u32);
+    let done = || progress[chunk].0.load(Ordering::Acquire) > n;
+    if done() {
+        return false;
+    }
+    spin_until(done);
     true
 }
 
