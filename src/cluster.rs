@@ -71,6 +71,16 @@ pub enum ClusterError {
     /// The data directory could not be opened.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A shard's storage failed (for example a corrupt log); it refuses
+    /// work, reads included, rather than answer from a state it could not
+    /// rebuild.
+    #[error("{shard} refuses work: {error}")]
+    ShardFailed {
+        /// The shard.
+        shard: ShardId,
+        /// Its storage error.
+        error: StorageError,
+    },
     /// A blocking call was made from inside an async runtime.
     #[error("blocking cluster call inside an async runtime: use the async method")]
     BlockingInAsync,
@@ -485,10 +495,12 @@ impl Cluster {
                 .send(Read { keys: group, reply })
                 .await
                 .map_err(|_| unavailable())?;
-            for (position, value) in positions
-                .into_iter()
-                .zip(receiver.await.map_err(|_| unavailable())?)
-            {
+            let answer = receiver.await.map_err(|_| unavailable())?;
+            let shard_values = answer.map_err(|error| ClusterError::ShardFailed {
+                shard: ShardId(shard as u32),
+                error,
+            })?;
+            for (position, value) in positions.into_iter().zip(shard_values) {
                 values[position] = value;
             }
         }

@@ -273,6 +273,19 @@ fn corrupt_shard_log_refuses_work() {
         .unwrap();
     let reason = format!("{:?}", refused.error());
     assert!(reason.contains("corrupt"), "{refused:?}");
+    // Reads are refused too: the shard could not rebuild its state, so an
+    // answer from it would be a guess.
+    let read = cluster.balance_blocking(zero[0], AssetId::COIN);
+    assert!(
+        matches!(
+            read,
+            Err(ClusterError::ShardFailed {
+                shard: ShardId(0),
+                ..
+            })
+        ),
+        "{read:?}"
+    );
     let served = cluster
         .submit_blocking(Transaction::transfer(TxId::random(), one[0], one[1], 1))
         .unwrap();

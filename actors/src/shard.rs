@@ -44,8 +44,9 @@ pub struct FromShard(pub Vec<ToCoordinator>);
 pub struct Read {
     /// The keys.
     pub keys: Vec<Key>,
-    /// Where the values go.
-    pub reply: oneshot::Sender<Vec<Option<Value>>>,
+    /// Where the values go; a shard whose storage failed refuses to
+    /// answer from a state it could not rebuild.
+    pub reply: oneshot::Sender<Result<Vec<Option<Value>>, StorageError>>,
 }
 
 /// Fault injection: the shard fails now, losing everything not in storage.
@@ -375,8 +376,11 @@ impl Handler<Read> for ShardActor {
     type Result = ();
 
     fn handle(&mut self, msg: Read, _ctx: &mut Context<Self>) {
-        let values = msg.keys.iter().map(|k| self.state.get(k)).collect();
-        let _ = msg.reply.send(values);
+        let answer = match &self.failed {
+            Some(error) => Err(error.clone()),
+            None => Ok(msg.keys.iter().map(|k| self.state.get(k)).collect()),
+        };
+        let _ = msg.reply.send(answer);
     }
 }
 

@@ -49,7 +49,10 @@ async fn read(shard: &Addr<ShardActor>, keys: &[Key]) -> Vec<Option<Value>> {
         })
         .await
         .unwrap();
-    receiver.await.unwrap()
+    receiver
+        .await
+        .unwrap()
+        .expect("a healthy shard answers reads")
 }
 
 /// A prepared transaction's lock is in the shard's snapshot: after a crash
