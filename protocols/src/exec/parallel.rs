@@ -61,6 +61,8 @@ const CONFLICT_WINDOW: usize = 4 * CHUNK;
 /// The block runs sequentially if more than 1/`CONTENDED_DIVISOR` of the
 /// sample conflicts.
 const CONTENDED_DIVISOR: usize = 5;
+/// Keys a linking worker prefetches ahead in another worker's table.
+const LINK_PREFETCH: usize = 8;
 /// Transactions a worker prefetches ahead during execution.
 const PREFETCH_TXS: usize = 4;
 /// How long pool threads stay awake for the next phase or block.
@@ -206,12 +208,13 @@ struct Segment {
 }
 
 /// What phase 1 found about one declared key.
-#[derive(Clone, Copy)]
 struct DeclaredKey {
     hash: u64,
-    /// The previous declarer of the key in this segment, as a block index
-    /// plus one; 0 if it has none here.
-    previous: u32,
+    /// The previous declarer of the key, as a block index plus one; 0 if it
+    /// has none. Phase 1 finds those inside the segment; linking (between
+    /// the phases, through shared references, hence the atomic) adds those
+    /// in earlier segments.
+    previous: AtomicU32,
 }
 
 impl Segment {
@@ -247,7 +250,7 @@ impl Segment {
                 let previous = previous.filter(|p| *p != index);
                 self.keys.push(DeclaredKey {
                     hash,
-                    previous: previous.map_or(0, |p| p + 1),
+                    previous: AtomicU32::new(previous.map_or(0, |p| p + 1)),
                 });
             }
             self.first.push(self.keys.len() as u32);
@@ -300,6 +303,12 @@ impl LastDeclarer {
         }
     }
 
+    /// Starts loading the entry where a lookup of `h` begins.
+    #[inline]
+    fn prefetch(&self, h: u64) {
+        crate::state::prefetch(&self.entries[self.home(h)]);
+    }
+
     /// The last declarer of `h`, if any.
     #[inline]
     fn get(&self, h: u64) -> Option<u32> {
@@ -317,6 +326,22 @@ impl LastDeclarer {
             i = (i + 1) & mask;
         }
     }
+}
+
+/// A value on cache lines of its own.
+#[derive(Default)]
+#[repr(align(128))]
+struct Padded<T>(T);
+
+/// The counters of one parallel block; see [`ParallelExecutor::run_parallel`].
+#[derive(Default)]
+struct BlockSync {
+    next_segment: Padded<AtomicUsize>,
+    analysed: Padded<AtomicUsize>,
+    reserved: Padded<AtomicBool>,
+    next_link: Padded<AtomicUsize>,
+    next_chunk: Padded<AtomicUsize>,
+    written: Padded<AtomicUsize>,
 }
 
 /// How far a chunk's worker has come: transactions `chunk * CHUNK + n` for
@@ -341,9 +366,12 @@ impl ParallelExecutor {
         let workers = self.workers;
         // Segments are whole chunks, so a chunk lies in one segment.
         let segment_len = block.len().div_ceil(workers).next_multiple_of(CHUNK);
-        let next_segment = AtomicUsize::new(0);
-        let analysed = AtomicUsize::new(0);
-        let reserved = AtomicBool::new(false);
+        // The counters workers share, each on a cache line of its own and
+        // away from any thread's stack: a spinning reader next to data
+        // another core writes in its inner loop would slow that loop down.
+        let sync = Box::new(BlockSync::default());
+        let (next_segment, analysed, reserved) =
+            (&sync.next_segment.0, &sync.analysed.0, &sync.reserved.0);
         // Exclusive to the leader between the phases, shared in phase 2.
         let state = RwLock::new(state);
         let chunks = block.len().div_ceil(CHUNK);
@@ -356,8 +384,7 @@ impl ParallelExecutor {
             .chunks_mut(CHUNK)
             .map(|out| Mutex::new(Some(out)))
             .collect();
-        let next_chunk = AtomicUsize::new(0);
-        let written = AtomicUsize::new(0);
+        let (next_chunk, written) = (&sync.next_chunk.0, &sync.written.0);
         let analyse = || loop {
             let s = next_segment.fetch_add(1, Ordering::Relaxed);
             if s >= workers {
@@ -381,8 +408,41 @@ impl ParallelExecutor {
             drop(state);
             reserved.store(true, Ordering::Release);
         };
+        // Keys first declared in a later segment depend on the last declarer
+        // in an earlier one. Finding it means reading another worker's
+        // table: done here in a tight, prefetched loop rather than one cache
+        // miss at a time on the execution path. Segment 0 has nothing to
+        // link; a chunk of segment `s` waits until `s` is linked.
+        let linked: Vec<Padded<AtomicBool>> = (0..workers)
+            .map(|s| Padded(AtomicBool::new(s == 0)))
+            .collect();
+        let next_link = &sync.next_link.0;
+        next_link.store(1, Ordering::Relaxed);
+        let link = || loop {
+            let s = next_link.fetch_add(1, Ordering::Relaxed);
+            if s >= workers {
+                break;
+            }
+            let segments: Vec<_> = plan.segments.iter().map(read).collect();
+            let (earlier, rest) = segments.split_at(s);
+            let nearest = &earlier[s - 1].last;
+            let keys = &rest[0].keys;
+            for (n, declared) in keys.iter().enumerate() {
+                if let Some(ahead) = keys.get(n + LINK_PREFETCH) {
+                    nearest.prefetch(ahead.hash);
+                }
+                if declared.previous.load(Ordering::Relaxed) == 0 {
+                    let last = earlier.iter().rev().find_map(|e| e.last.get(declared.hash));
+                    if let Some(last) = last {
+                        declared.previous.store(last + 1, Ordering::Relaxed);
+                    }
+                }
+            }
+            linked[s].0.store(true, Ordering::Release);
+        };
         let execute = || {
             spin_until(|| reserved.load(Ordering::Acquire));
+            link();
             let state_guard = read(&state);
             let state: &State = &state_guard;
             let segments: Vec<_> = plan.segments.iter().map(read).collect();
@@ -399,8 +459,8 @@ impl ParallelExecutor {
                     .take()
                     .expect("each chunk is claimed once");
                 let s = start / segment_len;
-                let (earlier, rest) = segments.split_at(s);
-                let segment = &*rest[0];
+                spin_until(|| linked[s].0.load(Ordering::Acquire));
+                let segment = &*segments[s];
                 let first = &segment.first[start - segment.start..=end - segment.start];
                 // Start loading slots a few transactions ahead: the chunk's
                 // head at once, then each transaction as the loop nears it.
@@ -420,11 +480,8 @@ impl ParallelExecutor {
                     let keys = &segment.keys[first[offset] as usize..first[offset + 1] as usize];
                     let (reads, writes) = (tx.access.reads.as_slice(), tx.access.writes.as_slice());
                     let slot_of = |j: usize| {
-                        let declared = keys[j];
-                        let dependency = match declared.previous {
-                            0 => earlier.iter().rev().find_map(|e| e.last.get(declared.hash)),
-                            previous => Some(previous - 1),
-                        };
+                        let declared = &keys[j];
+                        let dependency = declared.previous.load(Ordering::Relaxed).checked_sub(1);
                         if let Some(d) = dependency {
                             waits += u64::from(wait_for(&progress, d as usize));
                         }
@@ -464,7 +521,7 @@ impl ParallelExecutor {
         // Every chunk was claimed exactly once (the claim counter hands out
         // each number once) and filled completely.
         assert_eq!(
-            written.into_inner(),
+            written.load(Ordering::Acquire),
             block.len(),
             "every transaction has a receipt"
         );
