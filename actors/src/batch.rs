@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use tokio::sync::oneshot;
 
+use parashard_protocols::fastmap::FastMap;
 use parashard_protocols::model::{Receipt, Status, TxError, TxId};
 
 /// The sender a client waits on for a batch's receipts, in batch order.
@@ -20,7 +21,7 @@ struct Batch {
 pub struct Batches {
     next: u64,
     open: HashMap<u64, Batch>,
-    waiting: HashMap<TxId, (u64, usize)>,
+    waiting: FastMap<TxId, (u64, usize)>,
 }
 
 impl Batches {

@@ -9,6 +9,7 @@ use actix::prelude::*;
 use tracing::{debug_span, warn};
 
 use parashard_protocols::contracts::Registry;
+use parashard_protocols::fastmap::FastMap;
 use parashard_protocols::model::{Receipt, ShardId, Status, Transaction, TxError, TxId};
 use parashard_protocols::placement::Placement;
 use parashard_protocols::twopc::{Command, Coordinator, CoordinatorConfig};
@@ -42,13 +43,13 @@ pub struct CoordinatorActor {
     machine: Coordinator,
     batches: Batches,
     /// Transactions by id, for their commit records.
-    txs: HashMap<TxId, Transaction>,
+    txs: FastMap<TxId, Transaction>,
     epoch: Instant,
     /// The 2PC epoch of the current incarnation (see `next_epoch`).
     epoch_used: u32,
     failed: Option<StorageError>,
     /// Logged commit decisions not yet done: what a snapshot keeps.
-    undone: HashMap<TxId, CoordinatorRecord>,
+    undone: FastMap<TxId, CoordinatorRecord>,
     /// `Done` records not yet logged. They only save re-driving a finished
     /// commit after a restart, so they ride along with the next append
     /// instead of costing a sync of their own.
@@ -81,11 +82,11 @@ impl CoordinatorActor {
             shards: Vec::new(),
             machine,
             batches: Batches::default(),
-            txs: HashMap::new(),
+            txs: FastMap::default(),
             epoch: Instant::now(),
             epoch_used: 0,
             failed: None,
-            undone: HashMap::new(),
+            undone: FastMap::default(),
             pending_done: Vec::new(),
             timer_at_ms: None,
         }

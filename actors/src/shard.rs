@@ -1,7 +1,7 @@
 //! The shard actor: owns one shard's state, executes local blocks with the
 //! parallel executor, and is the 2PC participant of its shard.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 use tracing::{debug_span, warn};
 
 use parashard_protocols::exec::{BlockExecutor, ParallelExecutor};
+use parashard_protocols::fastmap::FastSet;
 use parashard_protocols::model::{Key, Receipt, ShardId, Status, Transaction, TxError, Value};
 use parashard_protocols::state::State;
 use parashard_protocols::twopc::{Participant, ToCoordinator, ToParticipant};
@@ -215,7 +216,7 @@ impl ShardActor {
         if self.deferred.is_empty() {
             return;
         }
-        let mut blocked: HashSet<Key> = HashSet::new();
+        let mut blocked: FastSet<Key> = FastSet::default();
         let mut ready = Vec::new();
         let mut waiting = VecDeque::new();
         for tx in self.deferred.drain(..) {

@@ -9,6 +9,7 @@
 
 pub mod contracts;
 pub mod exec;
+pub mod fastmap;
 pub mod locks;
 pub mod model;
 pub mod placement;

@@ -13,8 +13,9 @@
 //! waiters queued on them, never in the number of transactions waiting on
 //! the shard as a whole.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
+use crate::fastmap::FastMap;
 use crate::model::{Key, TxId};
 
 /// A request waiting for locks, with what its owner needs to know about it.
@@ -31,18 +32,18 @@ struct Waiter<T> {
 /// the owner keeps with each waiting request (the 2PC prepare round).
 #[derive(Debug, Clone)]
 pub struct LockTable<T> {
-    holders: HashMap<Key, TxId>,
-    queues: HashMap<Key, VecDeque<TxId>>,
-    waiting: HashMap<TxId, Waiter<T>>,
+    holders: FastMap<Key, TxId>,
+    queues: FastMap<Key, VecDeque<TxId>>,
+    waiting: FastMap<TxId, Waiter<T>>,
     arrivals: u64,
 }
 
 impl<T> Default for LockTable<T> {
     fn default() -> Self {
         LockTable {
-            holders: HashMap::new(),
-            queues: HashMap::new(),
-            waiting: HashMap::new(),
+            holders: FastMap::default(),
+            queues: FastMap::default(),
+            waiting: FastMap::default(),
             arrivals: 0,
         }
     }
@@ -196,6 +197,7 @@ mod tests {
     use super::*;
     use crate::model::{AccountId, AssetId};
     use crate::workload::Rng;
+    use std::collections::HashMap;
 
     fn key(n: u64) -> Key {
         Key::balance(AccountId(n), AssetId::COIN)

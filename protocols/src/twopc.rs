@@ -48,12 +48,13 @@
 //! Neither machine does I/O or reads a clock: the caller passes `now_ms`
 //! and executes the [`Command`]s they return.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::contracts::Registry;
 use crate::exec::execute_with_values;
+use crate::fastmap::FastMap;
 use crate::locks::{Granted, LockTable};
 use crate::model::{Key, Receipt, ShardId, Status, Transaction, TxError, TxId, Value};
 use crate::placement::Placement;
@@ -232,7 +233,7 @@ pub struct Coordinator {
     config: CoordinatorConfig,
     placement: Placement,
     registry: std::sync::Arc<Registry>,
-    in_flight: HashMap<TxId, InFlight>,
+    in_flight: FastMap<TxId, InFlight>,
     /// Timers set, by time: what [`Coordinator::handle_timeout`] visits.
     /// An entry may be stale (its transaction answered or re-timed); the
     /// visit checks.
@@ -254,7 +255,7 @@ impl Coordinator {
             config,
             placement,
             registry,
-            in_flight: HashMap::new(),
+            in_flight: FastMap::default(),
             due: std::collections::BTreeSet::new(),
             outbox: BTreeMap::new(),
             commands: Vec::new(),
@@ -768,12 +769,12 @@ pub struct Participant {
     config: ParticipantConfig,
     /// Held locks, and prepares waiting for them with their rounds.
     locks: LockTable<Attempt>,
-    prepared: HashMap<TxId, Lock>,
+    prepared: FastMap<TxId, Lock>,
     /// Prepares granted since the last [`Participant::take_granted`].
     granted: Vec<Grant>,
     /// Finished transactions, each with the sequence number of its latest
     /// entry in `finished_order`.
-    finished: HashMap<TxId, (Finished, u64)>,
+    finished: FastMap<TxId, (Finished, u64)>,
     /// When each transaction finished, oldest first, to forget them in
     /// order: `None` until the next [`Participant::handle_timeout`] stamps
     /// the time (later than the true time, so never forgotten too early).
