@@ -15,6 +15,7 @@ use parashard_protocols::state::State;
 use parashard_protocols::twopc::{Participant, ToCoordinator, ToParticipant};
 
 use crate::batch::{BatchReply, Batches};
+use crate::faults::{self, CrashPoint, Faults, Target};
 use crate::storage::{Recovered, ShardRecord, ShardSnapshot, Storage, StorageError};
 
 /// Local transactions for this shard, answered in batch order.
@@ -48,6 +49,22 @@ pub struct Read {
     pub reply: oneshot::Sender<Vec<Option<Value>>>,
 }
 
+/// What a shard holds of unfinished 2PC and queued local work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardPending {
+    /// Transactions holding locks (prepared, decision not yet applied).
+    pub locked: usize,
+    /// Prepares queued behind held locks.
+    pub queued_prepares: usize,
+    /// Local transactions waiting for locks.
+    pub deferred: usize,
+}
+
+/// Asks a shard for its [`ShardPending`].
+#[derive(Message)]
+#[rtype(result = "ShardPending")]
+pub struct CountPending;
+
 /// Fault injection: the shard fails now, losing everything not in storage.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -70,6 +87,8 @@ pub struct ShardActor {
     epoch: Instant,
     /// When the participant's inquiry timer is set to fire, if it is.
     inquiry_timer_ms: Option<u64>,
+    /// Injected faults, consulted at crash points and on every send.
+    faults: Arc<Faults>,
 }
 
 impl ShardActor {
@@ -79,6 +98,7 @@ impl ShardActor {
         executor: Arc<ParallelExecutor>,
         storage: Arc<dyn Storage<ShardRecord>>,
         coordinator: Recipient<FromShard>,
+        faults: Arc<Faults>,
     ) -> ShardActor {
         ShardActor {
             shard,
@@ -92,7 +112,30 @@ impl ShardActor {
             failed: None,
             epoch: Instant::now(),
             inquiry_timer_ms: None,
+            faults,
         }
+    }
+
+    /// Whether an armed crash at `point` fires now; if so the actor stops
+    /// (its supervisor restarts it from its log).
+    fn crash_at(&self, point: CrashPoint, ctx: &mut Context<Self>) -> bool {
+        if !self.faults.should_crash(Target::Shard(self.shard), point) {
+            return false;
+        }
+        warn!(shard = self.shard.0, %point, "crash injected");
+        ctx.stop();
+        true
+    }
+
+    /// Sends `messages` to the coordinator through the fault layer.
+    fn send(&self, messages: Vec<ToCoordinator>) {
+        if !self.faults.active() {
+            self.coordinator.do_send(FromShard(messages));
+            return;
+        }
+        let fate = self.faults.fate(self.shard, false, messages.len());
+        let coordinator = self.coordinator.clone();
+        faults::deliver(fate, messages, FromShard, move |m| coordinator.do_send(m));
     }
 
     fn now_ms(&self) -> u64 {
@@ -109,7 +152,7 @@ impl ShardActor {
         let now = self.now_ms();
         let inquiries = self.participant.handle_timeout(now);
         if !inquiries.is_empty() {
-            self.coordinator.do_send(FromShard(inquiries));
+            self.send(inquiries);
         }
         let Some(at_ms) = self.participant.poll_timeout() else {
             return;
@@ -306,6 +349,13 @@ impl Handler<FromCoordinator> for ShardActor {
             // Silence: the coordinator times out and aborts.
             return;
         }
+        let has_commit = msg
+            .0
+            .iter()
+            .any(|m| matches!(m, ToParticipant::Commit { .. }));
+        if has_commit && self.crash_at(CrashPoint::BeforeCommitApplied, ctx) {
+            return;
+        }
         let mut records = Vec::new();
         let mut replies = Vec::new();
         let mut writes = Vec::new();
@@ -352,8 +402,15 @@ impl Handler<FromCoordinator> for ShardActor {
             self.state.set(key, value);
         }
         self.snapshot_if_due();
+        if has_commit && self.crash_at(CrashPoint::AfterCommitApplied, ctx) {
+            return;
+        }
+        if !granted.is_empty() && self.crash_at(CrashPoint::BeforeVote, ctx) {
+            return;
+        }
         // Votes read values after the batch's commits are applied: a granted
         // transaction's keys were released by those commits.
+        let granted_votes_sent = granted.iter().map(|g| g.tx).collect::<Vec<_>>();
         for grant in granted {
             let values = grant.keys.iter().map(|k| (*k, self.state.get(k))).collect();
             replies.push(ToCoordinator::Prepared {
@@ -364,7 +421,10 @@ impl Handler<FromCoordinator> for ShardActor {
             });
         }
         if !replies.is_empty() {
-            self.coordinator.do_send(FromShard(replies));
+            self.send(replies);
+        }
+        if !granted_votes_sent.is_empty() && self.crash_at(CrashPoint::AfterVote, ctx) {
+            return;
         }
         self.drive_inquiries(ctx);
         self.run_ready();
@@ -377,6 +437,18 @@ impl Handler<Read> for ShardActor {
     fn handle(&mut self, msg: Read, _ctx: &mut Context<Self>) {
         let values = msg.keys.iter().map(|k| self.state.get(k)).collect();
         let _ = msg.reply.send(values);
+    }
+}
+
+impl Handler<CountPending> for ShardActor {
+    type Result = MessageResult<CountPending>;
+
+    fn handle(&mut self, _msg: CountPending, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(ShardPending {
+            locked: self.participant.prepared().count(),
+            queued_prepares: self.participant.queued(),
+            deferred: self.deferred.len(),
+        })
     }
 }
 
