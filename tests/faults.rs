@@ -1,0 +1,248 @@
+//! The fault-injection API through the public Cluster API: a crash armed
+//! at each named 2PC point, on in-memory and on-disk storage.
+
+mod common;
+
+use std::time::Duration;
+
+use parashard::prelude::*;
+use parashard::protocols::twopc::CoordinatorConfig;
+use parashard::{failed, CrashPoint, FaultError};
+
+const BALANCE: Value = 1_000;
+const AMOUNT: Value = 10;
+
+/// A two-shard cluster with account 0 on shard 0 and account 1 on shard
+/// 1, both funded; on disk under `dir` if given.
+fn two_shards(dir: Option<&std::path::Path>) -> Cluster {
+    let mut builder = Cluster::builder()
+        .shards(2)
+        .place(AccountId(0), ShardId(0))
+        .place(AccountId(1), ShardId(1))
+        .fault_seed(7)
+        .coordinator(CoordinatorConfig {
+            timeout_ms: 300,
+            ..CoordinatorConfig::default()
+        });
+    if let Some(dir) = dir {
+        builder = builder.data_dir(dir);
+    }
+    let cluster = builder.start().expect("cluster starts");
+    let receipts = cluster
+        .create_accounts_blocking(&[(AccountId(0), BALANCE), (AccountId(1), BALANCE)])
+        .expect("genesis");
+    assert!(receipts.iter().all(Receipt::is_committed), "{receipts:?}");
+    cluster
+}
+
+/// What the cluster should end with after a crash at a point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Applied,
+    NotApplied,
+}
+
+/// The outcome each crash point leads to, given the protocol: a decision
+/// that was logged is carried out; one that was not is presumed aborted.
+fn expected(point: CrashPoint) -> Expect {
+    match point {
+        // The vote never leaves: the coordinator's vote deadline aborts.
+        CrashPoint::BeforeVote => Expect::NotApplied,
+        // The lock survives in the log; the commit arrives after restart.
+        CrashPoint::AfterVote => Expect::Applied,
+        // The coordinator re-sends the unacknowledged commit.
+        CrashPoint::BeforeCommitApplied | CrashPoint::AfterCommitApplied => Expect::Applied,
+        // No decision in the log: presumed abort.
+        CrashPoint::BeforeDecisionLogged => Expect::NotApplied,
+        // The restarted coordinator re-drives its logged decision.
+        CrashPoint::AfterDecisionLogged | CrashPoint::AfterCommitsSent => Expect::Applied,
+        other => panic!("no expectation for {other}"),
+    }
+}
+
+/// Arms a crash at `point` (on `shard`, or the coordinator), submits one
+/// cross-shard transfer, heals, waits for quiet and checks that the
+/// transfer is applied on both shards or on neither, as the receipt says
+/// and as the point implies; then that the accounts still take transfers.
+fn crash_at(point: CrashPoint, shard: Option<ShardId>, dir: Option<&std::path::Path>) {
+    let cluster = two_shards(dir);
+    let what = format!(
+        "{point} on {shard:?} (disk: {}, seed {})",
+        dir.is_some(),
+        cluster.faults().seed()
+    );
+    match shard {
+        Some(shard) => cluster.faults().crash_shard_at(shard, point).unwrap(),
+        None => cluster.faults().crash_coordinator_at(point).unwrap(),
+    }
+    let answer = cluster.submit_blocking(Transaction::transfer(
+        TxId::from_u128(1),
+        AccountId(0),
+        AccountId(1),
+        AMOUNT,
+    ));
+    assert_eq!(
+        cluster.faults().stats().crashes,
+        1,
+        "{what}: the crash fired"
+    );
+    cluster.heal();
+    common::wait_quiet(&cluster, Duration::from_secs(20))
+        .unwrap_or_else(|last| panic!("{what}: never quiet: {last:?}"));
+    let balances = common::balances(&cluster, 2);
+    let outcome = if balances == [BALANCE - AMOUNT, BALANCE + AMOUNT] {
+        Expect::Applied
+    } else if balances == [BALANCE, BALANCE] {
+        Expect::NotApplied
+    } else {
+        panic!("{what}: half applied or worse: {balances:?}");
+    };
+    match &answer {
+        Ok(receipt) if receipt.is_committed() => {
+            assert_eq!(
+                outcome,
+                Expect::Applied,
+                "{what}: committed receipt, {balances:?}"
+            )
+        }
+        Ok(receipt) => assert_eq!(
+            outcome,
+            Expect::NotApplied,
+            "{what}: failed receipt {receipt:?}, {balances:?}"
+        ),
+        Err(ClusterError::Unavailable(_)) => {}
+        Err(other) => panic!("{what}: unexpected error {other}"),
+    }
+    assert_eq!(outcome, expected(point), "{what}: {answer:?}");
+    // No stale lock: the accounts take the next transfer at once.
+    let receipt = cluster
+        .submit_blocking(Transaction::transfer(
+            TxId::from_u128(2),
+            AccountId(1),
+            AccountId(0),
+            1,
+        ))
+        .unwrap();
+    assert!(receipt.is_committed(), "{what}: {receipt:?}");
+    let total: Value = common::balances(&cluster, 2).iter().sum();
+    assert_eq!(total, 2 * BALANCE, "{what}: conserved");
+}
+
+/// Runs [`crash_at`] for `point` on every shard it applies to (or the
+/// coordinator), in memory and on disk.
+fn crash_at_everywhere(point: CrashPoint) {
+    let targets: Vec<Option<ShardId>> = if point.is_shard_point() {
+        vec![Some(ShardId(0)), Some(ShardId(1))]
+    } else {
+        vec![None]
+    };
+    for target in targets {
+        crash_at(point, target, None);
+        let dir = tempfile::tempdir().unwrap();
+        crash_at(point, target, Some(dir.path()));
+    }
+}
+
+/// A shard that crashes with its locks logged but its vote unsent makes
+/// the transfer abort everywhere.
+#[test]
+fn crash_before_vote() {
+    crash_at_everywhere(CrashPoint::BeforeVote);
+}
+
+/// A shard that crashes right after voting commits after its restart.
+#[test]
+fn crash_after_vote() {
+    crash_at_everywhere(CrashPoint::AfterVote);
+}
+
+/// A shard that crashes on receiving the commit gets it again.
+#[test]
+fn crash_before_commit_applied() {
+    crash_at_everywhere(CrashPoint::BeforeCommitApplied);
+}
+
+/// A shard that crashes after applying a commit, before acknowledging it,
+/// applies it exactly once although the commit is re-sent.
+#[test]
+fn crash_after_commit_applied() {
+    crash_at_everywhere(CrashPoint::AfterCommitApplied);
+}
+
+/// A coordinator that crashes before logging its decision leaves the
+/// transfer aborted everywhere (presumed abort).
+#[test]
+fn crash_before_decision_logged() {
+    crash_at_everywhere(CrashPoint::BeforeDecisionLogged);
+}
+
+/// A coordinator that crashes after logging its decision carries it out
+/// after its restart.
+#[test]
+fn crash_after_decision_logged() {
+    crash_at_everywhere(CrashPoint::AfterDecisionLogged);
+}
+
+/// A coordinator that crashes after sending its commits, before replying,
+/// leaves the transfer applied exactly once.
+#[test]
+fn crash_after_commits_sent() {
+    crash_at_everywhere(CrashPoint::AfterCommitsSent);
+}
+
+/// Bad fault input through the cluster handle gets typed errors.
+#[test]
+fn fault_api_rejects_bad_input() {
+    let cluster = two_shards(None);
+    assert!(matches!(
+        cluster
+            .faults()
+            .crash_shard_at(ShardId(5), CrashPoint::AfterVote),
+        Err(FaultError::UnknownShard { .. })
+    ));
+    assert!(matches!(
+        cluster
+            .faults()
+            .crash_coordinator_at(CrashPoint::BeforeVote),
+        Err(FaultError::WrongTarget { .. })
+    ));
+    assert!(matches!(
+        cluster.faults().slow(ShardId(2), 5),
+        Err(FaultError::UnknownShard { .. })
+    ));
+    assert!(cluster.faults().armed_crashes().is_empty());
+}
+
+/// A partitioned shard makes cross-shard transfers through it abort (not
+/// half-apply), and after heal they commit again.
+#[test]
+fn partition_aborts_then_heals() {
+    let cluster = two_shards(None);
+    cluster.faults().partition(ShardId(1), None).unwrap();
+    let receipt = cluster
+        .submit_blocking(Transaction::transfer(
+            TxId::from_u128(1),
+            AccountId(0),
+            AccountId(1),
+            AMOUNT,
+        ))
+        .unwrap();
+    assert!(failed(&receipt), "{receipt:?}");
+    assert!(cluster.faults().stats().dropped > 0);
+    cluster.heal();
+    common::wait_quiet(&cluster, Duration::from_secs(20)).expect("quiet");
+    assert_eq!(common::balances(&cluster, 2), vec![BALANCE, BALANCE]);
+    let receipt = cluster
+        .submit_blocking(Transaction::transfer(
+            TxId::from_u128(2),
+            AccountId(0),
+            AccountId(1),
+            AMOUNT,
+        ))
+        .unwrap();
+    assert!(receipt.is_committed(), "{receipt:?}");
+    assert_eq!(
+        common::balances(&cluster, 2),
+        vec![BALANCE - AMOUNT, BALANCE + AMOUNT]
+    );
+}
