@@ -559,9 +559,10 @@ mod tests {
             }),
             Err(FaultError::Probability { what: "drop", .. })
         ));
+        let (min_ms, max_ms) = (5, 1);
         assert!(matches!(
             faults.set_link_faults(LinkFaults {
-                delay_ms: 5..=1,
+                delay_ms: min_ms..=max_ms,
                 ..LinkFaults::default()
             }),
             Err(FaultError::DelayRange { .. })
