@@ -16,7 +16,7 @@ pub use parashard_actors::storage::{SnapshotPolicy, StorageStats};
 
 /// Everything a typical user needs.
 pub mod prelude {
-    pub use crate::{Cluster, ClusterError};
+    pub use crate::{Cluster, ClusterError, CrashPoint, FaultError, LinkFaults};
     pub use parashard_protocols::model::ShardId;
     pub use parashard_protocols::{
         AccessSet, AccountId, AssetId, BlockExecutor, Call, Context, Contract, ContractId, Key,
