@@ -198,6 +198,17 @@ fn run(seed: u64, dir: Option<&std::path::Path>) {
         };
         schedule.push(format!("links {links:?}"));
         cluster.faults().set_link_faults(links).unwrap();
+        // And every run partitions one shard for a while and slows another.
+        let partitioned = ShardId(rng.below(u64::from(SHARDS)) as u32);
+        let slowed = ShardId((partitioned.0 + 1) % SHARDS);
+        let partition_ms = 100 + rng.below(200);
+        cluster
+            .faults()
+            .partition(partitioned, Some(Duration::from_millis(partition_ms)))
+            .unwrap();
+        cluster.faults().slow(slowed, 10).unwrap();
+        schedule.push(format!("partition {partitioned} for {partition_ms} ms"));
+        schedule.push(format!("slow {slowed} by 10 ms"));
         for _ in 0..FAULT_ACTIONS {
             if clients.iter().all(|c| c.is_finished()) {
                 break;
