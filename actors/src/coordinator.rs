@@ -248,9 +248,11 @@ impl CoordinatorActor {
             match command {
                 Command::PersistCommit { .. } => {}
                 Command::Send { to, messages } => {
-                    commits_sent |= messages
-                        .iter()
-                        .any(|m| matches!(m, ToParticipant::Commit { .. }));
+                    // Only looked for when a fault is armed.
+                    commits_sent |= self.faults.active()
+                        && messages
+                            .iter()
+                            .any(|m| matches!(m, ToParticipant::Commit { .. }));
                     self.send(to, messages);
                 }
                 Command::Reply(receipt) => {

@@ -349,10 +349,12 @@ impl Handler<FromCoordinator> for ShardActor {
             // Silence: the coordinator times out and aborts.
             return;
         }
-        let has_commit = msg
-            .0
-            .iter()
-            .any(|m| matches!(m, ToParticipant::Commit { .. }));
+        // Only looked for when a fault is armed: one atomic load otherwise.
+        let has_commit = self.faults.active()
+            && msg
+                .0
+                .iter()
+                .any(|m| matches!(m, ToParticipant::Commit { .. }));
         if has_commit && self.crash_at(CrashPoint::BeforeCommitApplied, ctx) {
             return;
         }
@@ -410,7 +412,7 @@ impl Handler<FromCoordinator> for ShardActor {
         }
         // Votes read values after the batch's commits are applied: a granted
         // transaction's keys were released by those commits.
-        let granted_votes_sent = granted.iter().map(|g| g.tx).collect::<Vec<_>>();
+        let voted = !granted.is_empty();
         for grant in granted {
             let values = grant.keys.iter().map(|k| (*k, self.state.get(k))).collect();
             replies.push(ToCoordinator::Prepared {
@@ -423,7 +425,7 @@ impl Handler<FromCoordinator> for ShardActor {
         if !replies.is_empty() {
             self.send(replies);
         }
-        if !granted_votes_sent.is_empty() && self.crash_at(CrashPoint::AfterVote, ctx) {
+        if voted && self.crash_at(CrashPoint::AfterVote, ctx) {
             return;
         }
         self.drive_inquiries(ctx);
