@@ -584,13 +584,17 @@ impl Cluster {
     /// Fault injection: crashes `shard` now. Its supervisor restarts it and
     /// it recovers every committed transaction from its log; transactions
     /// it had queued but not executed are answered with
-    /// [`ClusterError::Unavailable`].
+    /// [`ClusterError::Unavailable`]. An unknown shard is a
+    /// [`FaultError::UnknownShard`].
     pub fn crash_shard(&self, shard: ShardId) -> Result<(), ClusterError> {
         let addr = self
             .runtime
             .shards
             .get(shard.0 as usize)
-            .ok_or_else(|| ClusterError::Config(format!("no {shard}")))?;
+            .ok_or(FaultError::UnknownShard {
+                shard,
+                shards: self.placement.shards(),
+            })?;
         addr.do_send(Crash);
         Ok(())
     }

@@ -210,6 +210,10 @@ fn fault_api_rejects_bad_input() {
         cluster.faults().slow(ShardId(2), 5),
         Err(FaultError::UnknownShard { .. })
     ));
+    assert!(matches!(
+        cluster.crash_shard(ShardId(2)),
+        Err(ClusterError::Fault(FaultError::UnknownShard { .. }))
+    ));
     assert!(cluster.faults().armed_crashes().is_empty());
 }
 
