@@ -226,6 +226,39 @@ fn run(seed: u64, dir: Option<&std::path::Path>) {
     if let Err(last) = common::wait_quiet(&cluster, Duration::from_secs(30)) {
         panic!("never quiet: {last:?}; {}", context());
     }
+    // Liveness: with faults gone and nothing in flight, a transfer between
+    // every pair of shards commits (retried while a late abort or a slow
+    // disk makes one time out, up to a deadline).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut next_id = u128::MAX - 1_000;
+    for (from_shard, from_accounts) in by_shard.iter().enumerate() {
+        for (to_shard, to_accounts) in by_shard.iter().enumerate() {
+            if from_shard == to_shard {
+                continue;
+            }
+            loop {
+                next_id += 1;
+                let tx = Transaction::transfer(
+                    TxId::from_u128(next_id),
+                    from_accounts[0],
+                    to_accounts[1],
+                    1,
+                );
+                let answer = cluster.submit_batch_blocking(vec![tx.clone()]);
+                let committed = matches!(&answer, Ok(r) if r[0].is_committed());
+                common::record_batch(&[tx], answer, &mut log);
+                if committed {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "shard {from_shard} -> {to_shard} never commits after heal; {}",
+                    context()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
     let balances = common::balances(&cluster, ACCOUNTS);
     let total: u128 = balances.iter().map(|b| u128::from(*b)).sum();
     assert_eq!(
