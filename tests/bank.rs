@@ -281,11 +281,6 @@ fn run(seed: u64, dir: Option<&std::path::Path>) {
         count(Outcome::Unknown),
         schedule.len(),
     );
-    assert!(
-        count(Outcome::Committed) > 0,
-        "something commits; {}",
-        context()
-    );
 }
 
 /// Seeds from `BANK_SEED` if set, else `defaults`.
