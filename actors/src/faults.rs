@@ -168,7 +168,7 @@ impl Default for LinkFaults {
 
 /// What becomes of one batch of messages on a link.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fate {
+pub(crate) enum Fate {
     /// Lost.
     Drop,
     /// Delivered `copies` times (1 or 2) after `delay_ms`, its messages in
@@ -185,14 +185,14 @@ pub enum Fate {
 
 impl Fate {
     /// Delivery at once, unchanged.
-    pub const NOW: Fate = Fate::Deliver {
+    pub(crate) const NOW: Fate = Fate::Deliver {
         delay_ms: 0,
         copies: 1,
         order: None,
     };
 
     /// Applies the fate's order to `batch`.
-    pub fn reorder<T>(order: &Option<Vec<usize>>, batch: Vec<T>) -> Vec<T> {
+    pub(crate) fn reorder<T>(order: &Option<Vec<usize>>, batch: Vec<T>) -> Vec<T> {
         match order {
             None => batch,
             Some(order) => {
@@ -330,7 +330,7 @@ impl Faults {
 
     /// Called by an actor at a crash point: whether it must crash now.
     /// Disarms the crash it reports.
-    pub fn should_crash(&self, target: Target, point: CrashPoint) -> bool {
+    pub(crate) fn should_crash(&self, target: Target, point: CrashPoint) -> bool {
         if !self.active() {
             return false;
         }
@@ -429,7 +429,7 @@ impl Faults {
     /// Called by an actor about to send a batch of `len` messages on the
     /// link of `shard` (`to_shard`: from the coordinator to it): what
     /// becomes of the batch.
-    pub fn fate(&self, shard: ShardId, to_shard: bool, len: usize) -> Fate {
+    pub(crate) fn fate(&self, shard: ShardId, to_shard: bool, len: usize) -> Fate {
         if !self.active() {
             return Fate::NOW;
         }
@@ -496,8 +496,12 @@ impl Faults {
 /// Delivers `batch` according to `fate`, building each copy with `wrap`
 /// and handing it to `send`. Delayed copies are sent from a task on the
 /// current arbiter, so they stay "in the network" if the sender crashes.
-pub fn deliver<T, M>(fate: Fate, batch: Vec<T>, wrap: fn(Vec<T>) -> M, send: impl Fn(M) + 'static)
-where
+pub(crate) fn deliver<T, M>(
+    fate: Fate,
+    batch: Vec<T>,
+    wrap: fn(Vec<T>) -> M,
+    send: impl Fn(M) + 'static,
+) where
     T: Clone + 'static,
     M: 'static,
 {
