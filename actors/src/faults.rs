@@ -144,7 +144,9 @@ pub struct LinkFaults {
     pub delay: f64,
     /// The delay range.
     pub delay_ms: RangeInclusive<u64>,
-    /// Probability that a batch is delivered twice.
+    /// Probability that a batch is delivered twice; the second copy comes
+    /// a further time in `delay_ms` after the first, as a network that
+    /// re-transmits would deliver it.
     pub duplicate: f64,
     /// Probability that a batch is shuffled and held back (by up to the
     /// end of `delay_ms`) so that later batches overtake it.
@@ -171,13 +173,13 @@ impl Default for LinkFaults {
 pub(crate) enum Fate {
     /// Lost.
     Drop,
-    /// Delivered `copies` times (1 or 2) after `delay_ms`, its messages in
-    /// the order `order` (indices into the batch).
+    /// Delivered after `delay_ms`, and again `duplicate_ms` later if that
+    /// is set, its messages in the order `order` (indices into the batch).
     Deliver {
         /// Milliseconds to wait first.
         delay_ms: u64,
-        /// How often.
-        copies: u8,
+        /// When a second copy follows, how long after the first.
+        duplicate_ms: Option<u64>,
         /// A permutation of the batch, when it is reordered.
         order: Option<Vec<usize>>,
     },
@@ -187,7 +189,7 @@ impl Fate {
     /// Delivery at once, unchanged.
     pub(crate) const NOW: Fate = Fate::Deliver {
         delay_ms: 0,
-        copies: 1,
+        duplicate_ms: None,
         order: None,
     };
 
@@ -454,7 +456,7 @@ impl Faults {
         } else {
             0
         };
-        let mut copies = 1;
+        let mut duplicate_ms = None;
         let mut order = None;
         let applies = inner
             .links
@@ -471,7 +473,7 @@ impl Faults {
                 delay_ms += rng.gen_range(links.delay_ms.clone());
             }
             if rng.gen_bool(links.duplicate) {
-                copies = 2;
+                duplicate_ms = Some(rng.gen_range(links.delay_ms.clone()));
                 inner.stats.duplicated += 1;
             }
             if rng.gen_bool(links.reorder) {
@@ -487,7 +489,7 @@ impl Faults {
         }
         Fate::Deliver {
             delay_ms,
-            copies,
+            duplicate_ms,
             order,
         }
     }
@@ -500,32 +502,33 @@ pub(crate) fn deliver<T, M>(
     fate: Fate,
     batch: Vec<T>,
     wrap: fn(Vec<T>) -> M,
-    send: impl Fn(M) + 'static,
+    send: impl Fn(M) + Clone + 'static,
 ) where
     T: Clone + 'static,
     M: 'static,
 {
     let Fate::Deliver {
         delay_ms,
-        copies,
+        duplicate_ms,
         order,
     } = fate
     else {
         return;
     };
     let batch = Fate::reorder(&order, batch);
+    if let Some(extra_ms) = duplicate_ms {
+        let (copy, send) = (batch.clone(), send.clone());
+        actix::spawn(async move {
+            actix::clock::sleep(Duration::from_millis(delay_ms + extra_ms)).await;
+            send(wrap(copy));
+        });
+    }
     if delay_ms == 0 {
-        for _ in 1..copies {
-            send(wrap(batch.clone()));
-        }
         send(wrap(batch));
         return;
     }
     actix::spawn(async move {
         actix::clock::sleep(Duration::from_millis(delay_ms)).await;
-        for _ in 1..copies {
-            send(wrap(batch.clone()));
-        }
         send(wrap(batch));
     });
 }
@@ -644,7 +647,7 @@ mod tests {
             faults.fate(ShardId(1), true, 1),
             Fate::Deliver {
                 delay_ms: 15,
-                copies: 1,
+                duplicate_ms: None,
                 order: None
             }
         );
