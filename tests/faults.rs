@@ -306,3 +306,77 @@ fn duplicated_and_reordered_messages_apply_once() {
         .unwrap_or_else(|e| panic!("seed 11: {e}"));
     assert!(log.iter().any(|s| s.outcome == common::Outcome::Committed));
 }
+
+/// Regression: a shard restarted from a snapshot forgot which transactions
+/// it had finished, so a late duplicate of a committed transaction's
+/// prepare locked it again and the duplicate commit behind it re-applied
+/// its (absolute) writes over a later local transfer, creating coins.
+/// Here every batch to and from shard 1 is duplicated 400 ms late, shard 1
+/// crashes after applying the commit (with a snapshot after every
+/// record), and a local transfer on shard 1 runs before the duplicates
+/// arrive; the total must stay conserved.
+#[test]
+fn late_duplicate_prepare_after_snapshot_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::builder()
+        .shards(2)
+        .place(AccountId(0), ShardId(0))
+        .place(AccountId(1), ShardId(1))
+        .place(AccountId(2), ShardId(1))
+        .fault_seed(5)
+        .data_dir(dir.path())
+        .snapshot_policy(parashard::SnapshotPolicy {
+            log_bytes: u64::MAX,
+            log_records: 1,
+        })
+        .start()
+        .expect("cluster starts");
+    let genesis = [
+        (AccountId(0), BALANCE),
+        (AccountId(1), BALANCE),
+        (AccountId(2), BALANCE),
+    ];
+    let receipts = cluster.create_accounts_blocking(&genesis).expect("genesis");
+    assert!(receipts.iter().all(Receipt::is_committed), "{receipts:?}");
+    cluster
+        .faults()
+        .set_link_faults(parashard::LinkFaults {
+            duplicate: 1.0,
+            delay_ms: 400..=400,
+            shards: Some(vec![ShardId(1)]),
+            ..Default::default()
+        })
+        .unwrap();
+    cluster
+        .faults()
+        .crash_shard_at(ShardId(1), CrashPoint::AfterCommitApplied)
+        .unwrap();
+    let mut log = Vec::new();
+    std::thread::scope(|scope| {
+        let cluster = &cluster;
+        let cross = scope.spawn(move || {
+            let tx = Transaction::transfer(TxId::from_u128(1), AccountId(0), AccountId(1), AMOUNT);
+            (tx.clone(), cluster.submit_batch_blocking(vec![tx]))
+        });
+        // After the commit and the restart, before the late duplicates.
+        std::thread::sleep(Duration::from_millis(150));
+        let local = Transaction::transfer(TxId::from_u128(2), AccountId(1), AccountId(2), 50);
+        let answer = cluster.submit_batch_blocking(vec![local.clone()]);
+        common::record_batch(&[local], answer, &mut log);
+        let (tx, answer) = cross.join().unwrap();
+        common::record_batch(&[tx], answer, &mut log);
+    });
+    assert_eq!(cluster.faults().stats().crashes, 1, "the crash fired");
+    // Let the late duplicates arrive before healing.
+    std::thread::sleep(Duration::from_millis(600));
+    cluster.heal();
+    common::wait_quiet(&cluster, Duration::from_secs(20)).expect("quiet");
+    let balances = common::balances(&cluster, 3);
+    assert_eq!(
+        balances.iter().sum::<Value>(),
+        3 * BALANCE,
+        "conserved: {balances:?} {log:?}"
+    );
+    common::explain_balances(&[BALANCE; 3], &balances, &log)
+        .unwrap_or_else(|e| panic!("{e}: {balances:?} {log:?}"));
+}

@@ -191,6 +191,9 @@ impl ShardActor {
             for (key, value) in snapshot.state {
                 self.state.set(key, value);
             }
+            for (tx, outcome) in snapshot.finished {
+                self.participant.restore_finished(tx, outcome);
+            }
             for (tx, attempt, keys) in snapshot.prepared {
                 self.participant.restore(tx, attempt, keys);
             }
@@ -233,6 +236,7 @@ impl ShardActor {
                 .prepared()
                 .map(|(tx, attempt, keys)| (*tx, attempt, keys.clone()))
                 .collect(),
+            finished: self.participant.finished().collect(),
         };
         if let Err(error) = self.storage.snapshot(snapshot) {
             warn!(shard = self.shard.0, %error, "snapshot failed; shard refuses work");
