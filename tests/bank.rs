@@ -48,7 +48,13 @@ fn start(seed: u64, dir: Option<&std::path::Path>) -> Cluster {
         builder = builder.place(AccountId(a), ShardId((a % u64::from(SHARDS)) as u32));
     }
     if let Some(dir) = dir {
-        builder = builder.data_dir(dir);
+        // Frequent snapshots, so that restarts also recover from them.
+        builder = builder
+            .data_dir(dir)
+            .snapshot_policy(parashard::SnapshotPolicy {
+                log_bytes: u64::MAX,
+                log_records: 64,
+            });
     }
     let cluster = builder.start().expect("cluster starts");
     let genesis: Vec<_> = (0..ACCOUNTS).map(|a| (AccountId(a), GENESIS)).collect();
@@ -274,13 +280,21 @@ fn run(seed: u64, dir: Option<&std::path::Path>) {
     let stats = cluster.faults().stats();
     eprintln!(
         "seed {seed} disk {}: {} committed, {} failed, {} unknown ({unknown_applied} applied); \
-         {} fault actions; {stats:?}",
+         {} fault actions; {stats:?}; {} shard snapshots",
         dir.is_some(),
         count(Outcome::Committed),
         count(Outcome::Failed),
         count(Outcome::Unknown),
         schedule.len(),
+        cluster.storage_stats().shards.snapshots,
     );
+    if dir.is_some() {
+        assert!(
+            cluster.storage_stats().shards.snapshots > 0,
+            "restarts on disk also recover from snapshots; {}",
+            context()
+        );
+    }
 }
 
 /// Seeds from `BANK_SEED` if set, else `defaults`.
