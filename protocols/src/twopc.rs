@@ -40,7 +40,9 @@
 //! - a shard remembers finished transactions for longer than a message can
 //!   live ([`ParticipantConfig::remember_finished_ms`]), so a late prepare
 //!   cannot lock a finished transaction again; were it to lock a committed
-//!   one, a re-sent commit would apply its writes twice;
+//!   one, a re-sent commit would apply its writes twice. The memory
+//!   survives restarts: log replay rebuilds it, and a shard snapshot
+//!   carries it ([`Participant::finished`], [`Participant::restore_finished`]);
 //! - commits, aborts and inquiries are idempotent on both sides.
 //!
 //! Neither machine does I/O or reads a clock: the caller passes `now_ms`
