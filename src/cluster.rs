@@ -18,9 +18,10 @@ use hdrhistogram::Histogram;
 use tokio::sync::{oneshot, Semaphore};
 use tracing::debug_span;
 
-use parashard_actors::coordinator::{single_shard, SubmitCross};
+use parashard_actors::coordinator::{single_shard, CountInFlight, SubmitCross};
+use parashard_actors::faults::{FaultError, Faults};
 use parashard_actors::runtime::{Runtime, RuntimeConfig, RuntimeError};
-use parashard_actors::shard::{Crash, Read, SubmitLocal};
+use parashard_actors::shard::{CountPending, Crash, Read, ShardPending, SubmitLocal};
 use parashard_actors::storage::disk::sync_dir;
 use parashard_actors::storage::{
     CoordinatorRecord, DiskStorage, MemoryStorage, ShardRecord, SnapshotPolicy, Storage,
@@ -81,6 +82,9 @@ pub enum ClusterError {
         /// Its storage error.
         error: StorageError,
     },
+    /// Bad input to the fault-injection API.
+    #[error(transparent)]
+    Fault(#[from] FaultError),
     /// A blocking call was made from inside an async runtime.
     #[error("blocking cluster call inside an async runtime: use the async method")]
     BlockingInAsync,
@@ -96,6 +100,7 @@ pub struct ClusterBuilder {
     coordinator: CoordinatorConfig,
     data_dir: Option<PathBuf>,
     snapshot_policy: SnapshotPolicy,
+    fault_seed: Option<u64>,
 }
 
 impl Default for ClusterBuilder {
@@ -109,6 +114,7 @@ impl Default for ClusterBuilder {
             coordinator: CoordinatorConfig::default(),
             data_dir: None,
             snapshot_policy: SnapshotPolicy::default(),
+            fault_seed: None,
         }
     }
 }
@@ -173,6 +179,15 @@ impl ClusterBuilder {
         self
     }
 
+    /// The seed of the fault layer's random choices (see
+    /// [`Cluster::faults`]). Without it the seed comes from the clock;
+    /// [`Faults::seed`] tells it either way, so a failing run can be
+    /// replayed.
+    pub fn fault_seed(mut self, seed: u64) -> Self {
+        self.fault_seed = Some(seed);
+        self
+    }
+
     /// Starts the cluster.
     pub fn start(self) -> Result<Cluster, ClusterError> {
         if self.max_in_flight == 0 || self.max_in_flight > Semaphore::MAX_PERMITS {
@@ -198,7 +213,14 @@ impl ClusterBuilder {
             shards: shard_storage.clone(),
             coordinator: coordinator_storage.clone(),
         };
+        let fault_seed = self.fault_seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
+        let faults = Arc::new(Faults::new(fault_seed, self.shards));
         let runtime = Runtime::start(RuntimeConfig {
+            faults: faults.clone(),
             placement: placement.clone(),
             workers: self.workers,
             registry: Arc::new(self.registry),
@@ -218,6 +240,7 @@ impl ClusterBuilder {
             metrics: Metrics::default(),
             storage,
             blocking,
+            faults,
         })
     }
 }
@@ -317,6 +340,24 @@ pub struct Cluster {
     metrics: Metrics,
     storage: ClusterStorage,
     blocking: tokio::runtime::Runtime,
+    faults: Arc<Faults>,
+}
+
+/// Unfinished work in a cluster: what a test waits to drain before it
+/// checks invariants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// Cross-shard transactions the coordinator has not finished.
+    pub coordinator_in_flight: usize,
+    /// Each shard's locks and queues, by shard id.
+    pub shards: Vec<ShardPending>,
+}
+
+impl Pending {
+    /// Whether nothing is in flight, locked or queued anywhere.
+    pub fn is_quiet(&self) -> bool {
+        self.coordinator_in_flight == 0 && self.shards.iter().all(|s| *s == ShardPending::default())
+    }
 }
 
 impl Cluster {
@@ -555,13 +596,17 @@ impl Cluster {
     /// Fault injection: crashes `shard` now. Its supervisor restarts it and
     /// it recovers every committed transaction from its log; transactions
     /// it had queued but not executed are answered with
-    /// [`ClusterError::Unavailable`].
+    /// [`ClusterError::Unavailable`]. An unknown shard is a
+    /// [`FaultError::UnknownShard`].
     pub fn crash_shard(&self, shard: ShardId) -> Result<(), ClusterError> {
         let addr = self
             .runtime
             .shards
             .get(shard.0 as usize)
-            .ok_or_else(|| ClusterError::Config(format!("no {shard}")))?;
+            .ok_or(FaultError::UnknownShard {
+                shard,
+                shards: self.placement.shards(),
+            })?;
         addr.do_send(Crash);
         Ok(())
     }
@@ -570,6 +615,48 @@ impl Cluster {
     /// re-drives its logged commit decisions.
     pub fn crash_coordinator(&self) {
         self.runtime.coordinator.do_send(Crash);
+    }
+
+    /// The fault-injection layer: crashes at named protocol points, link
+    /// faults, partitions and slow shards. Its seed is
+    /// [`Faults::seed`].
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// Clears every injected fault (see [`Faults::heal`]).
+    pub fn heal(&self) {
+        self.faults.heal();
+    }
+
+    /// Unfinished work: the coordinator's cross-shard transactions in
+    /// flight, and each shard's locks and queues. A crashed actor that is
+    /// restarting answers once it is back.
+    pub async fn pending(&self) -> Result<Pending, ClusterError> {
+        let coordinator_in_flight = self
+            .runtime
+            .coordinator
+            .send(CountInFlight)
+            .await
+            .map_err(|_| ClusterError::Unavailable("coordinator".into()))?;
+        let mut shards = Vec::with_capacity(self.runtime.shards.len());
+        for (i, shard) in self.runtime.shards.iter().enumerate() {
+            shards.push(
+                shard
+                    .send(CountPending)
+                    .await
+                    .map_err(|_| ClusterError::Unavailable(format!("shard {i}")))?,
+            );
+        }
+        Ok(Pending {
+            coordinator_in_flight,
+            shards,
+        })
+    }
+
+    /// [`Cluster::pending`] from sync code.
+    pub fn pending_blocking(&self) -> Result<Pending, ClusterError> {
+        self.block_on(self.pending())?
     }
 
     /// Counters and latency percentiles so far.

@@ -6,13 +6,17 @@ pub use parashard_protocols as protocols;
 
 mod cluster;
 pub use cluster::{
-    failed, Cluster, ClusterBuilder, ClusterError, ClusterStorageStats, MetricsSnapshot,
+    failed, Cluster, ClusterBuilder, ClusterError, ClusterStorageStats, MetricsSnapshot, Pending,
 };
+pub use parashard_actors::faults::{
+    CrashPoint, FaultError, FaultStats, Faults, LinkFaults, Target as FaultTarget,
+};
+pub use parashard_actors::shard::ShardPending;
 pub use parashard_actors::storage::{SnapshotPolicy, StorageStats};
 
 /// Everything a typical user needs.
 pub mod prelude {
-    pub use crate::{Cluster, ClusterError};
+    pub use crate::{Cluster, ClusterError, CrashPoint, FaultError, LinkFaults};
     pub use parashard_protocols::model::ShardId;
     pub use parashard_protocols::{
         AccessSet, AccountId, AssetId, BlockExecutor, Call, Context, Contract, ContractId, Key,

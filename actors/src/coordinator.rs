@@ -12,9 +12,10 @@ use parashard_protocols::contracts::Registry;
 use parashard_protocols::fastmap::FastMap;
 use parashard_protocols::model::{Receipt, ShardId, Status, Transaction, TxError, TxId};
 use parashard_protocols::placement::Placement;
-use parashard_protocols::twopc::{Command, Coordinator, CoordinatorConfig};
+use parashard_protocols::twopc::{Command, Coordinator, CoordinatorConfig, ToParticipant};
 
 use crate::batch::{BatchReply, Batches};
+use crate::faults::{self, CrashPoint, Faults, Target};
 use crate::shard::{Crash, FromCoordinator, FromShard, ShardActor};
 use crate::storage::{CoordinatorRecord, CoordinatorSnapshot, Recovered, Storage, StorageError};
 
@@ -27,6 +28,12 @@ pub struct SubmitCross {
     /// Where the receipts go.
     pub reply: BatchReply,
 }
+
+/// Asks the coordinator how many cross-shard transactions it has not yet
+/// finished (answered and, for commits, acknowledged by every shard).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CountInFlight;
 
 /// Tells the coordinator where the shards are.
 #[derive(Message)]
@@ -59,6 +66,8 @@ pub struct CoordinatorActor {
     /// time serves them all, and [`Coordinator::poll_timeout`] says when
     /// the next is due.
     timer_at_ms: Option<u64>,
+    /// Injected faults, consulted at crash points and on every send.
+    faults: Arc<Faults>,
 }
 
 /// The most `Done` records held back before they get an append of their
@@ -72,6 +81,7 @@ impl CoordinatorActor {
         placement: Placement,
         registry: Arc<Registry>,
         storage: Arc<dyn Storage<CoordinatorRecord>>,
+        faults: Arc<Faults>,
     ) -> CoordinatorActor {
         let machine = Coordinator::new(config.clone(), placement.clone(), registry.clone());
         CoordinatorActor {
@@ -89,6 +99,7 @@ impl CoordinatorActor {
             undone: FastMap::default(),
             pending_done: Vec::new(),
             timer_at_ms: None,
+            faults,
         }
     }
 
@@ -106,6 +117,31 @@ impl CoordinatorActor {
             .max(self.epoch_used.saturating_add(1));
         self.epoch_used = epoch;
         epoch
+    }
+
+    /// Whether an armed crash at `point` fires now; if so the actor stops
+    /// (its supervisor restarts it from the log).
+    fn crash_at(&self, point: CrashPoint, ctx: &mut Context<Self>) -> bool {
+        if !self.faults.should_crash(Target::Coordinator, point) {
+            return false;
+        }
+        warn!(%point, "coordinator crash injected");
+        ctx.stop();
+        true
+    }
+
+    /// Sends `messages` to `to` through the fault layer.
+    fn send(&self, to: ShardId, messages: Vec<ToParticipant>) {
+        let Some(shard) = self.shards.get(to.0 as usize) else {
+            return;
+        };
+        if !self.faults.active() {
+            shard.do_send(FromCoordinator(messages));
+            return;
+        }
+        let fate = self.faults.fate(to, true, messages.len());
+        let shard = shard.clone();
+        faults::deliver(fate, messages, FromCoordinator, move |m| shard.do_send(m));
     }
 
     fn now_ms(&self) -> u64 {
@@ -209,19 +245,36 @@ impl CoordinatorActor {
             }
         }
         if !decisions.is_empty() {
+            if self.crash_at(CrashPoint::BeforeDecisionLogged, ctx) {
+                return;
+            }
             let mut records = std::mem::take(&mut self.pending_done);
             records.extend(decisions);
             if !self.persist(records, ctx) {
                 return;
             }
+            if self.crash_at(CrashPoint::AfterDecisionLogged, ctx) {
+                return;
+            }
         }
+        // Commands come persist first, then sends, then the rest.
+        let mut commits_sent = false;
         for command in commands {
+            if commits_sent
+                && !matches!(command, Command::Send { .. })
+                && self.crash_at(CrashPoint::AfterCommitsSent, ctx)
+            {
+                return;
+            }
             match command {
                 Command::PersistCommit { .. } => {}
                 Command::Send { to, messages } => {
-                    if let Some(shard) = self.shards.get(to.0 as usize) {
-                        shard.do_send(FromCoordinator(messages));
-                    }
+                    // Only looked for when a fault is armed.
+                    commits_sent |= self.faults.active()
+                        && messages
+                            .iter()
+                            .any(|m| matches!(m, ToParticipant::Commit { .. }));
+                    self.send(to, messages);
                 }
                 Command::Reply(receipt) => {
                     if self.txs.remove(&receipt.tx_id).is_some() && receipt.is_committed() {
@@ -233,6 +286,9 @@ impl CoordinatorActor {
                 }
                 Command::SetTimer { at_ms } => self.schedule_timer(at_ms, ctx),
             }
+        }
+        if commits_sent && self.crash_at(CrashPoint::AfterCommitsSent, ctx) {
+            return;
         }
         if self.pending_done.len() >= MAX_PENDING_DONE {
             let done = std::mem::take(&mut self.pending_done);
@@ -327,6 +383,14 @@ impl Handler<FromShard> for CoordinatorActor {
             self.machine.handle_message(now, message);
         }
         self.run_commands(ctx);
+    }
+}
+
+impl Handler<CountInFlight> for CoordinatorActor {
+    type Result = usize;
+
+    fn handle(&mut self, _msg: CountInFlight, _ctx: &mut Context<Self>) -> usize {
+        self.machine.in_flight()
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod batch;
 pub mod coordinator;
+pub mod faults;
 pub mod runtime;
 pub mod shard;
 pub mod storage;

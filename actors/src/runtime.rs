@@ -12,6 +12,7 @@ use parashard_protocols::placement::Placement;
 use parashard_protocols::twopc::CoordinatorConfig;
 
 use crate::coordinator::{Connect, CoordinatorActor};
+use crate::faults::Faults;
 use crate::shard::ShardActor;
 use crate::storage::{CoordinatorRecord, ShardRecord, Storage};
 
@@ -29,6 +30,8 @@ pub struct RuntimeConfig {
     pub shard_storage: Vec<Arc<dyn Storage<ShardRecord>>>,
     /// The coordinator's log.
     pub coordinator_storage: Arc<dyn Storage<CoordinatorRecord>>,
+    /// The fault layer the actors consult.
+    pub faults: Arc<Faults>,
 }
 
 /// Error starting the runtime.
@@ -76,17 +79,24 @@ impl Runtime {
                 let system = actix::System::new();
                 system.block_on(async move {
                     let coordinator_arbiter = Arbiter::new();
-                    let (placement, registry, coordinator_config, storage) = (
+                    let (placement, registry, coordinator_config, storage, faults) = (
                         config.placement.clone(),
                         config.registry.clone(),
                         config.coordinator.clone(),
                         config.coordinator_storage.clone(),
+                        config.faults.clone(),
                     );
                     let mut arbiters = Vec::with_capacity(shards + 1);
                     let coordinator = actix::Supervisor::start_in_arbiter(
                         &coordinator_arbiter.handle(),
                         move |_| {
-                            CoordinatorActor::new(coordinator_config, placement, registry, storage)
+                            CoordinatorActor::new(
+                                coordinator_config,
+                                placement,
+                                registry,
+                                storage,
+                                faults,
+                            )
                         },
                     );
                     arbiters.push(coordinator_arbiter);
@@ -96,9 +106,16 @@ impl Runtime {
                     {
                         let arbiter = Arbiter::new();
                         let recipient = coordinator.clone().recipient();
+                        let faults = config.faults.clone();
                         let addr =
                             actix::Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-                                ShardActor::new(ShardId(i as u32), executor, storage, recipient)
+                                ShardActor::new(
+                                    ShardId(i as u32),
+                                    executor,
+                                    storage,
+                                    recipient,
+                                    faults,
+                                )
                             });
                         addrs.push(addr);
                         arbiters.push(arbiter);

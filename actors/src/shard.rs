@@ -16,6 +16,7 @@ use parashard_protocols::state::State;
 use parashard_protocols::twopc::{Participant, ToCoordinator, ToParticipant};
 
 use crate::batch::{BatchReply, Batches};
+use crate::faults::{self, CrashPoint, Faults, Target};
 use crate::storage::{Recovered, ShardRecord, ShardSnapshot, Storage, StorageError};
 
 /// Local transactions for this shard, answered in batch order.
@@ -50,6 +51,22 @@ pub struct Read {
     pub reply: oneshot::Sender<Result<Vec<Option<Value>>, StorageError>>,
 }
 
+/// What a shard holds of unfinished 2PC and queued local work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardPending {
+    /// Transactions holding locks (prepared, decision not yet applied).
+    pub locked: usize,
+    /// Prepares queued behind held locks.
+    pub queued_prepares: usize,
+    /// Local transactions waiting for locks.
+    pub deferred: usize,
+}
+
+/// Asks a shard for its [`ShardPending`].
+#[derive(Message)]
+#[rtype(result = "ShardPending")]
+pub struct CountPending;
+
 /// Fault injection: the shard fails now, losing everything not in storage.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -72,6 +89,8 @@ pub struct ShardActor {
     epoch: Instant,
     /// When the participant's inquiry timer is set to fire, if it is.
     inquiry_timer_ms: Option<u64>,
+    /// Injected faults, consulted at crash points and on every send.
+    faults: Arc<Faults>,
 }
 
 impl ShardActor {
@@ -81,6 +100,7 @@ impl ShardActor {
         executor: Arc<ParallelExecutor>,
         storage: Arc<dyn Storage<ShardRecord>>,
         coordinator: Recipient<FromShard>,
+        faults: Arc<Faults>,
     ) -> ShardActor {
         ShardActor {
             shard,
@@ -94,7 +114,30 @@ impl ShardActor {
             failed: None,
             epoch: Instant::now(),
             inquiry_timer_ms: None,
+            faults,
         }
+    }
+
+    /// Whether an armed crash at `point` fires now; if so the actor stops
+    /// (its supervisor restarts it from its log).
+    fn crash_at(&self, point: CrashPoint, ctx: &mut Context<Self>) -> bool {
+        if !self.faults.should_crash(Target::Shard(self.shard), point) {
+            return false;
+        }
+        warn!(shard = self.shard.0, %point, "crash injected");
+        ctx.stop();
+        true
+    }
+
+    /// Sends `messages` to the coordinator through the fault layer.
+    fn send(&self, messages: Vec<ToCoordinator>) {
+        if !self.faults.active() {
+            self.coordinator.do_send(FromShard(messages));
+            return;
+        }
+        let fate = self.faults.fate(self.shard, false, messages.len());
+        let coordinator = self.coordinator.clone();
+        faults::deliver(fate, messages, FromShard, move |m| coordinator.do_send(m));
     }
 
     fn now_ms(&self) -> u64 {
@@ -111,7 +154,7 @@ impl ShardActor {
         let now = self.now_ms();
         let inquiries = self.participant.handle_timeout(now);
         if !inquiries.is_empty() {
-            self.coordinator.do_send(FromShard(inquiries));
+            self.send(inquiries);
         }
         let Some(at_ms) = self.participant.poll_timeout() else {
             return;
@@ -149,6 +192,9 @@ impl ShardActor {
             self.state = State::with_capacity(snapshot.state.len());
             for (key, value) in snapshot.state {
                 self.state.set(key, value);
+            }
+            for (tx, outcome) in snapshot.finished {
+                self.participant.restore_finished(tx, outcome);
             }
             for (tx, attempt, keys) in snapshot.prepared {
                 self.participant.restore(tx, attempt, keys);
@@ -192,6 +238,7 @@ impl ShardActor {
                 .prepared()
                 .map(|(tx, attempt, keys)| (*tx, attempt, keys.clone()))
                 .collect(),
+            finished: self.participant.finished().collect(),
         };
         if let Err(error) = self.storage.snapshot(snapshot) {
             warn!(shard = self.shard.0, %error, "snapshot failed; shard refuses work");
@@ -308,6 +355,15 @@ impl Handler<FromCoordinator> for ShardActor {
             // Silence: the coordinator times out and aborts.
             return;
         }
+        // Only looked for when a fault is armed: one atomic load otherwise.
+        let has_commit = self.faults.active()
+            && msg
+                .0
+                .iter()
+                .any(|m| matches!(m, ToParticipant::Commit { .. }));
+        if has_commit && self.crash_at(CrashPoint::BeforeCommitApplied, ctx) {
+            return;
+        }
         let mut records = Vec::new();
         let mut replies = Vec::new();
         let mut writes = Vec::new();
@@ -354,8 +410,15 @@ impl Handler<FromCoordinator> for ShardActor {
             self.state.set(key, value);
         }
         self.snapshot_if_due();
+        if has_commit && self.crash_at(CrashPoint::AfterCommitApplied, ctx) {
+            return;
+        }
+        if !granted.is_empty() && self.crash_at(CrashPoint::BeforeVote, ctx) {
+            return;
+        }
         // Votes read values after the batch's commits are applied: a granted
         // transaction's keys were released by those commits.
+        let voted = !granted.is_empty();
         for grant in granted {
             let values = grant.keys.iter().map(|k| (*k, self.state.get(k))).collect();
             replies.push(ToCoordinator::Prepared {
@@ -366,7 +429,10 @@ impl Handler<FromCoordinator> for ShardActor {
             });
         }
         if !replies.is_empty() {
-            self.coordinator.do_send(FromShard(replies));
+            self.send(replies);
+        }
+        if voted && self.crash_at(CrashPoint::AfterVote, ctx) {
+            return;
         }
         self.drive_inquiries(ctx);
         self.run_ready();
@@ -382,6 +448,18 @@ impl Handler<Read> for ShardActor {
             None => Ok(msg.keys.iter().map(|k| self.state.get(k)).collect()),
         };
         let _ = msg.reply.send(answer);
+    }
+}
+
+impl Handler<CountPending> for ShardActor {
+    type Result = MessageResult<CountPending>;
+
+    fn handle(&mut self, _msg: CountPending, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(ShardPending {
+            locked: self.participant.prepared().count(),
+            queued_prepares: self.participant.queued(),
+            deferred: self.deferred.len(),
+        })
     }
 }
 

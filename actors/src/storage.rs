@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use parashard_protocols::model::{Key, ShardId, Transaction, TxId, Value};
-use parashard_protocols::twopc::Attempt;
+use parashard_protocols::twopc::{Attempt, Finished};
 
 pub mod disk;
 
@@ -81,6 +81,9 @@ pub struct ShardSnapshot {
     /// Prepared transactions, the prepare round that locked them, and the
     /// keys they lock on this shard.
     pub prepared: Vec<(TxId, Attempt, Vec<Key>)>,
+    /// The finished transactions the shard remembers, oldest first, so
+    /// that after a restart it still ignores late prepares of them.
+    pub finished: Vec<(TxId, Finished)>,
 }
 
 /// A coordinator's snapshot: the commit decisions not yet done, as

@@ -72,7 +72,8 @@ async fn prepared_lock_survives_snapshot_and_crash() {
     let executor = Arc::new(ParallelExecutor::new(1, Arc::new(Registry::new())).unwrap());
     let shard_storage: Arc<dyn Storage<ShardRecord>> = storage.clone();
     let shard = actix::Supervisor::start(move |_| {
-        ShardActor::new(ShardId(0), executor, shard_storage, coordinator)
+        let faults = Arc::new(parashard_actors::faults::Faults::new(0, 1));
+        ShardActor::new(ShardId(0), executor, shard_storage, coordinator, faults)
     });
     let (a, b) = (AccountId(1), AccountId(2));
     let (ka, kb) = (

@@ -42,7 +42,9 @@
 //! - a shard remembers finished transactions for longer than a message can
 //!   live ([`ParticipantConfig::remember_finished_ms`]), so a late prepare
 //!   cannot lock a finished transaction again; were it to lock a committed
-//!   one, a re-sent commit would apply its writes twice;
+//!   one, a re-sent commit would apply its writes twice. The memory
+//!   survives restarts: log replay rebuilds it, and a shard snapshot
+//!   carries it ([`Participant::finished`], [`Participant::restore_finished`]);
 //! - commits, aborts and inquiries are idempotent on both sides.
 //!
 //! Neither machine does I/O or reads a clock: the caller passes `now_ms`
@@ -753,8 +755,10 @@ struct Lock {
     inquire_at_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Finished {
+/// How a transaction a participant remembers ended on its shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Finished {
+    /// Committed.
     Committed,
     /// Aborted, every round up to this one.
     Aborted(Attempt),
@@ -950,6 +954,26 @@ impl Participant {
         let granted = self.locks.unlock(tx, &lock.keys);
         self.hold_all(granted);
         Some(lock.keys)
+    }
+
+    /// The finished transactions remembered, oldest first. A shard keeps
+    /// them in its snapshot: a shard restarted from a snapshot without
+    /// them would lock a committed transaction again on a late prepare,
+    /// and a re-sent commit would then apply its writes twice.
+    pub fn finished(&self) -> impl Iterator<Item = (TxId, Finished)> + '_ {
+        self.finished_order.iter().filter_map(|(tx, seq, _)| {
+            self.finished
+                .get(tx)
+                .filter(|(_, latest)| latest == seq)
+                .map(|(outcome, _)| (*tx, *outcome))
+        })
+    }
+
+    /// Remembers a finished transaction found in a snapshot. Its window
+    /// starts again at the next [`Participant::handle_timeout`]: later
+    /// than the live shard's, so never forgotten too early.
+    pub fn restore_finished(&mut self, tx: TxId, outcome: Finished) {
+        self.remember(tx, outcome);
     }
 
     fn remember(&mut self, tx: TxId, outcome: Finished) {
@@ -1839,6 +1863,52 @@ mod tests {
                 },
             ]
         );
+    }
+
+    /// Regression (found by the bank fault tests): a shard restarted from
+    /// a snapshot forgot its finished transactions, so a late duplicate
+    /// prepare of a committed one locked its keys again, and the
+    /// duplicate commit behind it re-applied old writes over newer values.
+    /// The memory exported for the snapshot and restored must refuse it.
+    #[test]
+    fn restored_finished_memory_refuses_late_prepare() {
+        let key = Key::balance(AccountId(1), AssetId::COIN);
+        let (a, b) = (TxId::from_u128(1), TxId::from_u128(2));
+        let mut live = Participant::new(ShardId(0));
+        assert_eq!(live.prepare(a, 0, vec![key]), None);
+        live.take_granted();
+        live.commit(a, vec![(key, 5)]);
+        live.abort(b, 3);
+        let remembered: Vec<_> = live.finished().collect();
+        assert_eq!(
+            remembered,
+            vec![(a, Finished::Committed), (b, Finished::Aborted(3))]
+        );
+        let mut restarted = Participant::new(ShardId(0));
+        for (tx, outcome) in remembered {
+            restarted.restore_finished(tx, outcome);
+        }
+        assert_eq!(restarted.prepare(a, 0, vec![key]), None);
+        assert_eq!(
+            restarted.take_granted(),
+            vec![],
+            "no lock for a committed tx"
+        );
+        assert!(!restarted.is_locked(&key));
+        let outcome = restarted.commit(a, vec![(key, 5)]);
+        assert!(
+            outcome.apply.is_empty(),
+            "a duplicate commit applies nothing"
+        );
+        assert_eq!(restarted.prepare(b, 2, vec![key]), None);
+        assert_eq!(
+            restarted.take_granted(),
+            vec![],
+            "aborted round stays aborted"
+        );
+        // A later round of an aborted transaction may still lock.
+        assert_eq!(restarted.prepare(b, 4, vec![key]), None);
+        assert_eq!(restarted.take_granted().len(), 1);
     }
 
     /// Regression (found by the simulator): replaying a log in which a

@@ -1,6 +1,7 @@
 use super::*;
 use crate::storage::{ShardRecord, ShardSnapshot};
 use parashard_protocols::model::{AccountId, AssetId, Key, Transaction, TxId};
+use parashard_protocols::twopc::Finished;
 
 type Disk = DiskStorage<ShardRecord>;
 
@@ -39,6 +40,7 @@ fn snapshot(n: u64) -> ShardSnapshot {
     ShardSnapshot {
         state: (0..n).map(|a| (key(a), a * 10)).collect(),
         prepared: vec![(TxId::from_u128(7), 0, vec![key(n)])],
+        finished: vec![(TxId::from_u128(8), Finished::Aborted(2))],
     }
 }
 
