@@ -9,7 +9,7 @@
 //!   per-transaction progress) makes every update of a key happen-before the
 //!   next access to it; the atomics themselves are relaxed and cost plain
 //!   loads and stores;
-//! - workers insert keys concurrently ([`Partition::insert_shared`]): an
+//! - workers insert keys concurrently (`Partition::insert_shared`): an
 //!   inserter claims an empty slot by compare-and-swap on its meta word
 //!   (`PENDING`), writes the key, then publishes it (`OCCUPIED`, release).
 //!   Readers skip pending slots: two transactions that touch the same key
