@@ -154,6 +154,19 @@ impl<R: Record> DiskStorage<R> {
             .map_err(|_| StorageError::Io(format!("{}: lock poisoned", self.dir.display())))
     }
 
+    /// The log, locked and open for writing: refused once poisoned, and
+    /// loaded first if nothing has loaded it yet.
+    fn writable(&self) -> Result<MutexGuard<'_, DiskLog>, StorageError> {
+        let mut log = self.lock()?;
+        if let Some(error) = &log.poisoned {
+            return Err(error.clone());
+        }
+        if log.file.is_none() {
+            self.load_locked(&mut log)?;
+        }
+        Ok(log)
+    }
+
     fn load_locked(&self, log: &mut DiskLog) -> Result<Recovered<R>, StorageError> {
         if let Some(error) = &log.poisoned {
             return Err(error.clone());
@@ -322,14 +335,8 @@ impl<R: Record> Storage<R> for DiskStorage<R> {
         if records.is_empty() {
             return Ok(());
         }
-        let mut guard = self.lock()?;
+        let mut guard = self.writable()?;
         let log = &mut *guard;
-        if let Some(error) = &log.poisoned {
-            return Err(error.clone());
-        }
-        if log.file.is_none() {
-            self.load_locked(log)?;
-        }
         let path = self.log_path(log.generation);
         log.buffer.clear();
         encode_frame(&records, &mut log.buffer)?;
@@ -378,14 +385,8 @@ impl<R: Record> Storage<R> for DiskStorage<R> {
     }
 
     fn snapshot(&self, snapshot: R::Snapshot) -> Result<(), StorageError> {
-        let mut guard = self.lock()?;
+        let mut guard = self.writable()?;
         let log = &mut *guard;
-        if let Some(error) = &log.poisoned {
-            return Err(error.clone());
-        }
-        if log.file.is_none() {
-            self.load_locked(log)?;
-        }
         let old_generation = log.generation;
         let next_generation = old_generation + 1;
         let file = SnapshotFile {
