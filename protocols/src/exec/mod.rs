@@ -87,6 +87,33 @@ pub(crate) fn prefetch_transaction(tx: &Transaction) {
     tx.access.writes.last().map(prefetch);
 }
 
+/// Runs `tx` against the slots of its declared keys (`None`: missing) and
+/// stores its writes if it commits; a write to a missing key goes to
+/// `create` with the key's position and the key. Shared by both executors,
+/// which differ only in how they create keys.
+#[inline]
+pub(crate) fn run_and_store(
+    tx: &Transaction,
+    slots: &[Option<&crate::state::Slot>],
+    registry: &crate::contracts::Registry,
+    mut create: impl FnMut(usize, &crate::model::Key, crate::model::Value),
+) -> crate::model::Status {
+    use crate::model::Status;
+    match crate::contracts::run(tx, slots, registry) {
+        Ok((output, writes)) => {
+            for (position, value) in writes {
+                let position = usize::from(position);
+                match slots[position] {
+                    Some(slot) => slot.store(value),
+                    None => create(position, tx.access.key(position).expect("declared"), value),
+                }
+            }
+            Status::Committed { output }
+        }
+        Err(error) => Status::Failed(error),
+    }
+}
+
 fn check_block_size(block: &[Transaction]) -> Result<(), ExecutorError> {
     check_block_len(block.len())
 }

@@ -43,9 +43,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::sequential::execute_in_order;
-use super::{check_block_size, prefetch_transaction, with_slots, BlockExecutor, ExecutorError};
-use crate::contracts::{self, Registry};
-use crate::model::{Key, Receipt, Status, Transaction, MAX_ACCESS_KEYS};
+use super::{
+    check_block_size, prefetch_transaction, run_and_store, with_slots, BlockExecutor, ExecutorError,
+};
+use crate::contracts::Registry;
+use crate::model::{Key, Receipt, Transaction, MAX_ACCESS_KEYS};
 use crate::state::{hash, partition_of, Slot, State, PARTITIONS};
 
 /// Transactions a worker claims at once: large enough to amortise the
@@ -612,22 +614,9 @@ fn run_resolved(
     state: &State,
     registry: &Registry,
 ) -> Receipt {
-    let status = match contracts::run(tx, slots, registry) {
-        Ok((output, writes)) => {
-            for (position, value) in writes {
-                let position = usize::from(position);
-                match slots[position] {
-                    Some(slot) => slot.store(value),
-                    None => {
-                        let key = tx.access.key(position).expect("declared");
-                        state.insert_shared(key, keys[position].hash).store(value);
-                    }
-                }
-            }
-            Status::Committed { output }
-        }
-        Err(error) => Status::Failed(error),
-    };
+    let status = run_and_store(tx, slots, registry, |position, key, value| {
+        state.insert_shared(key, keys[position].hash).store(value)
+    });
     Receipt {
         tx_id: tx.id,
         status,

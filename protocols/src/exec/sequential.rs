@@ -4,8 +4,10 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use super::{check_block_size, prefetch_transaction, with_slots, BlockExecutor, ExecutorError};
-use crate::contracts::{self, Registry};
+use super::{
+    check_block_size, prefetch_transaction, run_and_store, with_slots, BlockExecutor, ExecutorError,
+};
+use crate::contracts::Registry;
 use crate::model::{Key, Receipt, Status, Transaction, Value};
 use crate::state::{hash, State};
 
@@ -104,19 +106,9 @@ fn execute_one(
     };
     with_slots(tx.access.len(), slot_of, |slots| {
         let mut created = SmallVec::new();
-        let status = match contracts::run(tx, slots, registry) {
-            Ok((output, writes)) => {
-                for (position, value) in writes {
-                    let position = usize::from(position);
-                    match slots[position] {
-                        Some(slot) => slot.store(value),
-                        None => created.push((*tx.access.key(position).expect("declared"), value)),
-                    }
-                }
-                Status::Committed { output }
-            }
-            Err(error) => Status::Failed(error),
-        };
+        let status = run_and_store(tx, slots, registry, |_, key, value| {
+            created.push((*key, value))
+        });
         (status, created)
     })
 }
