@@ -36,8 +36,6 @@
 //! workers would mostly wait on each other, so the block runs sequentially
 //! instead. See the README for the measurements behind this design.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -47,6 +45,7 @@ use super::{
     check_block_size, prefetch_transaction, run_and_store, with_slots, BlockExecutor, ExecutorError,
 };
 use crate::contracts::Registry;
+use crate::fastmap::FastMap;
 use crate::model::{Key, Receipt, Transaction, MAX_ACCESS_KEYS};
 use crate::state::{hash, partition_of, Slot, State, PARTITIONS};
 
@@ -623,30 +622,12 @@ fn run_resolved(
     }
 }
 
-/// A hasher for the small contention sample: keys are already well spread.
-#[derive(Default)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(u64::from(*b));
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(23) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
 /// Whether the block's head shows so many near conflicts that workers would
 /// mostly wait for each other.
 fn looks_contended(block: &[Transaction]) -> bool {
     let sample = &block[..block.len().min(SAMPLE)];
-    let mut last_seen: HashMap<&Key, usize, BuildHasherDefault<KeyHasher>> =
-        HashMap::with_capacity_and_hasher(sample.len() * 2, Default::default());
+    let mut last_seen: FastMap<&Key, usize> =
+        FastMap::with_capacity_and_hasher(sample.len() * 2, Default::default());
     let mut conflicting = 0;
     for (i, tx) in sample.iter().enumerate() {
         let mut conflict = false;
