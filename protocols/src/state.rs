@@ -1,8 +1,9 @@
 //! A shard's state: a map from [`Key`] to [`Value`] built for the executors.
 //!
 //! The map is split into [`PARTITIONS`] open-addressing tables with linear
-//! probing. Each slot holds its key, its value and a `meta` word in 32 bytes,
-//! so a lookup usually costs one cache line. The layout serves the parallel
+//! probing. Each slot holds its key, its value, a `flags` word and the
+//! parallel executor's `stamp` in 32 bytes, so a lookup usually costs one
+//! cache line. The layout serves the parallel
 //! executor, whose workers share the state during a block:
 //! - every word of a slot is atomic, so workers read and update values
 //!   through `&State`. The executor's dependency order (release/acquire on
@@ -10,7 +11,7 @@
 //!   next access to it; the atomics themselves are relaxed and cost plain
 //!   loads and stores;
 //! - workers insert keys concurrently (`Partition::insert_shared`): an
-//!   inserter claims an empty slot by compare-and-swap on its meta word
+//!   inserter claims an empty slot by compare-and-swap on its flags word
 //!   (`PENDING`), writes the key, then publishes it (`OCCUPIED`, release).
 //!   Readers skip pending slots: two transactions that touch the same key
 //!   never run at once, so a pending slot never holds the key a reader is
@@ -22,7 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{
-    AtomicU64, AtomicUsize,
+    AtomicU32, AtomicU64, AtomicUsize,
     Ordering::{Acquire, Relaxed, Release},
 };
 
@@ -33,11 +34,11 @@ pub const PARTITIONS: usize = 64;
 const PARTITION_SHIFT: u32 = 64 - PARTITIONS.trailing_zeros();
 
 /// The slot holds a key.
-const OCCUPIED: u64 = 1 << 63;
+const OCCUPIED: u32 = 1 << 31;
 /// The key has a value (a key can be held without one: it reads as absent).
-const LIVE: u64 = 1 << 62;
+const LIVE: u32 = 1 << 30;
 /// An inserter has claimed the slot and is writing the key.
-const PENDING: u64 = 1 << 61;
+const PENDING: u32 = 1 << 29;
 
 const MIN_CAPACITY: usize = 16;
 
@@ -68,6 +69,22 @@ pub(crate) fn prefetch<T>(value: &T) {
     let _ = address;
 }
 
+/// Asks the CPU to start loading the cache line that holds `*value` for
+/// writing: a line another core wrote last comes over exclusively, so the
+/// write that follows does not have to claim it again.
+#[inline]
+pub(crate) fn prefetch_for_write<T>(value: &T) {
+    let address: *const T = value;
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHW is a hint that never faults; processors without it
+    // execute it as a no-op.
+    unsafe {
+        std::arch::asm!("prefetchw [{0}]", in(reg) address, options(nostack, preserves_flags, readonly));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
+}
+
 /// The partition that holds a key with hash `h`.
 #[inline]
 pub(crate) fn partition_of(h: u64) -> usize {
@@ -80,7 +97,10 @@ pub(crate) struct Slot {
     account: AtomicU64,
     slot: AtomicU64,
     value: AtomicU64,
-    meta: AtomicU64,
+    flags: AtomicU32,
+    /// The parallel executor's note of the last transaction that declared
+    /// the key (see [`Slot::restamp`]); meaningless to anyone else.
+    stamp: AtomicU32,
 }
 
 impl Slot {
@@ -89,7 +109,8 @@ impl Slot {
             account: AtomicU64::new(0),
             slot: AtomicU64::new(0),
             value: AtomicU64::new(0),
-            meta: AtomicU64::new(0),
+            flags: AtomicU32::new(0),
+            stamp: AtomicU32::new(0),
         }
     }
 
@@ -104,7 +125,7 @@ impl Slot {
     }
 
     /// Whether the slot holds `key`. Call only on a published slot (its
-    /// meta word loaded with acquire and `OCCUPIED`).
+    /// flags loaded with acquire and `OCCUPIED`).
     #[inline]
     fn is(&self, key: &Key) -> bool {
         self.account.load(Relaxed) == key.account.0 && self.slot.load(Relaxed) == key.slot
@@ -120,7 +141,7 @@ impl Slot {
     /// The value, if the key is live.
     #[inline]
     pub(crate) fn load(&self) -> Option<Value> {
-        if self.meta.load(Relaxed) & LIVE != 0 {
+        if self.flags.load(Relaxed) & LIVE != 0 {
             Some(self.value.load(Relaxed))
         } else {
             None
@@ -129,14 +150,25 @@ impl Slot {
 
     /// Sets the value and makes the key live. The caller has exclusive
     /// access to this key (see the module docs), and nobody else writes the
-    /// meta word of a published slot, so a load and a store suffice.
+    /// flags of a published slot, so a load and a store suffice.
     #[inline]
     pub(crate) fn store(&self, value: Value) {
         self.value.store(value, Relaxed);
-        let meta = self.meta.load(Relaxed);
-        if meta & LIVE == 0 {
-            self.meta.store(meta | LIVE, Relaxed);
+        let flags = self.flags.load(Relaxed);
+        if flags & LIVE == 0 {
+            self.flags.store(flags | LIVE, Relaxed);
         }
+    }
+
+    /// Replaces the stamp and returns the one before. Only the parallel
+    /// executor's claim chain calls this, one claimer at a time (the chain
+    /// orders them), so a load and a store suffice. The stamp is a word of
+    /// its own: a transaction that sets `LIVE` meanwhile is not disturbed.
+    #[inline]
+    pub(crate) fn restamp(&self, stamp: u32) -> u32 {
+        let before = self.stamp.load(Relaxed);
+        self.stamp.store(stamp, Relaxed);
+        before
     }
 }
 
@@ -169,11 +201,11 @@ impl Partition {
         // The load factor stays below 3/4, so an empty slot ends every probe.
         loop {
             let slot = &self.slots[i];
-            let meta = slot.meta.load(Acquire);
-            if meta == 0 {
+            let flags = slot.flags.load(Acquire);
+            if flags == 0 {
                 return None;
             }
-            if meta & OCCUPIED != 0 && slot.is(key) {
+            if flags & OCCUPIED != 0 && slot.is(key) {
                 return Some(i);
             }
             i = (i + 1) & mask;
@@ -189,14 +221,14 @@ impl Partition {
         self.reserve(1);
         let mask = self.mask();
         let mut i = h as usize & mask;
-        while *self.slots[i].meta.get_mut() != 0 {
+        while *self.slots[i].flags.get_mut() != 0 {
             i = (i + 1) & mask;
         }
         let slot = &mut self.slots[i];
         *slot.account.get_mut() = key.account.0;
         *slot.slot.get_mut() = key.slot;
         *slot.value.get_mut() = 0;
-        *slot.meta.get_mut() = OCCUPIED;
+        *slot.flags.get_mut() = OCCUPIED;
         *self.occupied.get_mut() += 1;
         i
     }
@@ -210,20 +242,20 @@ impl Partition {
         for _ in 0..self.slots.len() {
             let slot = &self.slots[i];
             let claimed = slot
-                .meta
+                .flags
                 .compare_exchange(0, PENDING, Relaxed, Relaxed)
                 .is_ok();
             if claimed {
                 slot.account.store(key.account.0, Relaxed);
                 slot.slot.store(key.slot, Relaxed);
                 slot.value.store(0, Relaxed);
-                slot.meta.store(OCCUPIED, Release);
+                slot.flags.store(OCCUPIED, Release);
                 let occupied = self.occupied.fetch_add(1, Relaxed) + 1;
                 debug_assert!(occupied * 8 <= self.slots.len() * 7, "room was reserved");
                 return i;
             }
             debug_assert!(
-                !(slot.meta.load(Acquire) & OCCUPIED != 0 && slot.is(key)),
+                !(slot.flags.load(Acquire) & OCCUPIED != 0 && slot.is(key)),
                 "insert_shared of a present key"
             );
             i = (i + 1) & mask;
@@ -242,42 +274,58 @@ impl Partition {
         self.grow_to((needed * 4).div_ceil(3) * 2);
     }
 
-    /// Moves every key into a table of at least `capacity` slots.
+    /// Moves every live key into a table of at least `capacity` slots.
+    /// Keys held without a value (the parallel executor inserts the keys a
+    /// block declares before it knows whether they get one) are dropped
+    /// here, so they cost memory only until the table next grows.
     fn grow_to(&mut self, capacity: usize) {
-        let occupied = *self.occupied.get_mut();
+        let mut occupied = 0;
         let mut grown = Partition::with_capacity(capacity);
         for slot in self.slots.iter_mut() {
-            let meta = *slot.meta.get_mut();
-            if meta & OCCUPIED == 0 {
+            let flags = *slot.flags.get_mut();
+            if flags & LIVE == 0 {
                 continue;
             }
+            occupied += 1;
             let key = slot.key();
             let mask = grown.mask();
             let mut i = hash(&key) as usize & mask;
-            while *grown.slots[i].meta.get_mut() != 0 {
+            while *grown.slots[i].flags.get_mut() != 0 {
                 i = (i + 1) & mask;
             }
             grown.slots[i] = Slot {
                 account: AtomicU64::new(key.account.0),
                 slot: AtomicU64::new(key.slot),
                 value: AtomicU64::new(*slot.value.get_mut()),
-                meta: AtomicU64::new(meta),
+                flags: AtomicU32::new(flags),
+                stamp: AtomicU32::new(0),
             };
         }
         *grown.occupied.get_mut() = occupied;
         *self = grown;
     }
 
-    /// Makes room for `additional` keys to be inserted concurrently by
-    /// [`Partition::insert_shared`]. A block may fill the table up to 7/8
-    /// (probes still end at an empty slot); the next `reserve` restores the
-    /// usual load. Growing only to the size needed keeps small states in
-    /// cache.
-    pub(crate) fn reserve_shared(&mut self, additional: usize) {
-        let needed = *self.occupied.get_mut() + additional;
-        if needed * 8 > self.slots.len() * 7 {
-            self.grow_to((needed * 4).div_ceil(3));
+    /// How many more keys [`Partition::insert_shared`] may insert. A round
+    /// of the parallel executor may fill the table up to 7/8 (probes still
+    /// end at an empty slot); the next `reserve` restores the usual load.
+    pub(crate) fn room(&self) -> usize {
+        (self.slots.len() / 8 * 7).saturating_sub(self.occupied.load(Relaxed))
+    }
+
+    /// Grows the table, if need be, so that [`Partition::room`] is at least
+    /// `additional`. It at least doubles when it grows, so that a block
+    /// that creates many keys needs few rounds; growing only when needed
+    /// keeps small states in cache.
+    pub(crate) fn make_room(&mut self, additional: usize) {
+        if self.room() < additional {
+            let needed = *self.occupied.get_mut() + additional;
+            self.grow_to((needed * 8).div_ceil(7).max(2 * self.slots.len()));
         }
+    }
+
+    /// The number of slots.
+    pub(crate) fn capacity(&self) -> usize {
+        self.slots.len()
     }
 
     /// Asks the CPU to start loading the line where a probe for a key with
@@ -286,6 +334,12 @@ impl Partition {
     #[inline]
     pub(crate) fn prefetch(&self, h: u64) {
         prefetch(&self.slots[h as usize & self.mask()]);
+    }
+
+    /// [`Partition::prefetch`] for a slot about to be written.
+    #[inline]
+    pub(crate) fn prefetch_for_write(&self, h: u64) {
+        prefetch_for_write(&self.slots[h as usize & self.mask()]);
     }
 
     #[inline]
@@ -398,7 +452,12 @@ impl State {
         self.partitions[partition_of(h)].prefetch(h);
     }
 
-    #[cfg(test)]
+    /// [`State::prefetch_hashed`] for a key about to be written.
+    #[inline]
+    pub(crate) fn prefetch_hashed_for_write(&self, h: u64) {
+        self.partitions[partition_of(h)].prefetch_for_write(h);
+    }
+
     pub(crate) fn partitions(&self) -> &[Partition] {
         &self.partitions
     }
@@ -509,6 +568,36 @@ mod tests {
                 assert_eq!(state.get(&key(t * 1_000_000 + i, 0)), Some(t * 10 + i));
             }
         }
+    }
+
+    /// Keys inserted without a value (as the parallel executor does for
+    /// every declared key it does not find) take room only until the table
+    /// grows: growth drops them and keeps every live key.
+    #[test]
+    fn growth_drops_keys_without_values() {
+        let mut state = State::new();
+        let live = key(1, 0);
+        state.set(live, 10);
+        let h = hash(&live);
+        let p = partition_of(h);
+        let partition = &mut state.partitions_mut()[p];
+        let room = partition.room();
+        let dead: Vec<Key> = (2..)
+            .map(|a| key(a, 0))
+            .filter(|k| partition_of(hash(k)) == p)
+            .take(room)
+            .collect();
+        for k in &dead {
+            partition.insert_shared(k, hash(k));
+        }
+        assert_eq!(partition.room(), 0);
+        partition.make_room(1);
+        assert!(partition.room() >= 1);
+        for k in &dead {
+            assert_eq!(partition.find(k, hash(k)), None, "{k} dropped");
+        }
+        assert_eq!(state.get(&live), Some(10));
+        assert_eq!(state.len(), 1);
     }
 
     /// Clones are deep and equal.

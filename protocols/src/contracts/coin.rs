@@ -1,7 +1,7 @@
 //! The native coin: accounts exist once created, and coins move between
 //! existing accounts only.
 
-use super::{Context, Writes};
+use super::Context;
 use crate::model::{AccountId, AssetId, Call, Key, Transaction, TxError, Value};
 use crate::state::Slot;
 
@@ -59,14 +59,15 @@ pub fn transfer(ctx: &mut Context<'_>, to: AccountId, amount: Value) -> Result<V
 /// [`transfer`] without the [`Context`], for the overwhelmingly common shape
 /// of a coin transfer: the access set is exactly the sender's and the
 /// receiver's coin balances, in that order, and they differ. Returns `None`
-/// for any other transaction, which then takes the general path. Same
-/// checks in the same order, hence the same receipt (the tests hold both
-/// paths to that).
-#[inline]
-pub(crate) fn transfer_fast(
+/// for any other transaction, which then takes the general path; otherwise
+/// the two balances' slots with their new values, for the caller to store.
+/// Same checks in the same order, hence the same receipt (the tests hold
+/// both paths to that). Small and inlined: executors run it per transfer.
+#[inline(always)]
+pub(crate) fn transfer_fast<'s>(
     tx: &Transaction,
-    slots: &[Option<&Slot>],
-) -> Option<Result<(Value, Writes), TxError>> {
+    slots: &[Option<&'s Slot>],
+) -> Option<Result<[(&'s Slot, Value); 2], TxError>> {
     let Call::Transfer { to, amount } = tx.call else {
         return None;
     };
@@ -81,29 +82,25 @@ pub(crate) fn transfer_fast(
     if !canonical {
         return None;
     }
-    let run = || {
-        let available = slots[0]
-            .and_then(Slot::load)
-            .ok_or(TxError::UnknownAccount { account: from })?;
-        let to_balance = slots[1]
-            .and_then(Slot::load)
-            .ok_or(TxError::UnknownAccount { account: to })?;
-        let from_left = available
-            .checked_sub(amount)
-            .ok_or(TxError::InsufficientFunds {
-                key: from_key,
-                needed: amount,
-                available,
-            })?;
-        let to_sum = to_balance
-            .checked_add(amount)
-            .ok_or(TxError::Overflow { key: to_key })?;
-        let mut writes = Writes::new();
-        writes.push((0, from_left));
-        writes.push((1, to_sum));
-        Ok((0, writes))
+    let from_slot = slots[0];
+    let Some((from_slot, available)) = from_slot.and_then(|s| Some((s, s.load()?))) else {
+        return Some(Err(TxError::UnknownAccount { account: from }));
     };
-    Some(run())
+    let to_slot = slots[1];
+    let Some((to_slot, to_balance)) = to_slot.and_then(|s| Some((s, s.load()?))) else {
+        return Some(Err(TxError::UnknownAccount { account: to }));
+    };
+    let Some(from_left) = available.checked_sub(amount) else {
+        return Some(Err(TxError::InsufficientFunds {
+            key: from_key,
+            needed: amount,
+            available,
+        }));
+    };
+    let Some(to_sum) = to_balance.checked_add(amount) else {
+        return Some(Err(TxError::Overflow { key: to_key }));
+    };
+    Some(Ok([(from_slot, from_left), (to_slot, to_sum)]))
 }
 
 #[cfg(test)]
@@ -137,7 +134,11 @@ mod tests {
             }
             let tx = Transaction::transfer(TxId::from_u128(case), from, to, edge(&mut rng));
             let slots: Vec<Option<&Slot>> = tx.access.keys().map(|k| state.slot(k)).collect();
-            let fast = transfer_fast(&tx, &slots).expect("canonical transfer");
+            let fast = transfer_fast(&tx, &slots).expect("canonical transfer").map(
+                |[(_, from_left), (_, to_sum)]| {
+                    (0, [(0, from_left), (1, to_sum)].into_iter().collect())
+                },
+            );
             let mut ctx = Context::new(&tx, &slots);
             let general = transfer(
                 &mut ctx,

@@ -196,7 +196,9 @@ pub(crate) fn run(
     registry: &Registry,
 ) -> Result<(Value, Writes), TxError> {
     if let Some(result) = coin::transfer_fast(tx, slots) {
-        return result;
+        return result.map(|[(_, from_left), (_, to_sum)]| {
+            (0, [(0, from_left), (1, to_sum)].into_iter().collect())
+        });
     }
     tx.access.validate()?;
     let mut ctx = Context::new(tx, slots);

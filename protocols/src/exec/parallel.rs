@@ -1,32 +1,44 @@
 //! The parallel executor: a dependency order from declared access sets,
-//! executed by a fixed set of workers.
+//! found and executed by a fixed set of workers in one pass.
 //!
-//! A block runs in two phases. The calling thread is worker 0; the others
-//! come from the executor's own thread pool.
+//! The calling thread is worker 0; the others come from the executor's own
+//! thread pool. Workers claim chunks of consecutive transactions in block
+//! order, and each chunk goes through three steps on the worker that took
+//! it:
 //!
-//! 1. Analysis. The block is cut into one segment per worker. Each worker
-//!    hashes the declared keys of its segment, counts them per state
-//!    partition, and finds each key's previous declarer inside the segment
-//!    with a small private table keyed by the key's hash. The state is not
-//!    touched, so this phase costs no cache misses however large the state.
-//! 2. Execution. The executor reserves room in the state for every declared
-//!    key (so tables do not grow), then workers claim chunks of consecutive
-//!    transactions in block order. For each declared key a worker takes the
-//!    dependency found in phase 1 or, for a key first declared in this
-//!    segment, the last declarer in the nearest earlier segment; waits until
-//!    that transaction has finished; finds the slot with the stored hash
-//!    (prefetched a few transactions ahead); runs the contract; and writes
-//!    the receipt straight into the block's receipt vector. New keys are
-//!    inserted concurrently (see [`crate::state`]).
+//! 1. *Resolve* (in parallel with everything else): hash every declared key
+//!    of the chunk and find its slot in the state, all loads issued before
+//!    the first is needed.
+//! 2. *Claim* (in block order: the chunk waits until the previous chunk is
+//!    claimed, which takes a few hundred nanoseconds): for each declared
+//!    key, swap the key's stamp for this transaction's. The stamp it
+//!    replaces names the key's previous declarer in this block, if any: the
+//!    transaction's dependency through that key. A key missing from the
+//!    state is inserted without a value (it reads as absent) so that it has
+//!    a stamp; only claimers insert, one at a time.
+//! 3. *Execute*: wait until each dependency has finished, run the contract
+//!    against the resolved slots, write the receipt in place and publish the
+//!    transaction's completion.
 //!
-//! Why this gives exactly the sequential result: two transactions that share
-//! a key are ordered by the chain of dependencies through that key, so each
-//! key sees its writes in block order, and a transaction reads precisely
-//! what it would read sequentially. Transactions without a shared key
-//! commute. Dependencies point backwards and chunks are claimed in order,
-//! so the lowest unfinished transaction can always run: no deadlock. The
-//! private tables identify a key by its 64-bit hash; two keys with one hash
-//! would only add a needless dependency, never drop one.
+//! Why this gives exactly the sequential result: claims happen in block
+//! order, so the stamp a transaction replaces is that of the previous
+//! declarer of the key, and two transactions that share a key are ordered
+//! by the chain of dependencies through it: each key sees its reads and
+//! writes in block order, and a transaction reads precisely what it would
+//! read sequentially. Transactions without a shared key commute.
+//! Dependencies point backwards and chunks are claimed in order, so the
+//! lowest unfinished transaction can always run: no deadlock.
+//!
+//! A stamp holds the round's epoch (eight bits, cycling) and the declarer's
+//! index. A stamp from an earlier round whose epoch happens to match names
+//! an arbitrary index: an index not below the claimer's is ignored, one
+//! below it only adds a needless wait, never drops a needed one.
+//!
+//! Tables must not grow while workers hold slot references, so each
+//! partition's free room is counted down as claimers insert. A claimer that
+//! finds a partition full cuts the round there: the claimed prefix runs to
+//! the end, the leader grows the table, and the rest of the block runs as
+//! the next round.
 //!
 //! Conflicts are judged on declared keys, reads included: a read-read pair
 //! is ordered although it need not be. Natively almost every declared key is
@@ -37,20 +49,19 @@
 //! instead. See the README for the measurements behind this design.
 
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::sequential::execute_in_order;
-use super::{
-    check_block_size, prefetch_transaction, run_and_store, with_slots, BlockExecutor, ExecutorError,
-};
+use super::{check_block_size, prefetch_transaction, run_and_store, BlockExecutor, ExecutorError};
 use crate::contracts::Registry;
 use crate::fastmap::FastMap;
 use crate::model::{Key, Receipt, Transaction, MAX_ACCESS_KEYS};
 use crate::state::{hash, partition_of, Slot, State, PARTITIONS};
 
 /// Transactions a worker claims at once: large enough to amortise the
-/// shared counter, small enough to balance the load.
+/// shared counters and to overlap the chunk's cache misses, small enough
+/// to balance the load.
 const CHUNK: usize = 32;
 /// Blocks smaller than this run sequentially: waking workers costs more.
 const MIN_PARALLEL_BLOCK: usize = 512;
@@ -62,14 +73,24 @@ const CONFLICT_WINDOW: usize = 4 * CHUNK;
 /// The block runs sequentially if more than 1/`CONTENDED_DIVISOR` of the
 /// sample conflicts.
 const CONTENDED_DIVISOR: usize = 5;
-/// Keys a linking worker prefetches ahead in another worker's table.
-const LINK_PREFETCH: usize = 8;
-/// Transactions a worker prefetches ahead during execution.
+/// Transactions a worker prefetches ahead while resolving a chunk.
 const PREFETCH_TXS: usize = 4;
-/// How long pool threads stay awake for the next phase or block.
+/// How long pool threads stay awake for the next block.
 const KEEP_WARM: std::time::Duration = std::time::Duration::from_micros(500);
 /// Spins before a waiting worker yields its core.
 const SPINS_BEFORE_YIELD: u32 = 128;
+/// A stamp's low bits hold a transaction's index in its round: every index
+/// fits, since a block holds at most [`super::MAX_BLOCK_TXS`] transactions.
+const INDEX_BITS: u32 = 24;
+const INDEX_MASK: u32 = (1 << INDEX_BITS) - 1;
+/// Round epochs cycle through `1..EPOCHS` (0 is a fresh slot's).
+const EPOCHS: u32 = 1 << (32 - INDEX_BITS);
+/// Keys one transaction has scheduled: an oversize set fails validation,
+/// and its surplus keys are neither resolved nor claimed.
+const SCHEDULED_KEYS: usize = MAX_ACCESS_KEYS + 1;
+
+const _: () = assert!(super::MAX_BLOCK_TXS <= 1 << INDEX_BITS);
+const _: () = assert!(CHUNK * SCHEDULED_KEYS < u16::MAX as usize);
 
 /// Counters of what the parallel executor did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -80,6 +101,9 @@ pub struct ParallelStats {
     pub sequential_blocks: u64,
     /// Transactions that had to wait for a dependency held by another worker.
     pub waits: u64,
+    /// Extra rounds: a block's claims filled a state partition, which had to
+    /// grow before the rest of the block could run.
+    pub extra_rounds: u64,
 }
 
 /// Executes blocks with `workers` threads; results equal
@@ -89,11 +113,13 @@ pub struct ParallelExecutor {
     workers: usize,
     /// `workers - 1` threads: the caller of `execute_block` is worker 0.
     pool: Option<rayon::ThreadPool>,
-    /// The block plan, whose buffers every block reuses.
-    plan: Mutex<Plan>,
+    /// The epoch of the last round. Locked for a whole block: blocks on one
+    /// executor run one at a time.
+    epoch: Mutex<u32>,
     parallel_blocks: AtomicU64,
     sequential_blocks: AtomicU64,
     waits: AtomicU64,
+    extra_rounds: AtomicU64,
     /// Bumped whenever work is handed to the pool; see [`Self::keep_warm`].
     handoffs: Arc<AtomicU64>,
 }
@@ -128,10 +154,11 @@ impl ParallelExecutor {
             registry,
             workers,
             pool,
-            plan: Mutex::new(Plan::new(workers)),
+            epoch: Mutex::new(0),
             parallel_blocks: AtomicU64::new(0),
             sequential_blocks: AtomicU64::new(0),
             waits: AtomicU64::new(0),
+            extra_rounds: AtomicU64::new(0),
             handoffs: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -147,6 +174,7 @@ impl ParallelExecutor {
             parallel_blocks: self.parallel_blocks.load(Ordering::Relaxed),
             sequential_blocks: self.sequential_blocks.load(Ordering::Relaxed),
             waits: self.waits.load(Ordering::Relaxed),
+            extra_rounds: self.extra_rounds.load(Ordering::Relaxed),
         }
     }
 }
@@ -166,166 +194,36 @@ impl BlockExecutor for ParallelExecutor {
             }
         };
         self.parallel_blocks.fetch_add(1, Ordering::Relaxed);
-        // Reuse the buffers of an earlier block: fresh ones would cost page
-        // faults on every block. Blocks on one executor run one at a time.
-        let plan = lock(&self.plan);
-        Ok(self.run_parallel(pool, state, block, &plan))
-    }
-}
-
-/// Phase 1's output, reused from block to block: one segment per worker.
-struct Plan {
-    /// Written by the worker that claims it in phase 1, read by all in
-    /// phase 2 (the locks are never contended: phases do not overlap).
-    segments: Vec<RwLock<Segment>>,
-}
-
-impl Plan {
-    fn new(workers: usize) -> Plan {
-        Plan {
-            segments: (0..workers).map(|_| RwLock::default()).collect(),
+        let mut epoch = lock(&self.epoch);
+        let mut receipts: Vec<Receipt> = Vec::with_capacity(block.len());
+        let mut done = 0;
+        while done < block.len() {
+            if done > 0 {
+                self.extra_rounds.fetch_add(1, Ordering::Relaxed);
+            }
+            // Room for at least one more transaction's keys everywhere. A
+            // block that filled a partition is creating keys: every table
+            // nearly as full grows too, or each would cut a round of its own.
+            for partition in state.partitions_mut() {
+                let wanted = if done > 0 {
+                    partition.capacity() / 4
+                } else {
+                    0
+                };
+                partition.make_room(wanted.max(SCHEDULED_KEYS));
+            }
+            *epoch = *epoch % (EPOCHS - 1) + 1;
+            // The receipts so far are initialised: the spare capacity
+            // starts at `done`.
+            let out = &mut receipts.spare_capacity_mut()[..block.len() - done];
+            let ran = self.run_round(pool, state, &block[done..], out, *epoch);
+            // SAFETY: `run_round` initialised exactly the first `ran`
+            // elements of `out`, the spare capacity just past `done`.
+            unsafe { receipts.set_len(done + ran) };
+            done += ran;
         }
-    }
-}
-
-/// One segment of the block as phase 1 found it. Declared keys are
-/// numbered through the segment: `first[i]..first[i + 1]` are the numbers
-/// of its transaction `i`'s keys, reads then writes.
-///
-/// Each segment is written by one worker through phase 1, on cache lines of
-/// its own: vector lengths updated on every key would otherwise bounce
-/// between cores.
-#[derive(Default)]
-#[repr(align(128))]
-struct Segment {
-    /// The block index of its first transaction.
-    start: usize,
-    first: Vec<u32>,
-    keys: Vec<DeclaredKey>,
-    /// The last declarer in this segment of each key hash.
-    last: LastDeclarer,
-    /// Distinct declared keys per state partition: room to reserve.
-    counts: Vec<u32>,
-}
-
-/// What phase 1 found about one declared key.
-struct DeclaredKey {
-    hash: u64,
-    /// The previous declarer of the key, as a block index plus one; 0 if it
-    /// has none. Phase 1 finds those inside the segment; linking (between
-    /// the phases, through shared references, hence the atomic) adds those
-    /// in earlier segments.
-    previous: AtomicU32,
-}
-
-impl Segment {
-    /// Phase 1 for the transactions `range` of `block`.
-    fn analyse(&mut self, block: &[Transaction], range: std::ops::Range<usize>) {
-        self.start = range.start;
-        self.first.clear();
-        self.first.push(0);
-        self.keys.clear();
-        self.counts.clear();
-        self.counts.resize(PARTITIONS, 0);
-        let declared: usize = block[range.clone()].iter().map(|tx| tx.access.len()).sum();
-        self.last.reset(declared);
-        for (tx, index) in block[range.clone()].iter().zip(range.clone()) {
-            // A block that was not just received is no longer in cache, and
-            // this loop does too little per transaction to hide a miss: load
-            // the declared keys of transactions a few places ahead.
-            if let Some(ahead) = block[..range.end].get(index + PREFETCH_TXS) {
-                prefetch_transaction(ahead);
-            }
-            let index = index as u32;
-            // An oversize set fails validation; its surplus keys are not
-            // scheduled, and this bound keeps the count far below u32::MAX.
-            for key in tx.access.keys().take(MAX_ACCESS_KEYS + 1) {
-                let hash = hash(key);
-                let previous = self.last.replace(hash, index);
-                if previous.is_none() {
-                    // Each distinct key of the segment may be a new one.
-                    self.counts[partition_of(hash)] += 1;
-                }
-                // A key declared twice by one transaction is no dependency
-                // (the transaction is rejected as invalid anyway).
-                let previous = previous.filter(|p| *p != index);
-                self.keys.push(DeclaredKey {
-                    hash,
-                    previous: AtomicU32::new(previous.map_or(0, |p| p + 1)),
-                });
-            }
-            self.first.push(self.keys.len() as u32);
-        }
-    }
-}
-
-/// An open-addressing map from key hash to the last transaction that
-/// declared it. An entry packs the hash's top 32 bits with the transaction
-/// plus one (0: empty) into a word: two keys whose hashes agree on those
-/// bits and on the bits that place them in the table share an entry, which
-/// costs at most a needless dependency. Eight bytes an entry keep the table
-/// in the worker's cache, and clearing it per block is one streaming write.
-#[derive(Default)]
-struct LastDeclarer {
-    entries: Vec<u64>,
-}
-
-impl LastDeclarer {
-    /// Empties the table and sizes it for `keys` keys (load at most 1/2).
-    fn reset(&mut self, keys: usize) {
-        let capacity = (2 * keys).next_power_of_two().max(16);
-        self.entries.clear();
-        self.entries.resize(capacity, 0);
-    }
-
-    #[inline]
-    fn home(&self, h: u64) -> usize {
-        h as usize & (self.entries.len() - 1)
-    }
-
-    /// Records `tx` as the last declarer of `h`; returns the one before.
-    #[inline]
-    fn replace(&mut self, h: u64, tx: u32) -> Option<u32> {
-        let tag = h & !u64::from(u32::MAX);
-        let mask = self.entries.len() - 1;
-        let mut i = self.home(h);
-        loop {
-            let entry = &mut self.entries[i];
-            if *entry == 0 {
-                *entry = tag | u64::from(tx + 1);
-                return None;
-            }
-            if *entry & !u64::from(u32::MAX) == tag {
-                let previous = *entry as u32 - 1;
-                *entry = tag | u64::from(tx + 1);
-                return Some(previous);
-            }
-            i = (i + 1) & mask;
-        }
-    }
-
-    /// Starts loading the entry where a lookup of `h` begins.
-    #[inline]
-    fn prefetch(&self, h: u64) {
-        crate::state::prefetch(&self.entries[self.home(h)]);
-    }
-
-    /// The last declarer of `h`, if any.
-    #[inline]
-    fn get(&self, h: u64) -> Option<u32> {
-        let tag = h & !u64::from(u32::MAX);
-        let mask = self.entries.len() - 1;
-        let mut i = self.home(h);
-        loop {
-            let entry = self.entries[i];
-            if entry == 0 {
-                return None;
-            }
-            if entry & !u64::from(u32::MAX) == tag {
-                return Some(entry as u32 - 1);
-            }
-            i = (i + 1) & mask;
-        }
+        self.keep_warm(pool);
+        Ok(receipts)
     }
 }
 
@@ -334,15 +232,29 @@ impl LastDeclarer {
 #[repr(align(128))]
 struct Padded<T>(T);
 
-/// The counters of one parallel block; see [`ParallelExecutor::run_parallel`].
+/// The counters a round's workers share, each on cache lines of its own
+/// and away from any thread's stack: a spinning reader next to data another
+/// core writes in its inner loop would slow that loop down.
 #[derive(Default)]
-struct BlockSync {
-    next_segment: Padded<AtomicUsize>,
-    analysed: Padded<AtomicUsize>,
-    reserved: Padded<AtomicBool>,
-    next_link: Padded<AtomicUsize>,
+struct RoundSync {
+    /// The next chunk to hand out.
     next_chunk: Padded<AtomicUsize>,
+    /// Chunks claimed so far, in order: the claim chain.
+    claimed: Padded<AtomicUsize>,
+    /// Where the round ends: the block's length, or the first transaction
+    /// a claimer could not fit into the state.
+    cut: Padded<AtomicUsize>,
+    /// Receipts written so far.
     written: Padded<AtomicUsize>,
+    /// Free room per state partition, counted down by claimers (one at a
+    /// time, so relaxed loads and stores suffice).
+    room: Padded<Vec<AtomicUsize>>,
+    /// Per worker, a chunk number such that every chunk the worker has
+    /// taken or will take from here on is at least that: so every chunk
+    /// below the least of them is done. A worker updates its own once per
+    /// chunk; the others read it only when a dependency is too recent for
+    /// what they last read, instead of a progress line per dependency.
+    floors: Vec<Padded<AtomicUsize>>,
 }
 
 /// How far a chunk's worker has come: transactions `chunk * CHUNK + n` for
@@ -350,188 +262,271 @@ struct BlockSync {
 #[repr(align(64))]
 struct Progress(AtomicU32);
 
+/// What a worker knows of the chunk it works on, reused from chunk to
+/// chunk. Key `j` of the chunk's transaction `n` sits at `first[n] + j`.
+struct ChunkKeys<'s> {
+    first: [u16; CHUNK + 1],
+    hashes: Vec<u64>,
+    slots: Vec<Option<&'s Slot>>,
+    /// The previous declarer in this round plus one, or 0.
+    dependencies: Vec<u32>,
+}
+
+impl<'s> ChunkKeys<'s> {
+    fn new() -> ChunkKeys<'s> {
+        let keys = CHUNK * 4;
+        ChunkKeys {
+            first: [0; CHUNK + 1],
+            hashes: Vec::with_capacity(keys),
+            slots: Vec::with_capacity(keys),
+            dependencies: Vec::with_capacity(keys),
+        }
+    }
+
+    fn range(&self, n: usize) -> std::ops::Range<usize> {
+        usize::from(self.first[n])..usize::from(self.first[n + 1])
+    }
+
+    /// Step 1a: hashes every scheduled key of `txs` and starts loading
+    /// their slots, all before the first is needed.
+    fn hash(&mut self, state: &State, txs: &[Transaction]) {
+        self.hashes.clear();
+        self.slots.clear();
+        self.dependencies.clear();
+        for (n, tx) in txs.iter().enumerate() {
+            if let Some(ahead) = txs.get(n + PREFETCH_TXS) {
+                prefetch_transaction(ahead);
+            }
+            self.first[n] = self.hashes.len() as u16;
+            for key in scheduled(tx) {
+                let h = hash(key);
+                // The slot will be written: fetch it for writing, so that a
+                // line another core wrote last comes over only once.
+                state.prefetch_hashed_for_write(h);
+                self.hashes.push(h);
+            }
+        }
+        self.first[txs.len()] = self.hashes.len() as u16;
+    }
+
+    /// Step 1b, for a chunk that has to wait for its turn to claim: finds
+    /// the slots of the keys while it waits. Claimers may insert keys
+    /// meanwhile: a key found stays found (keys are never removed during a
+    /// round), a key not found is looked up again when claimed.
+    fn find(&mut self, state: &'s State, txs: &[Transaction]) {
+        for (n, tx) in txs.iter().enumerate() {
+            let hashes = &self.hashes[self.range(n)];
+            for (key, &h) in scheduled(tx).zip(hashes) {
+                self.slots.push(state.slot_hashed(key, h));
+            }
+        }
+    }
+
+    /// Step 2, on the chunk's turn: stamps every key of `txs`, which start
+    /// at index `start` of the round, finding the slots [`Self::find`] did
+    /// not and inserting missing keys. Returns how many transactions were
+    /// claimed: all, unless a partition ran out of room.
+    fn claim(
+        &mut self,
+        state: &'s State,
+        txs: &[Transaction],
+        start: usize,
+        epoch: u32,
+        room: &[AtomicUsize],
+    ) -> usize {
+        let found = !self.slots.is_empty();
+        for (n, tx) in txs.iter().enumerate() {
+            let index = start + n;
+            let stamp = (epoch << INDEX_BITS) | index as u32;
+            for (j, key) in self.range(n).zip(scheduled(tx)) {
+                let known = if found { self.slots[j] } else { None };
+                let slot = match known {
+                    Some(slot) => slot,
+                    None => {
+                        let h = self.hashes[j];
+                        let slot = match state.slot_hashed(key, h) {
+                            Some(slot) => slot,
+                            None => {
+                                let room = &room[partition_of(h)];
+                                let left = room.load(Ordering::Relaxed);
+                                if left == 0 {
+                                    // Claims of this transaction's earlier
+                                    // keys are harmless: nobody claims
+                                    // after it this round.
+                                    return n;
+                                }
+                                room.store(left - 1, Ordering::Relaxed);
+                                state.insert_shared(key, h)
+                            }
+                        };
+                        if found {
+                            self.slots[j] = Some(slot);
+                        } else {
+                            self.slots.push(Some(slot));
+                        }
+                        slot
+                    }
+                };
+                let before = slot.restamp(stamp);
+                let declarer = before & INDEX_MASK;
+                let current = before >> INDEX_BITS == epoch && (declarer as usize) < index;
+                self.dependencies
+                    .push(if current { declarer + 1 } else { 0 });
+            }
+        }
+        txs.len()
+    }
+}
+
+/// The keys of `tx` the executor schedules: every declared key, reads
+/// first, up to one more than an access set may hold.
+#[inline]
+fn scheduled(tx: &Transaction) -> impl Iterator<Item = &Key> + '_ {
+    let (reads, writes) = (tx.access.reads.iter(), tx.access.writes.iter());
+    reads.chain(writes).take(SCHEDULED_KEYS)
+}
+
 impl ParallelExecutor {
-    /// Runs both phases in one parallel region. The calling thread leads:
-    /// it analyses segments like any worker, then, once every segment is
-    /// done, makes room in the state and lets phase 2 begin. Hand-offs are
-    /// spins on atomics, never sleeps (see [`Self::keep_warm`]), and a
-    /// worker that starts late finds less to do rather than holding anyone
-    /// up: segments and chunks are claimed by whoever comes first.
-    fn run_parallel(
+    /// Runs one round over `block` (the rest of a block): workers claim
+    /// chunks in order until the block ends or a claimer cuts it. Returns
+    /// how many transactions ran; their receipts are in `out`.
+    fn run_round(
         &self,
         pool: &rayon::ThreadPool,
-        state: &mut State,
+        state: &State,
         block: &[Transaction],
-        plan: &Plan,
-    ) -> Vec<Receipt> {
-        let workers = self.workers;
-        // Segments are whole chunks, so a chunk lies in one segment.
-        let segment_len = block.len().div_ceil(workers).next_multiple_of(CHUNK);
-        // The counters workers share, each on a cache line of its own and
-        // away from any thread's stack: a spinning reader next to data
-        // another core writes in its inner loop would slow that loop down.
-        let sync = Box::new(BlockSync::default());
-        let (next_segment, analysed, reserved) =
-            (&sync.next_segment.0, &sync.analysed.0, &sync.reserved.0);
-        // Exclusive to the leader between the phases, shared in phase 2.
-        let state = RwLock::new(state);
+        out: &mut [MaybeUninit<Receipt>],
+        epoch: u32,
+    ) -> usize {
+        let sync = Box::new(RoundSync {
+            room: Padded(
+                state
+                    .partitions()
+                    .iter()
+                    .map(|p| AtomicUsize::new(p.room()))
+                    .collect(),
+            ),
+            floors: (0..self.workers).map(|_| Padded::default()).collect(),
+            ..RoundSync::default()
+        });
+        sync.cut.0.store(block.len(), Ordering::Relaxed);
         let chunks = block.len().div_ceil(CHUNK);
         let progress: Vec<Progress> = (0..chunks).map(|_| Progress(AtomicU32::new(0))).collect();
-        let mut receipts: Vec<Receipt> = Vec::with_capacity(block.len());
         // Each chunk's receipts are written in place by whichever worker
         // claims the chunk; the mutex is taken once per chunk, uncontended.
-        let outputs: Vec<Mutex<Option<&mut [MaybeUninit<Receipt>]>>> = receipts
-            .spare_capacity_mut()[..block.len()]
+        let outputs: Vec<Mutex<Option<&mut [MaybeUninit<Receipt>]>>> = out[..block.len()]
             .chunks_mut(CHUNK)
             .map(|out| Mutex::new(Some(out)))
             .collect();
-        let (next_chunk, written) = (&sync.next_chunk.0, &sync.written.0);
-        let analyse = || loop {
-            let s = next_segment.fetch_add(1, Ordering::Relaxed);
-            if s >= workers {
-                break;
-            }
-            let range =
-                (s * segment_len).min(block.len())..((s + 1) * segment_len).min(block.len());
-            write(&plan.segments[s]).analyse(block, range);
-            analysed.fetch_add(1, Ordering::Release);
-        };
-        let make_room = || {
-            spin_until(|| analysed.load(Ordering::Acquire) == workers);
-            let segments: Vec<_> = plan.segments.iter().map(read).collect();
-            let mut state = write(&state);
-            // Room for every distinct declared key, so that no table grows
-            // while workers hold slot references.
-            for (p, partition) in state.partitions_mut().iter_mut().enumerate() {
-                let declared = segments.iter().map(|s| s.counts[p] as usize).sum();
-                partition.reserve_shared(declared);
-            }
-            drop(state);
-            reserved.store(true, Ordering::Release);
-        };
-        // Keys first declared in a later segment depend on the last declarer
-        // in an earlier one. Finding it means reading another worker's
-        // table: done here in a tight, prefetched loop rather than one cache
-        // miss at a time on the execution path. Segment 0 has nothing to
-        // link; a chunk of segment `s` waits until `s` is linked.
-        let linked: Vec<Padded<AtomicBool>> = (0..workers)
-            .map(|s| Padded(AtomicBool::new(s == 0)))
-            .collect();
-        let next_link = &sync.next_link.0;
-        next_link.store(1, Ordering::Relaxed);
-        let link = || loop {
-            let s = next_link.fetch_add(1, Ordering::Relaxed);
-            if s >= workers {
-                break;
-            }
-            let segments: Vec<_> = plan.segments.iter().map(read).collect();
-            let (earlier, rest) = segments.split_at(s);
-            let nearest = &earlier[s - 1].last;
-            let keys = &rest[0].keys;
-            for (n, declared) in keys.iter().enumerate() {
-                if let Some(ahead) = keys.get(n + LINK_PREFETCH) {
-                    nearest.prefetch(ahead.hash);
-                }
-                if declared.previous.load(Ordering::Relaxed) == 0 {
-                    let last = earlier.iter().rev().find_map(|e| e.last.get(declared.hash));
-                    if let Some(last) = last {
-                        declared.previous.store(last + 1, Ordering::Relaxed);
-                    }
-                }
-            }
-            linked[s].0.store(true, Ordering::Release);
-        };
-        let execute = || {
-            spin_until(|| reserved.load(Ordering::Acquire));
-            link();
-            let state_guard = read(&state);
-            let state: &State = &state_guard;
-            let segments: Vec<_> = plan.segments.iter().map(read).collect();
+        let work = |worker: usize| {
+            let (next_chunk, claimed, cut) = (&sync.next_chunk.0, &sync.claimed.0, &sync.cut.0);
+            let floor = &sync.floors[worker].0;
+            // No chunk taken from here on is below the next one to hand out.
+            floor.store(next_chunk.load(Ordering::Relaxed), Ordering::Release);
+            // Chunks below this are done, as last read from the floors.
+            let mut done_below = 0;
+            let mut keys = ChunkKeys::new();
             let mut waits = 0u64;
             let mut done = 0usize;
             loop {
                 let chunk = next_chunk.fetch_add(1, Ordering::Relaxed);
+                // This worker's earlier chunks are done (release: with
+                // their writes).
+                floor.store(chunk, Ordering::Release);
                 let start = chunk * CHUNK;
-                if start >= block.len() {
+                if start >= cut.load(Ordering::Acquire) {
                     break;
                 }
-                let end = (start + CHUNK).min(block.len());
+                let txs = &block[start..(start + CHUNK).min(block.len())];
                 let out = lock(&outputs[chunk])
                     .take()
-                    .expect("each chunk is claimed once");
-                let s = start / segment_len;
-                spin_until(|| linked[s].0.load(Ordering::Acquire));
-                let segment = &*segments[s];
-                let first = &segment.first[start - segment.start..=end - segment.start];
-                // Start loading slots a few transactions ahead: the chunk's
-                // head at once, then each transaction as the loop nears it.
-                let prefetch = |offset: usize| {
-                    if let Some(tx) = block[..end].get(start + offset) {
-                        prefetch_transaction(tx);
-                    }
-                    if let Some(range) = first.get(offset..=offset + 1) {
-                        for key in &segment.keys[range[0] as usize..range[1] as usize] {
-                            state.prefetch_hashed(key.hash);
-                        }
-                    }
-                };
-                (0..PREFETCH_TXS).for_each(prefetch);
-                for (offset, tx) in block[start..end].iter().enumerate() {
-                    prefetch(offset + PREFETCH_TXS);
-                    let keys = &segment.keys[first[offset] as usize..first[offset + 1] as usize];
-                    let (reads, writes) = (tx.access.reads.as_slice(), tx.access.writes.as_slice());
-                    let slot_of = |j: usize| {
-                        let declared = &keys[j];
-                        let dependency = declared.previous.load(Ordering::Relaxed).checked_sub(1);
-                        if let Some(d) = dependency {
-                            waits += u64::from(wait_for(&progress, d as usize));
-                        }
-                        let key = reads.get(j).unwrap_or_else(|| &writes[j - reads.len()]);
-                        state.slot_hashed(key, declared.hash)
-                    };
-                    let receipt = with_slots(keys.len(), slot_of, |slots| {
-                        run_resolved(tx, slots, keys, state, &self.registry)
-                    });
-                    out[offset].write(receipt);
-                    progress[chunk]
-                        .0
-                        .store(offset as u32 + 1, Ordering::Release);
+                    .expect("each chunk is taken once");
+                // The receipts' lines were last touched by another thread
+                // (the block before's reader): fetch them for writing now,
+                // not one store at a time.
+                for line in out
+                    .iter()
+                    .step_by(64 / std::mem::size_of::<Receipt>().max(1))
+                {
+                    crate::state::prefetch_for_write(line);
                 }
-                done += end - start;
+                keys.hash(state, txs);
+                // Usually the previous chunk is claimed by now, and this
+                // one claims straight away; otherwise it finds its slots
+                // while it waits.
+                if claimed.load(Ordering::Acquire) != chunk {
+                    keys.find(state, txs);
+                    spin_until(|| {
+                        claimed.load(Ordering::Acquire) == chunk
+                            || cut.load(Ordering::Acquire) <= start
+                    });
+                }
+                if cut.load(Ordering::Acquire) <= start {
+                    break;
+                }
+                let taken = keys.claim(state, txs, start, epoch, &sync.room.0);
+                if taken < txs.len() {
+                    cut.store(start + taken, Ordering::Release);
+                }
+                claimed.store(chunk + 1, Ordering::Release);
+                for (n, tx) in txs[..taken].iter().enumerate() {
+                    let range = keys.range(n);
+                    for &dependency in &keys.dependencies[range.clone()] {
+                        let Some(d) = dependency.checked_sub(1) else {
+                            continue;
+                        };
+                        let d = d as usize;
+                        if d / CHUNK >= done_below {
+                            done_below = sync
+                                .floors
+                                .iter()
+                                .map(|f| f.0.load(Ordering::Acquire))
+                                .min()
+                                .unwrap_or(0);
+                            if d / CHUNK >= done_below {
+                                waits += u64::from(wait_for(&progress, d));
+                            }
+                        }
+                    }
+                    let status =
+                        run_and_store(tx, &keys.slots[range], &self.registry, |_, _, _| {
+                            unreachable!("every scheduled key was given a slot when claimed")
+                        });
+                    out[n].write(Receipt {
+                        tx_id: tx.id,
+                        status,
+                    });
+                    progress[chunk].0.store(n as u32 + 1, Ordering::Release);
+                }
+                done += taken;
             }
+            floor.store(usize::MAX, Ordering::Release);
             self.waits.fetch_add(waits, Ordering::Relaxed);
-            written.fetch_add(done, Ordering::Release);
+            sync.written.0.fetch_add(done, Ordering::Release);
         };
         self.handoff();
         pool.in_place_scope(|scope| {
-            for _ in 1..workers {
-                scope.spawn(|_| {
-                    analyse();
-                    execute();
-                });
+            for worker in 1..self.workers {
+                scope.spawn(move |_| work(worker));
             }
-            analyse();
-            make_room();
-            execute();
-            // Leave the region only once every chunk is written: waiting in
-            // the region's own latch would put this thread to sleep.
-            spin_until(|| written.load(Ordering::Acquire) == block.len());
+            work(0);
+            // Leave the region only once every claimed chunk is written:
+            // waiting in the region's own latch would put this thread to
+            // sleep. The cut only moves before the chunks past it are done.
+            spin_until(|| {
+                sync.written.0.load(Ordering::Acquire) == sync.cut.0.load(Ordering::Acquire)
+            });
         });
-        self.keep_warm(pool);
         drop(outputs);
-        // Every chunk was claimed exactly once (the claim counter hands out
-        // each number once) and filled completely.
+        let ran = sync.cut.0.load(Ordering::Acquire);
+        // Every chunk before the cut was claimed exactly once (the counter
+        // hands out each number once) and written up to the cut.
         assert_eq!(
-            written.load(Ordering::Acquire),
-            block.len(),
+            sync.written.0.load(Ordering::Acquire),
+            ran,
             "every transaction has a receipt"
         );
-        // SAFETY: the first `block.len()` elements of the spare capacity were
-        // initialised: the chunks cover them without overlap, each chunk was
-        // taken by exactly one worker, and the count just checked says every
-        // taken chunk was written through to its end.
-        unsafe { receipts.set_len(block.len()) };
-        receipts
+        ran
     }
 }
 
@@ -568,14 +563,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Spins until `done` holds, yielding the core now and then but never
 /// sleeping: the other side is working and will be there shortly.
 #[inline]
@@ -601,25 +588,6 @@ fn wait_for(progress: &[Progress], tx: usize) -> bool {
     }
     spin_until(done);
     true
-}
-
-/// Runs a transaction against its keys' slots (`None`: missing) and
-/// publishes its writes, inserting the keys it creates.
-#[inline]
-fn run_resolved(
-    tx: &Transaction,
-    slots: &[Option<&Slot>],
-    keys: &[DeclaredKey],
-    state: &State,
-    registry: &Registry,
-) -> Receipt {
-    let status = run_and_store(tx, slots, registry, |position, key, value| {
-        state.insert_shared(key, keys[position].hash).store(value)
-    });
-    Receipt {
-        tx_id: tx.id,
-        status,
-    }
 }
 
 /// Whether the block's head shows so many near conflicts that workers would
@@ -673,13 +641,13 @@ mod tests {
 
     /// Proves that keys created during a parallel block (inserted by
     /// workers concurrently, into tables that had to make room first) give
-    /// exactly the sequential result: each block creates 3,000 accounts and
+    /// exactly the sequential result: each block creates 12,000 accounts and
     /// pays into them later in the same block, and the state ends up with
     /// every new account.
     #[test]
     fn keys_created_in_parallel_match_sequential() {
         const ACCOUNTS: u64 = 20_000;
-        const NEW: u64 = 3_000;
+        const NEW: u64 = 12_000;
         let registry = Arc::new(Registry::new());
         let parallel = Arc::new(ParallelExecutor::new(2, registry.clone()).expect("2 workers"));
         let sequential = SequentialExecutor::new(registry);
@@ -704,6 +672,35 @@ mod tests {
             assert!(state == reference, "block {block}: states differ");
             assert_eq!(state.len() as u64, ACCOUNTS + NEW * (block + 1));
         }
-        assert_eq!(parallel.stats().parallel_blocks, 5);
+        let stats = parallel.stats();
+        assert_eq!(stats.parallel_blocks, 5);
+        assert!(
+            stats.extra_rounds > 0,
+            "creating keys filled partitions: {stats:?}"
+        );
+    }
+
+    /// Proves that stamps left by earlier blocks never break a later one:
+    /// 600 parallel blocks on one state, so that the eight-bit round epoch
+    /// wraps around twice and old stamps with the current epoch are met,
+    /// each block equal to the sequential executor's.
+    #[test]
+    fn stale_stamps_after_epoch_wraparound_are_harmless() {
+        const ACCOUNTS: u64 = 3_000;
+        let registry = Arc::new(Registry::new());
+        let parallel = ParallelExecutor::new(2, registry.clone()).expect("2 workers");
+        let sequential = SequentialExecutor::new(registry);
+        let mut rng = Rng::new(77);
+        let mut ids = TxIds::default();
+        let mut reference = workload::bank_state(ACCOUNTS, 1_000);
+        let mut state = reference.clone();
+        for block in 0..600 {
+            let txs = workload::transfers(&mut rng, &mut ids, ACCOUNTS, MIN_PARALLEL_BLOCK, 300);
+            let expected = sequential.execute_block(&mut reference, &txs);
+            let receipts = parallel.execute_block(&mut state, &txs);
+            assert_eq!(receipts, expected, "block {block}");
+        }
+        assert!(state == reference, "final states differ");
+        assert_eq!(parallel.stats().parallel_blocks, 600);
     }
 }
