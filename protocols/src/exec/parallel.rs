@@ -62,7 +62,7 @@ use crate::state::{hash, partition_of, Slot, State, PARTITIONS};
 /// Transactions a worker claims at once: large enough to amortise the
 /// shared counters and to overlap the chunk's cache misses, small enough
 /// to balance the load.
-const CHUNK: usize = 32;
+const CHUNK: usize = 64;
 /// Blocks smaller than this run sequentially: waking workers costs more.
 const MIN_PARALLEL_BLOCK: usize = 512;
 /// How many leading transactions the contention check samples.
@@ -75,8 +75,10 @@ const CONFLICT_WINDOW: usize = 4 * CHUNK;
 const CONTENDED_DIVISOR: usize = 5;
 /// Transactions a worker prefetches ahead while resolving a chunk.
 const PREFETCH_TXS: usize = 4;
-/// How long pool threads stay awake for the next block.
-const KEEP_WARM: std::time::Duration = std::time::Duration::from_micros(500);
+/// How long pool threads stay awake for the next block: longer than a
+/// block of 10,000 transactions takes sequentially, so that a parallel block
+/// that follows other work still finds them awake.
+const KEEP_WARM: std::time::Duration = std::time::Duration::from_millis(2);
 /// Spins before a waiting worker yields its core.
 const SPINS_BEFORE_YIELD: u32 = 128;
 /// A stamp's low bits hold a transaction's index in its round: every index
@@ -533,9 +535,11 @@ impl ParallelExecutor {
 impl ParallelExecutor {
     /// Keeps the pool threads spinning for a while instead of going to
     /// sleep. A sleeping thread's core halts, and on a virtual machine
-    /// waking it again can take longer than a whole block; blocks and
-    /// phases follow each other closely, so a short spin keeps the workers
-    /// ready. The spin ends at the next hand-off or after [`KEEP_WARM`].
+    /// waking it again can take a tenth of a block's time; blocks follow
+    /// each other closely, so a short spin keeps the workers ready. The spin
+    /// ends at the next hand-off or after [`KEEP_WARM`], and yields the core
+    /// between rounds of spinning: a thread with real work gets it at once,
+    /// while this one stays runnable rather than asleep.
     fn keep_warm(&self, pool: &rayon::ThreadPool) {
         let seen = self.handoffs.load(Ordering::Relaxed);
         for _ in 1..self.workers {
@@ -548,6 +552,7 @@ impl ParallelExecutor {
                     for _ in 0..64 {
                         std::hint::spin_loop();
                     }
+                    std::thread::yield_now();
                 }
             });
         }
