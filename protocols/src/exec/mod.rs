@@ -87,44 +87,49 @@ pub(crate) fn prefetch_transaction(tx: &Transaction) {
     tx.access.writes.last().map(prefetch);
 }
 
-/// Runs `tx` against the slots of its declared keys (`None`: missing) and
-/// stores its writes if it commits; a write to a missing key goes to
-/// `create` with the key's position and the key. Shared by both executors,
-/// which differ only in how they create keys.
+/// Runs `tx` against the slots of its declared keys (`None`: missing),
+/// stores its writes if it commits, and writes its receipt into `receipt`;
+/// a write to a missing key goes to `create` with the key's position and
+/// the key. Shared by both executors, which differ only in how they create
+/// keys. The receipt is written in place, each field once: a receipt built
+/// elsewhere and copied in costs a stall on every transaction.
 #[inline]
 pub(crate) fn run_and_store(
     tx: &Transaction,
     slots: &[Option<&crate::state::Slot>],
     registry: &crate::contracts::Registry,
     mut create: impl FnMut(usize, &crate::model::Key, crate::model::Value),
-) -> crate::model::Status {
+    receipt: &mut std::mem::MaybeUninit<Receipt>,
+) {
     use crate::model::Status;
-    // The common coin transfer, stored here rather than through a list of
-    // writes: it is most of what executors run.
-    if let Some(result) = crate::contracts::coin::transfer_fast(tx, slots) {
-        return match result {
-            Ok(balances) => {
-                for (slot, value) in balances {
-                    slot.store(value);
+    let status = match crate::contracts::coin::transfer_fast(tx, slots) {
+        // The common coin transfer, stored here rather than through a list
+        // of writes: it is most of what executors run.
+        Some(Ok(balances)) => {
+            for (slot, value) in balances {
+                slot.store(value);
+            }
+            Status::Committed { output: 0 }
+        }
+        Some(Err(error)) => Status::Failed(error),
+        None => match crate::contracts::run(tx, slots, registry) {
+            Ok((output, writes)) => {
+                for (position, value) in writes {
+                    let position = usize::from(position);
+                    match slots[position] {
+                        Some(slot) => slot.store(value),
+                        None => create(position, tx.access.key(position).expect("declared"), value),
+                    }
                 }
-                Status::Committed { output: 0 }
+                Status::Committed { output }
             }
             Err(error) => Status::Failed(error),
-        };
-    }
-    match crate::contracts::run(tx, slots, registry) {
-        Ok((output, writes)) => {
-            for (position, value) in writes {
-                let position = usize::from(position);
-                match slots[position] {
-                    Some(slot) => slot.store(value),
-                    None => create(position, tx.access.key(position).expect("declared"), value),
-                }
-            }
-            Status::Committed { output }
-        }
-        Err(error) => Status::Failed(error),
-    }
+        },
+    };
+    receipt.write(Receipt {
+        tx_id: tx.id,
+        status,
+    });
 }
 
 fn check_block_size(block: &[Transaction]) -> Result<(), ExecutorError> {

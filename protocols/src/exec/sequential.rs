@@ -8,7 +8,7 @@ use super::{
     check_block_size, prefetch_transaction, run_and_store, with_slots, BlockExecutor, ExecutorError,
 };
 use crate::contracts::Registry;
-use crate::model::{Key, Receipt, Status, Transaction, Value};
+use crate::model::{Key, Receipt, Transaction, Value};
 use crate::state::{hash, State};
 
 /// Executes transactions one at a time, in block order: the definition of
@@ -73,30 +73,31 @@ pub(crate) fn execute_in_order(
     for i in 0..PREFETCH_DISTANCE {
         prefetch(state, &mut hashes, i);
     }
-    for (i, tx) in block.iter().enumerate() {
+    let out = &mut receipts.spare_capacity_mut()[..block.len()];
+    for ((i, tx), receipt) in block.iter().enumerate().zip(out) {
         prefetch(state, &mut hashes, i + PREFETCH_DISTANCE);
         let known = hashes[i % HASH_RING];
-        let (status, created) = execute_one(state, tx, &known, registry);
+        let created = execute_one(state, tx, &known, registry, receipt);
         for (key, value) in created {
             state.set(key, value);
         }
-        receipts.push(Receipt {
-            tx_id: tx.id,
-            status,
-        });
     }
+    // SAFETY: `execute_one` wrote each of the first `block.len()` elements
+    // of the spare capacity (contract panics are caught inside it).
+    unsafe { receipts.set_len(block.len()) };
     receipts
 }
 
-/// Runs one transaction, applies its writes to existing keys and returns
-/// the writes that create keys (they need `&mut State`).
+/// Runs one transaction, applies its writes to existing keys, writes its
+/// receipt and returns the writes that create keys (they need `&mut State`).
 #[inline]
 fn execute_one(
     state: &State,
     tx: &Transaction,
     known: &[u64; HASHED_KEYS],
     registry: &Registry,
-) -> (Status, SmallVec<[(Key, Value); 2]>) {
+    receipt: &mut std::mem::MaybeUninit<Receipt>,
+) -> SmallVec<[(Key, Value); 2]> {
     let slot_of = |j: usize| {
         let key = tx.access.key(j).expect("j < len");
         match known.get(j) {
@@ -106,9 +107,8 @@ fn execute_one(
     };
     with_slots(tx.access.len(), slot_of, |slots| {
         let mut created = SmallVec::new();
-        let status = run_and_store(tx, slots, registry, |_, key, value| {
-            created.push((*key, value))
-        });
-        (status, created)
+        let create = |_, key: &Key, value| created.push((*key, value));
+        run_and_store(tx, slots, registry, create, receipt);
+        created
     })
 }
