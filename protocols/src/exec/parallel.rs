@@ -7,8 +7,9 @@
 //! it:
 //!
 //! 1. *Resolve* (in parallel with everything else): hash every declared key
-//!    of the chunk and find its slot in the state, all loads issued before
-//!    the first is needed.
+//!    of the chunk and start loading its slot, a few transactions ahead of
+//!    step 2 or, while the chunk waits for its turn, all of them, finding
+//!    the slots too.
 //! 2. *Claim* (in block order: the chunk waits until the previous chunk is
 //!    claimed, which takes a few hundred nanoseconds): for each declared
 //!    key, swap the key's stamp for this transaction's. The stamp it
@@ -328,33 +329,6 @@ impl<'s> ChunkKeys<'s> {
         }
     }
 
-    /// Steps 1a and 2 in one pass, for a chunk whose turn to claim has
-    /// come: each transaction's keys are hashed (and their slots fetched) a
-    /// few transactions before they are claimed. Returns how many of `txs`
-    /// were claimed; see [`Self::claim`].
-    fn hash_and_claim(
-        &mut self,
-        state: &'s State,
-        txs: &[Transaction],
-        start: usize,
-        epoch: u32,
-        room: &[AtomicUsize],
-    ) -> usize {
-        let ahead = CLAIM_AHEAD.min(txs.len());
-        for n in 0..ahead {
-            self.hash(state, txs, n);
-        }
-        for n in 0..txs.len() {
-            if n + ahead < txs.len() {
-                self.hash(state, txs, n + ahead);
-            }
-            if !self.claim(state, &txs[n], n, start + n, epoch, room) {
-                return n;
-            }
-        }
-        txs.len()
-    }
-
     /// Step 2 for transaction `n` of the chunk, at index `index` of the
     /// round, on the chunk's turn: stamps each of its keys, finding the
     /// slots [`Self::find`] did not (or, without it, all) and inserting
@@ -482,30 +456,36 @@ impl ParallelExecutor {
                     crate::state::prefetch_for_write(line);
                 }
                 keys.clear();
-                // Usually the previous chunk is claimed by now, and this
-                // one claims straight away; otherwise it hashes and finds
-                // its keys while it waits.
-                let taken = if claimed.load(Ordering::Acquire) == chunk {
-                    keys.hash_and_claim(state, txs, start, epoch, &sync.room.0)
-                } else {
-                    for n in 0..txs.len() {
-                        keys.hash(state, txs, n);
-                    }
+                let turn = || {
+                    claimed.load(Ordering::Acquire) == chunk || cut.load(Ordering::Acquire) <= start
+                };
+                // Hash (and fetch slots) until the previous chunk is
+                // claimed; if the whole chunk is hashed first, find its
+                // slots, then wait.
+                let mut hashed = 0;
+                while hashed < txs.len() && !turn() {
+                    keys.hash(state, txs, hashed);
+                    hashed += 1;
+                }
+                if hashed == txs.len() && !turn() {
                     keys.find(state, txs);
-                    spin_until(|| {
-                        claimed.load(Ordering::Acquire) == chunk
-                            || cut.load(Ordering::Acquire) <= start
-                    });
-                    if cut.load(Ordering::Acquire) <= start {
+                    spin_until(turn);
+                }
+                if cut.load(Ordering::Acquire) <= start {
+                    break;
+                }
+                // Claim, hashing the rest a few transactions ahead.
+                let mut taken = txs.len();
+                for (n, tx) in txs.iter().enumerate() {
+                    while hashed < txs.len().min(n + CLAIM_AHEAD + 1) {
+                        keys.hash(state, txs, hashed);
+                        hashed += 1;
+                    }
+                    if !keys.claim(state, tx, n, start + n, epoch, &sync.room.0) {
+                        taken = n;
                         break;
                     }
-                    let mut claim =
-                        |(n, tx)| keys.claim(state, tx, n, start + n, epoch, &sync.room.0);
-                    txs.iter()
-                        .enumerate()
-                        .position(|t| !claim(t))
-                        .unwrap_or(txs.len())
-                };
+                }
                 if taken < txs.len() {
                     cut.store(start + taken, Ordering::Release);
                 }
