@@ -3,23 +3,26 @@
 //! The map is split into [`PARTITIONS`] open-addressing tables with linear
 //! probing. Each slot holds its key, its value, a `flags` word and the
 //! parallel executor's `stamp` in 32 bytes, so a lookup usually costs one
-//! cache line. The layout serves the parallel
-//! executor, whose workers share the state during a block:
+//! cache line. The layout serves the parallel executor, whose workers share
+//! the state during a block:
 //! - every word of a slot is atomic, so workers read and update values
 //!   through `&State`. The executor's dependency order (release/acquire on
 //!   per-transaction progress) makes every update of a key happen-before the
 //!   next access to it; the atomics themselves are relaxed and cost plain
 //!   loads and stores;
-//! - workers insert keys concurrently (`Partition::insert_shared`): an
-//!   inserter claims an empty slot by compare-and-swap on its flags word
-//!   (`PENDING`), writes the key, then publishes it (`OCCUPIED`, release).
-//!   Readers skip pending slots: two transactions that touch the same key
-//!   never run at once, so a pending slot never holds the key a reader is
-//!   after. Tables do not grow during a block: the executor reserves room
-//!   for every key the block declares before it starts.
+//! - keys are inserted while other threads read the table
+//!   (`Partition::insert_shared`): an inserter claims an empty slot by
+//!   compare-and-swap on its flags word (`PENDING`), writes the key, then
+//!   publishes it (`OCCUPIED`, release). Readers skip pending slots. Tables
+//!   do not grow during a round of the executor: inserters count down the
+//!   room a partition has left, and the executor grows a table between
+//!   rounds;
+//! - the executor inserts every key a block declares, whether or not it
+//!   gets a value: a key held without one reads as absent, and the next
+//!   growth of its table drops it.
 //!
-//! Keys are never removed, so a probe that reaches an empty slot proves the
-//! key absent, even while other keys are being inserted.
+//! Within a round keys are never removed, so a probe that reaches an empty
+//! slot proves the key absent, even while other keys are being inserted.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{
