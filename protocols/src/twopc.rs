@@ -1113,6 +1113,24 @@ mod tests {
     use crate::model::{AccountId, AssetId};
     use std::sync::Arc;
 
+    /// The command that sends `message` to shard `shard`.
+    fn send(shard: u32, message: ToParticipant) -> Command {
+        Command::Send {
+            to: ShardId(shard),
+            messages: vec![message],
+        }
+    }
+
+    /// The command that aborts round `attempt` of `tx` on shard `shard`.
+    fn abort(shard: u32, tx: TxId, attempt: Attempt) -> Command {
+        send(shard, ToParticipant::Abort { tx, attempt })
+    }
+
+    /// The command that commits `tx` on shard `shard` with `writes`.
+    fn commit(shard: u32, tx: TxId, writes: Vec<(Key, Value)>) -> Command {
+        send(shard, ToParticipant::Commit { tx, writes })
+    }
+
     fn setup() -> (Coordinator, Transaction, Key, Key) {
         let mut placement = Placement::hashed(2).unwrap();
         placement.place(AccountId(1), ShardId(0)).unwrap();
@@ -1185,14 +1203,14 @@ mod tests {
         );
         assert_eq!(
             c.take_commands(),
-            vec![Command::Send {
-                to: ShardId(1),
-                messages: vec![ToParticipant::Prepare {
+            vec![send(
+                1,
+                ToParticipant::Prepare {
                     tx: tx.id,
                     attempt: 0,
                     keys: vec![to]
-                }]
-            }]
+                }
+            )]
         );
         c.handle_message(
             2,
@@ -1208,20 +1226,8 @@ mod tests {
             c.take_commands(),
             vec![
                 Command::PersistCommit { tx: tx.id, writes },
-                Command::Send {
-                    to: ShardId(0),
-                    messages: vec![ToParticipant::Commit {
-                        tx: tx.id,
-                        writes: vec![(from, 70)]
-                    }]
-                },
-                Command::Send {
-                    to: ShardId(1),
-                    messages: vec![ToParticipant::Commit {
-                        tx: tx.id,
-                        writes: vec![(to, 35)]
-                    }]
-                },
+                commit(0, tx.id, vec![(from, 70)]),
+                commit(1, tx.id, vec![(to, 35)]),
                 Command::SetTimer { at_ms: 1_002 },
             ]
         );
@@ -1279,20 +1285,8 @@ mod tests {
         assert_eq!(
             c.take_commands(),
             vec![
-                Command::Send {
-                    to: ShardId(0),
-                    messages: vec![ToParticipant::Abort {
-                        tx: tx.id,
-                        attempt: 0
-                    }]
-                },
-                Command::Send {
-                    to: ShardId(1),
-                    messages: vec![ToParticipant::Abort {
-                        tx: tx.id,
-                        attempt: 0
-                    }]
-                },
+                abort(0, tx.id, 0),
+                abort(1, tx.id, 0),
                 Command::Reply(Receipt {
                     tx_id: tx.id,
                     status: Status::Failed(TxError::InsufficientFunds {
@@ -1325,20 +1319,8 @@ mod tests {
         assert_eq!(
             c.take_commands(),
             vec![
-                Command::Send {
-                    to: ShardId(0),
-                    messages: vec![ToParticipant::Abort {
-                        tx: tx.id,
-                        attempt: 0
-                    }]
-                },
-                Command::Send {
-                    to: ShardId(1),
-                    messages: vec![ToParticipant::Abort {
-                        tx: tx.id,
-                        attempt: 0
-                    }]
-                },
+                abort(0, tx.id, 0),
+                abort(1, tx.id, 0),
                 Command::SetTimer { at_ms: 2 },
             ]
         );
@@ -1348,14 +1330,14 @@ mod tests {
         assert_eq!(
             c.take_commands(),
             vec![
-                Command::Send {
-                    to: ShardId(0),
-                    messages: vec![ToParticipant::Prepare {
+                send(
+                    0,
+                    ToParticipant::Prepare {
                         tx: tx.id,
                         attempt: 1,
                         keys: vec![from]
-                    }]
-                },
+                    }
+                ),
                 Command::SetTimer { at_ms: 1_002 },
             ]
         );
@@ -1408,13 +1390,7 @@ mod tests {
         assert_eq!(
             c.take_commands(),
             vec![
-                Command::Send {
-                    to: ShardId(1),
-                    messages: vec![ToParticipant::Commit {
-                        tx: tx.id,
-                        writes: vec![(to, 30)]
-                    }]
-                },
+                commit(1, tx.id, vec![(to, 30)]),
                 Command::SetTimer { at_ms: 2_001 },
             ]
         );
@@ -1482,13 +1458,7 @@ mod tests {
                 shard: ShardId(1),
             },
         );
-        assert_eq!(
-            c.take_commands(),
-            vec![Command::Send {
-                to: ShardId(1),
-                messages: vec![ToParticipant::Abort { tx, attempt: 3 }]
-            }]
-        );
+        assert_eq!(c.take_commands(), vec![abort(1, tx, 3)]);
     }
 
     /// An inquiry about a committing transaction is answered with the
@@ -1516,16 +1486,7 @@ mod tests {
         };
         for _ in 0..2 {
             c.handle_message(2, inquire(1));
-            assert_eq!(
-                c.take_commands(),
-                vec![Command::Send {
-                    to: ShardId(1),
-                    messages: vec![ToParticipant::Commit {
-                        tx: tx.id,
-                        writes: vec![(to, 30)]
-                    }]
-                }]
-            );
+            assert_eq!(c.take_commands(), vec![commit(1, tx.id, vec![(to, 30)])]);
         }
         c.handle_message(
             3,
@@ -1535,16 +1496,7 @@ mod tests {
             },
         );
         c.handle_message(4, inquire(0));
-        assert_eq!(
-            c.take_commands(),
-            vec![Command::Send {
-                to: ShardId(0),
-                messages: vec![ToParticipant::Commit {
-                    tx: tx.id,
-                    writes: vec![]
-                }]
-            }]
-        );
+        assert_eq!(c.take_commands(), vec![commit(0, tx.id, vec![])]);
     }
 
     /// While the current round still collects votes an inquiry gets no
@@ -1581,16 +1533,7 @@ mod tests {
                 shard: ShardId(0),
             },
         );
-        assert_eq!(
-            c.take_commands(),
-            vec![Command::Send {
-                to: ShardId(0),
-                messages: vec![ToParticipant::Abort {
-                    tx: tx.id,
-                    attempt: 0
-                }]
-            }]
-        );
+        assert_eq!(c.take_commands(), vec![abort(0, tx.id, 0)]);
     }
 
     /// A vote for a transaction the coordinator has no record of (after
@@ -1608,16 +1551,7 @@ mod tests {
                 values: vec![(from, Some(1))],
             },
         );
-        assert_eq!(
-            c.take_commands(),
-            vec![Command::Send {
-                to: ShardId(0),
-                messages: vec![ToParticipant::Abort {
-                    tx: tx.id,
-                    attempt: 2
-                }]
-            }]
-        );
+        assert_eq!(c.take_commands(), vec![abort(0, tx.id, 2)]);
     }
 
     /// Votes of an earlier round are answered with an abort of that round
@@ -1646,16 +1580,7 @@ mod tests {
                 values: vec![(from, Some(100))],
             },
         );
-        assert_eq!(
-            c.take_commands(),
-            vec![Command::Send {
-                to: ShardId(0),
-                messages: vec![ToParticipant::Abort {
-                    tx: tx.id,
-                    attempt: 0
-                }]
-            }]
-        );
+        assert_eq!(c.take_commands(), vec![abort(0, tx.id, 0)]);
         c.handle_message(
             3,
             ToCoordinator::Refused {
@@ -1682,20 +1607,8 @@ mod tests {
         assert_eq!(
             c.take_commands(),
             vec![
-                Command::Send {
-                    to: ShardId(0),
-                    messages: vec![ToParticipant::Commit {
-                        tx: tx.id,
-                        writes: vec![(from, 70)]
-                    }]
-                },
-                Command::Send {
-                    to: ShardId(1),
-                    messages: vec![ToParticipant::Commit {
-                        tx: tx.id,
-                        writes: vec![(to, 35)]
-                    }]
-                },
+                commit(0, tx.id, vec![(from, 70)]),
+                commit(1, tx.id, vec![(to, 35)]),
                 Command::SetTimer { at_ms: 1_050 },
             ]
         );
