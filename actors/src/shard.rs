@@ -10,7 +10,6 @@ use tokio::sync::oneshot;
 use tracing::{debug_span, warn};
 
 use parashard_protocols::exec::{BlockExecutor, ParallelExecutor};
-use parashard_protocols::fastmap::FastSet;
 use parashard_protocols::model::{Key, Receipt, ShardId, Status, Transaction, TxError, Value};
 use parashard_protocols::state::State;
 use parashard_protocols::twopc::{Participant, ToCoordinator, ToParticipant};
@@ -257,28 +256,9 @@ impl ShardActor {
     }
 
     /// Executes whatever queued transactions no lock holds back, as one
-    /// block. A transaction that shares a key with a held-back one is held
-    /// back too, so each key still sees transactions in arrival order.
+    /// block (see [`parashard_protocols::twopc::Participant::take_unblocked`]).
     fn run_ready(&mut self) {
-        if self.deferred.is_empty() {
-            return;
-        }
-        let mut blocked: FastSet<Key> = FastSet::default();
-        let mut ready = Vec::new();
-        let mut waiting = VecDeque::new();
-        for tx in self.deferred.drain(..) {
-            let held = tx
-                .access
-                .keys()
-                .any(|k| self.participant.is_locked(k) || blocked.contains(k));
-            if held {
-                blocked.extend(tx.access.keys().copied());
-                waiting.push_back(tx);
-            } else {
-                ready.push(tx);
-            }
-        }
-        self.deferred = waiting;
+        let ready = self.participant.take_unblocked(&mut self.deferred);
         if ready.is_empty() {
             return;
         }

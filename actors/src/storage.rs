@@ -16,61 +16,13 @@ use std::sync::{Arc, Mutex};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use parashard_protocols::model::{Key, ShardId, Transaction, TxId, Value};
+use parashard_protocols::model::{Key, TxId, Value};
 use parashard_protocols::twopc::{Attempt, Finished};
 
 pub mod disk;
 
 pub use disk::DiskStorage;
-
-/// A shard's log record. Recovery replays them in order: blocks are
-/// re-executed (execution is deterministic), cross-shard commits applied,
-/// prepared locks re-taken.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ShardRecord {
-    /// A block of local transactions, executed in this order.
-    Block(Vec<Transaction>),
-    /// A cross-shard transaction prepared here: its keys are locked.
-    Prepared {
-        /// The transaction.
-        tx: TxId,
-        /// The prepare round the lock belongs to.
-        attempt: Attempt,
-        /// Its keys on this shard.
-        keys: Vec<Key>,
-    },
-    /// A prepared transaction committed with these writes.
-    Committed {
-        /// The transaction.
-        tx: TxId,
-        /// Its writes on this shard.
-        writes: Vec<(Key, Value)>,
-    },
-    /// A transaction's rounds up to `attempt` aborted.
-    Aborted {
-        /// The transaction.
-        tx: TxId,
-        /// The latest round aborted.
-        attempt: Attempt,
-    },
-}
-
-/// A coordinator's log record (presumed abort: commits only).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CoordinatorRecord {
-    /// The decision to commit `tx` with these writes per shard.
-    Commit {
-        /// The transaction.
-        tx: Box<Transaction>,
-        /// Its writes, by shard.
-        writes: Vec<(ShardId, Vec<(Key, Value)>)>,
-    },
-    /// Every shard applied the commit of `tx`.
-    Done {
-        /// The transaction.
-        tx: TxId,
-    },
-}
+pub use parashard_protocols::records::{CoordinatorRecord, ShardRecord};
 
 /// A shard's snapshot: its whole state and the locks of its prepared
 /// cross-shard transactions, as of the last record appended before it.

@@ -13,6 +13,7 @@ pub mod fastmap;
 pub mod locks;
 pub mod model;
 pub mod placement;
+pub mod records;
 pub mod sim;
 pub mod state;
 pub mod twopc;

@@ -50,13 +50,13 @@
 //! Neither machine does I/O or reads a clock: the caller passes `now_ms`
 //! and executes the [`Command`]s they return.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
 use crate::contracts::Registry;
 use crate::exec::execute_with_values;
-use crate::fastmap::FastMap;
+use crate::fastmap::{FastMap, FastSet};
 use crate::locks::{Granted, LockTable};
 use crate::model::{Key, Receipt, ShardId, Status, Transaction, TxError, TxId, Value};
 use crate::placement::Placement;
@@ -822,6 +822,30 @@ impl Participant {
     #[inline]
     pub fn is_locked(&self, key: &Key) -> bool {
         self.locks.holder(key).is_some()
+    }
+
+    /// Takes from `queue` the local transactions that no lock holds back,
+    /// in order, to run as one block; the rest stay queued. A transaction
+    /// that shares a key with a held-back one is held back too, so each key
+    /// still sees transactions in arrival order.
+    pub fn take_unblocked(&self, queue: &mut VecDeque<Transaction>) -> Vec<Transaction> {
+        let mut blocked: FastSet<Key> = FastSet::default();
+        let mut ready = Vec::new();
+        let mut waiting = VecDeque::new();
+        for tx in queue.drain(..) {
+            let held = tx
+                .access
+                .keys()
+                .any(|k| self.is_locked(k) || blocked.contains(k));
+            if held {
+                blocked.extend(tx.access.keys().copied());
+                waiting.push_back(tx);
+            } else {
+                ready.push(tx);
+            }
+        }
+        *queue = waiting;
+        ready
     }
 
     /// Whether any lock is held.

@@ -24,10 +24,11 @@ use crate::contracts::Registry;
 use crate::exec::{BlockExecutor, SequentialExecutor};
 use crate::model::{AccountId, AssetId, Key, Receipt, ShardId, Status, Transaction, TxId, Value};
 use crate::placement::Placement;
+use crate::records::{CoordinatorRecord, ShardRecord};
 use crate::state::State;
 use crate::twopc::{
-    Attempt, Command, Coordinator, CoordinatorConfig, Participant, ParticipantConfig,
-    ToCoordinator, ToParticipant,
+    Command, Coordinator, CoordinatorConfig, Participant, ParticipantConfig, ToCoordinator,
+    ToParticipant,
 };
 use crate::workload::{Rng, TxIds};
 
@@ -264,40 +265,23 @@ fn vary(rng: &mut Rng, base_ms: u64) -> u64 {
 /// The token the pool trades against the coin.
 const TOKEN: AssetId = AssetId(1);
 
-/// A shard's durable log record, as the shard actor writes them, plus the
-/// genesis state the simulator seeds directly.
+/// An entry of a shard's durable log: the genesis state the simulator
+/// seeds directly, or a record as the shard actor writes it. `applied`
+/// (true only for a commit that changed the state) is not needed for
+/// recovery; the checks count it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum ShardRecord {
+enum Logged {
     Genesis(Vec<(Key, Value)>),
-    Block(Vec<Transaction>),
-    Prepared {
-        tx: TxId,
-        attempt: Attempt,
-        keys: Vec<Key>,
-    },
-    /// `applied` is not needed for recovery; the checks count it.
-    Committed {
-        tx: TxId,
-        writes: Vec<(Key, Value)>,
-        applied: bool,
-    },
-    Aborted {
-        tx: TxId,
-        attempt: Attempt,
-    },
+    Record { record: ShardRecord, applied: bool },
 }
 
-/// The coordinator's durable log record, as the coordinator actor writes
-/// them (presumed abort: commits only).
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum CoordinatorRecord {
-    Commit {
-        tx: Box<Transaction>,
-        writes: Vec<(ShardId, Vec<(Key, Value)>)>,
-    },
-    Done {
-        tx: TxId,
-    },
+impl From<ShardRecord> for Logged {
+    fn from(record: ShardRecord) -> Logged {
+        Logged::Record {
+            record,
+            applied: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -359,7 +343,7 @@ struct ShardNode {
     up: bool,
     incarnation: u32,
     /// Durable: survives crashes.
-    log: Vec<ShardRecord>,
+    log: Vec<Logged>,
     state: State,
     participant: Participant,
     /// Local transfers waiting for locks, in arrival order.
@@ -374,20 +358,24 @@ impl ShardNode {
         self.participant = Participant::with_config(self.id, config.clone());
         self.deferred.clear();
         self.timer_ms = None;
-        for record in &self.log {
-            match record {
-                ShardRecord::Genesis(values) => {
+        for logged in &self.log {
+            let record = match logged {
+                Logged::Genesis(values) => {
                     for (key, value) in values {
                         self.state.set(*key, *value);
                     }
+                    continue;
                 }
+                Logged::Record { record, .. } => record,
+            };
+            match record {
                 ShardRecord::Block(txs) => {
                     let _ = executor.execute_block(&mut self.state, txs);
                 }
                 ShardRecord::Prepared { tx, attempt, keys } => {
                     self.participant.restore(*tx, *attempt, keys.clone());
                 }
-                ShardRecord::Committed { tx, writes, .. } => {
+                ShardRecord::Committed { tx, writes } => {
                     for (key, value) in self.participant.commit(*tx, writes.clone()).apply {
                         self.state.set(key, value);
                     }
@@ -523,7 +511,7 @@ impl<'c> Sim<'c> {
                     id: ShardId(i as u32),
                     up: true,
                     incarnation: 0,
-                    log: vec![ShardRecord::Genesis(tokens), ShardRecord::Block(block)],
+                    log: vec![Logged::Genesis(tokens), ShardRecord::Block(block).into()],
                     state: State::new(),
                     participant: Participant::new(ShardId(i as u32)),
                     deferred: VecDeque::new(),
@@ -948,9 +936,11 @@ impl<'c> Sim<'c> {
             }
             ToParticipant::Commit { tx, writes: w } => {
                 let outcome = node.participant.commit(tx, w);
-                records.push(ShardRecord::Committed {
-                    tx,
-                    writes: outcome.apply.clone(),
+                records.push(Logged::Record {
+                    record: ShardRecord::Committed {
+                        tx,
+                        writes: outcome.apply.clone(),
+                    },
                     applied: outcome.applied,
                 });
                 writes.extend(outcome.apply);
@@ -958,16 +948,19 @@ impl<'c> Sim<'c> {
             }
             ToParticipant::Abort { tx, attempt } => {
                 node.participant.abort(tx, attempt);
-                records.push(ShardRecord::Aborted { tx, attempt });
+                records.push(ShardRecord::Aborted { tx, attempt }.into());
             }
         }
         let granted = node.participant.take_granted();
         for grant in &granted {
-            records.push(ShardRecord::Prepared {
-                tx: grant.tx,
-                attempt: grant.attempt,
-                keys: grant.keys.clone(),
-            });
+            records.push(
+                ShardRecord::Prepared {
+                    tx: grant.tx,
+                    attempt: grant.attempt,
+                    keys: grant.keys.clone(),
+                }
+                .into(),
+            );
         }
         node.log.extend(records);
         for (key, value) in writes {
@@ -1017,29 +1010,11 @@ impl<'c> Sim<'c> {
     /// back, as one logged block, exactly as the shard actor does.
     fn run_ready(&mut self, shard: ShardId) {
         let node = &mut self.shards[shard.0 as usize];
-        if node.deferred.is_empty() {
-            return;
-        }
-        let mut blocked: BTreeSet<Key> = BTreeSet::new();
-        let mut ready = Vec::new();
-        let mut waiting = VecDeque::new();
-        for tx in node.deferred.drain(..) {
-            let held = tx
-                .access
-                .keys()
-                .any(|k| node.participant.is_locked(k) || blocked.contains(k));
-            if held {
-                blocked.extend(tx.access.keys().copied());
-                waiting.push_back(tx);
-            } else {
-                ready.push(tx);
-            }
-        }
-        node.deferred = waiting;
+        let ready = node.participant.take_unblocked(&mut node.deferred);
         if ready.is_empty() {
             return;
         }
-        node.log.push(ShardRecord::Block(ready.clone()));
+        node.log.push(ShardRecord::Block(ready.clone()).into());
         let receipts = self
             .executor
             .execute_block(&mut node.state, &ready)
@@ -1170,12 +1145,16 @@ impl<'c> Sim<'c> {
         // How often each transaction was applied on each shard.
         let mut applied: HashMap<(TxId, ShardId), u32> = HashMap::new();
         for node in &self.shards {
-            for record in &node.log {
-                match record {
-                    ShardRecord::Committed {
-                        tx, applied: true, ..
+            for logged in &node.log {
+                match logged {
+                    Logged::Record {
+                        record: ShardRecord::Committed { tx, .. },
+                        applied: true,
                     } => *applied.entry((*tx, node.id)).or_default() += 1,
-                    ShardRecord::Block(txs) => {
+                    Logged::Record {
+                        record: ShardRecord::Block(txs),
+                        ..
+                    } => {
                         for tx in txs {
                             *applied.entry((tx.id, node.id)).or_default() += 1;
                         }
