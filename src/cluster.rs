@@ -172,8 +172,9 @@ impl ClusterBuilder {
     }
 
     /// When shards and the coordinator snapshot their state and start a
-    /// new log (default [`SnapshotPolicy::default`]). In-memory storage
-    /// never snapshots.
+    /// new log (default [`SnapshotPolicy::default`]), on disk and in
+    /// memory alike: without snapshots an in-memory log would keep every
+    /// record of the cluster's life. In memory only records count.
     pub fn snapshot_policy(mut self, policy: SnapshotPolicy) -> Self {
         self.snapshot_policy = policy;
         self
@@ -204,9 +205,12 @@ impl ClusterBuilder {
             Some(dir) => open_data_dir(dir, self.shards, self.snapshot_policy)?,
             None => (
                 (0..self.shards)
-                    .map(|_| Arc::new(MemoryStorage::default()) as Arc<dyn Storage<_>>)
+                    .map(|_| {
+                        Arc::new(MemoryStorage::with_policy(self.snapshot_policy))
+                            as Arc<dyn Storage<_>>
+                    })
                     .collect(),
-                Arc::new(MemoryStorage::default()) as Arc<dyn Storage<_>>,
+                Arc::new(MemoryStorage::with_policy(self.snapshot_policy)) as Arc<dyn Storage<_>>,
             ),
         };
         let storage = ClusterStorage {

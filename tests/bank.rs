@@ -47,14 +47,13 @@ fn start(seed: u64, dir: Option<&std::path::Path>) -> Cluster {
     for a in 0..PLACED {
         builder = builder.place(AccountId(a), ShardId((a % u64::from(SHARDS)) as u32));
     }
+    // Frequent snapshots, so that restarts also recover from them.
+    builder = builder.snapshot_policy(parashard::SnapshotPolicy {
+        log_bytes: u64::MAX,
+        log_records: 64,
+    });
     if let Some(dir) = dir {
-        // Frequent snapshots, so that restarts also recover from them.
-        builder = builder
-            .data_dir(dir)
-            .snapshot_policy(parashard::SnapshotPolicy {
-                log_bytes: u64::MAX,
-                log_records: 64,
-            });
+        builder = builder.data_dir(dir);
     }
     let cluster = builder.start().expect("cluster starts");
     let genesis: Vec<_> = (0..ACCOUNTS).map(|a| (AccountId(a), GENESIS)).collect();

@@ -173,6 +173,67 @@ fn crashed_shard_recovers_committed_state() {
     assert!(receipt.is_committed(), "{receipt:?}");
 }
 
+/// In-memory logs snapshot by the cluster's policy (they would otherwise
+/// keep every record for the cluster's life), and shards and the
+/// coordinator crashed after many snapshots recover from snapshot plus
+/// tail: balances equal a model of every committed transfer, and the
+/// cluster goes on committing.
+#[test]
+fn in_memory_logs_snapshot_and_recover_from_snapshots() {
+    const ACCOUNTS: u64 = 12;
+    let cluster = Cluster::builder()
+        .shards(3)
+        .workers(1)
+        .snapshot_policy(parashard::SnapshotPolicy {
+            log_bytes: u64::MAX,
+            log_records: 16,
+        })
+        .start()
+        .expect("cluster starts");
+    let genesis: Vec<_> = (0..ACCOUNTS).map(|a| (AccountId(a), 1_000)).collect();
+    let receipts = cluster.create_accounts_blocking(&genesis).expect("genesis");
+    assert!(receipts.iter().all(Receipt::is_committed), "{receipts:?}");
+    let mut model = vec![1_000u64; ACCOUNTS as usize];
+    let mut workload = (Rng::new(41), TxIds::starting_at(1 << 90));
+    let mut run = |cluster: &Cluster, model: &mut [Value], batches: usize| {
+        let (rng, ids) = &mut workload;
+        for _ in 0..batches {
+            let txs = parashard::protocols::workload::transfers(rng, ids, ACCOUNTS, 30, 20);
+            let receipts = cluster.submit_batch_blocking(txs.clone()).unwrap();
+            for (tx, receipt) in txs.iter().zip(&receipts) {
+                assert!(receipt.is_committed(), "{receipt:?}");
+                let Call::Transfer { to, amount } = tx.call else {
+                    unreachable!("transfers only")
+                };
+                model[tx.sender.0 as usize] -= amount;
+                model[to.0 as usize] += amount;
+            }
+        }
+    };
+    run(&cluster, &mut model, 10);
+    let stats = cluster.storage_stats();
+    assert!(stats.shards.snapshots >= 3, "{stats:?}");
+    assert!(stats.coordinator.snapshots >= 1, "{stats:?}");
+    for shard in 0..3 {
+        cluster.crash_shard(ShardId(shard)).unwrap();
+    }
+    cluster.crash_coordinator();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (a, b) = common::cross_pair(&cluster, ACCOUNTS);
+    loop {
+        match cluster.submit_blocking(Transaction::transfer(TxId::random(), a, b, 1)) {
+            Ok(receipt) if receipt.is_committed() => break,
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            other => panic!("cluster never came back: {other:?}"),
+        }
+    }
+    model[a.0 as usize] -= 1;
+    model[b.0 as usize] += 1;
+    assert_eq!(common::balances(&cluster, ACCOUNTS), model, "after the crashes");
+    run(&cluster, &mut model, 3);
+    assert_eq!(common::balances(&cluster, ACCOUNTS), model, "and after more");
+}
+
 /// Bad input gets typed errors, never a hang: a duplicate id in flight, an
 /// unknown account across shards, an empty access set, a bad placement.
 #[test]
