@@ -12,7 +12,7 @@ pub use parashard_actors::faults::{
     CrashPoint, FaultError, FaultStats, Faults, LinkFaults, Target as FaultTarget,
 };
 pub use parashard_actors::shard::ShardPending;
-pub use parashard_actors::storage::{SnapshotPolicy, StorageStats};
+pub use parashard_actors::storage::{SnapshotPolicy, StorageError, StorageStats};
 
 /// Everything a typical user needs.
 pub mod prelude {

@@ -506,7 +506,7 @@ fn simulate(args: &SimulateArgs) -> Result<(), CliError> {
         })?;
         total.accumulate(&summary);
         let done = done as u64 + 1;
-        if done % step == 0 || done == args.seeds {
+        if done.is_multiple_of(step) || done == args.seeds {
             println!(
                 "{done}/{} seeds ok ({:.1} s)",
                 args.seeds,

@@ -229,9 +229,17 @@ fn in_memory_logs_snapshot_and_recover_from_snapshots() {
     }
     model[a.0 as usize] -= 1;
     model[b.0 as usize] += 1;
-    assert_eq!(common::balances(&cluster, ACCOUNTS), model, "after the crashes");
+    assert_eq!(
+        common::balances(&cluster, ACCOUNTS),
+        model,
+        "after the crashes"
+    );
     run(&cluster, &mut model, 3);
-    assert_eq!(common::balances(&cluster, ACCOUNTS), model, "and after more");
+    assert_eq!(
+        common::balances(&cluster, ACCOUNTS),
+        model,
+        "and after more"
+    );
 }
 
 /// Bad input gets typed errors, never a hang: a duplicate id in flight, an

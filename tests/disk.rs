@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use parashard::prelude::*;
 use parashard::protocols::workload::{Rng, TxIds};
-use parashard::SnapshotPolicy;
+use parashard::{SnapshotPolicy, StorageError};
 
 const ACCOUNTS: u64 = 24;
 const BALANCE: Value = 1_000_000;
@@ -336,4 +336,32 @@ fn data_dir_remembers_its_shard_count() {
         Cluster::builder().shards(3).data_dir(dir.path()).start(),
         Err(ClusterError::Config(_))
     ));
+}
+
+/// A data directory serves one cluster at a time: a second cluster on it
+/// gets a typed error naming the directory in use (two clusters would
+/// interleave their appends), and once the first shuts down the directory
+/// opens again with every committed balance.
+#[test]
+fn data_dir_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = vec![BALANCE; ACCOUNTS as usize];
+    let cluster = bank_on(dir.path(), 2, SnapshotPolicy::default());
+    transfer_batches(&cluster, 21, 2, &mut model);
+    let second = Cluster::builder().shards(2).data_dir(dir.path()).start();
+    match second {
+        Err(ClusterError::Storage(StorageError::Locked { path })) => {
+            assert!(path.starts_with(dir.path()), "{}", path.display());
+        }
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!("a second cluster opened a data directory in use"),
+    }
+    assert_eq!(
+        common::balances(&cluster, ACCOUNTS),
+        model,
+        "first unharmed"
+    );
+    cluster.shutdown();
+    let cluster = start(dir.path(), 2, SnapshotPolicy::default());
+    assert_eq!(balances_eventually(&cluster), model);
 }

@@ -440,7 +440,7 @@ impl Faults {
         let now = Instant::now();
         inner
             .partitions
-            .retain(|(_, until)| until.map_or(true, |until| now < until));
+            .retain(|(_, until)| until.is_none_or(|until| now < until));
         let partitioned = inner.partitions.iter().any(|(s, _)| *s == shard);
         self.active.store(!inner.is_empty(), Ordering::Release);
         if partitioned {
@@ -461,7 +461,7 @@ impl Faults {
         let applies = inner
             .links
             .as_ref()
-            .is_some_and(|l| l.shards.as_ref().map_or(true, |s| s.contains(&shard)));
+            .is_some_and(|l| l.shards.as_ref().is_none_or(|s| s.contains(&shard)));
         if applies {
             let links = inner.links.as_ref().expect("checked above");
             let rng = &mut inner.rng;

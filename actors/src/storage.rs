@@ -156,6 +156,24 @@ pub enum StorageError {
     /// Records could not be encoded.
     #[error("cannot encode records: {0}")]
     Encode(String),
+    /// A file was written in a format version this build does not read
+    /// (by another version of parashard).
+    #[error("{} is in format version {found}; this build reads version {supported}", path.display())]
+    UnsupportedFormat {
+        /// The file.
+        path: PathBuf,
+        /// The version it was written in.
+        found: String,
+        /// The version this build reads and writes.
+        supported: String,
+    },
+    /// The storage directory is open already, in this process or another:
+    /// two writers would corrupt it.
+    #[error("{} is in use by another open storage (this process or another)", path.display())]
+    Locked {
+        /// The directory.
+        path: PathBuf,
+    },
 }
 
 /// An append-only log of records of type `R`, with snapshots.

@@ -96,10 +96,9 @@ async fn prepared_lock_survives_snapshot_and_crash() {
         }]))
         .await
         .unwrap();
-    let on_disk = DiskStorage::<ShardRecord>::open(dir.path(), SnapshotPolicy::NEVER)
-        .unwrap()
-        .load()
-        .unwrap();
+    // Read back from the files (the directory is locked by `storage`, so
+    // through it: `load` reads the disk, as a restart would).
+    let on_disk = storage.load().unwrap();
     let snapshot = on_disk.snapshot.expect("a snapshot after the prepare");
     assert_eq!(snapshot.prepared, vec![(cross, 0, vec![ka])]);
     assert_eq!(on_disk.records, vec![], "the snapshot replaced the log");

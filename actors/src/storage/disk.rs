@@ -48,10 +48,16 @@ use tracing::warn;
 
 use super::{Record, Recovered, SnapshotPolicy, Storage, StorageError, StorageStats};
 
-/// The first bytes of every log file.
+/// The first bytes of every log file: the kind of file, then the format
+/// version (two digits), bumped whenever the encoding of what the file
+/// holds changes. A file in another version is refused with
+/// [`StorageError::UnsupportedFormat`].
 pub const LOG_MAGIC: [u8; 8] = *b"PSHLOG01";
-/// The first bytes of every snapshot file.
+/// The first bytes of every snapshot file (kind, then version, as in
+/// [`LOG_MAGIC`]).
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"PSHSNP01";
+/// Where the version digits start in a magic.
+const FORMAT_VERSION_AT: usize = 6;
 /// A log file's header: the magic and the generation.
 pub const LOG_HEADER_LEN: usize = 16;
 /// A frame's header: length and checksum.
@@ -60,6 +66,9 @@ pub const FRAME_HEADER_LEN: usize = 8;
 pub const MAX_FRAME_LEN: usize = 1 << 30;
 
 const SNAPSHOT_FILE: &str = "snapshot";
+/// Held locked (an advisory `flock`) while a [`DiskStorage`] has the
+/// directory open.
+const LOCK_FILE: &str = "lock";
 const SNAPSHOT_TMP_FILE: &str = "snapshot.tmp";
 const LOG_PREFIX: &str = "log-";
 
@@ -76,6 +85,9 @@ pub struct DiskStorage<R: Record> {
     dir: PathBuf,
     policy: SnapshotPolicy,
     log: Mutex<DiskLog>,
+    /// The locked lock file: released when the storage is dropped (or its
+    /// process ends, however it ends).
+    _lock: File,
     _records: PhantomData<fn(R) -> R>,
 }
 
@@ -110,6 +122,10 @@ impl<R: Record> std::fmt::Debug for DiskStorage<R> {
 impl<R: Record> DiskStorage<R> {
     /// Storage in `dir` (created if missing), asking for snapshots by
     /// `policy`. Nothing is read until [`Storage::load`].
+    ///
+    /// The directory is locked while the storage is open: opening it again,
+    /// from this process or another, fails with [`StorageError::Locked`]
+    /// instead of two writers interleaving their appends.
     pub fn open(dir: impl Into<PathBuf>, policy: SnapshotPolicy) -> Result<Self, StorageError> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(|e| io_error(&dir, "create directory", e))?;
@@ -117,9 +133,24 @@ impl<R: Record> DiskStorage<R> {
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             sync_dir(parent)?;
         }
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io_error(&lock_path, "open", e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(StorageError::Locked { path: dir });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_error(&lock_path, "lock", e)),
+        }
         Ok(DiskStorage {
             dir,
             policy,
+            _lock: lock,
             log: Mutex::new(DiskLog {
                 file: None,
                 generation: 0,
@@ -198,9 +229,7 @@ impl<R: Record> DiskStorage<R> {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error(&path, "read", e)),
         };
-        if bytes.get(..SNAPSHOT_MAGIC.len()) != Some(&SNAPSHOT_MAGIC[..]) {
-            return Err(corrupt(&path, 0, "not a parashard snapshot (bad magic)"));
-        }
+        check_magic(&path, &bytes, &SNAPSHOT_MAGIC, "snapshot")?;
         let at = SNAPSHOT_MAGIC.len();
         let (payload, used) =
             read_frame(&bytes[at..]).map_err(|reason| corrupt(&path, at, reason))?;
@@ -280,9 +309,7 @@ impl<R: Record> DiskStorage<R> {
             sync_dir(&self.dir)?;
             return Ok((file, Vec::new(), 0));
         }
-        if bytes[..LOG_MAGIC.len()] != LOG_MAGIC {
-            return Err(corrupt(&path, 0, "not a parashard log (bad magic)"));
-        }
+        check_magic(&path, &bytes, &LOG_MAGIC, "log")?;
         let mut stored = [0u8; 8];
         stored.copy_from_slice(&bytes[LOG_MAGIC.len()..LOG_HEADER_LEN]);
         let stored = u64::from_le_bytes(stored);
@@ -461,6 +488,35 @@ impl<R: Record> Storage<R> for DiskStorage<R> {
 
 fn io_error(path: &Path, op: &str, error: std::io::Error) -> StorageError {
     StorageError::Io(format!("{op} {}: {error}", path.display()))
+}
+
+/// Checks that `bytes` start with `magic`: its first six bytes name the kind
+/// of file, its last two the format version. A file of the right kind in
+/// another version is refused as such, not reported as damage.
+fn check_magic(path: &Path, bytes: &[u8], magic: &[u8; 8], kind: &str) -> Result<(), StorageError> {
+    let Some(found) = bytes.get(..magic.len()) else {
+        return Err(corrupt(
+            path,
+            0,
+            format!("too short for a parashard {kind}"),
+        ));
+    };
+    if found == magic {
+        return Ok(());
+    }
+    let (name, version) = magic.split_at(FORMAT_VERSION_AT);
+    if found.starts_with(name) {
+        return Err(StorageError::UnsupportedFormat {
+            path: path.to_path_buf(),
+            found: String::from_utf8_lossy(&found[FORMAT_VERSION_AT..]).into_owned(),
+            supported: String::from_utf8_lossy(version).into_owned(),
+        });
+    }
+    Err(corrupt(
+        path,
+        0,
+        format!("not a parashard {kind} (bad magic)"),
+    ))
 }
 
 fn corrupt(path: &Path, offset: usize, reason: impl Into<String>) -> StorageError {

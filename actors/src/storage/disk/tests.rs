@@ -9,6 +9,14 @@ fn open(dir: &Path) -> Disk {
     DiskStorage::open(dir, SnapshotPolicy::NEVER).expect("open")
 }
 
+/// Closes `storage` and opens its directory again, as a restarted process
+/// would: the lock of the first open is released first.
+fn reopen(storage: Disk) -> Disk {
+    let dir = storage.dir().to_path_buf();
+    drop(storage);
+    open(&dir)
+}
+
 fn key(account: u64) -> Key {
     Key::balance(AccountId(account), AssetId::COIN)
 }
@@ -99,7 +107,7 @@ fn append_before_load_checks_the_tail() {
     storage.append(batch(9, 2)).unwrap();
     let mut expected = all(0..2);
     expected.extend(batch(9, 2));
-    assert_eq!(open(dir.path()).load().unwrap().records, expected);
+    assert_eq!(reopen(storage).load().unwrap().records, expected);
 }
 
 /// A log cut at every byte offset inside its last frame (a crash during the
@@ -122,7 +130,7 @@ fn torn_tail_at_every_offset_is_truncated() {
         let mut expected = all(0..2);
         expected.extend(batch(7, 1));
         assert_eq!(
-            open(dir.path()).load().unwrap().records,
+            reopen(storage).load().unwrap().records,
             expected,
             "cut at {cut}"
         );
@@ -201,17 +209,18 @@ fn snapshot_then_tail() {
     storage.append(batch(1, 2)).unwrap();
     storage.append(batch(2, 2)).unwrap();
     assert!(!storage.log_path(0).exists());
-    let recovered = open(dir.path()).load().unwrap();
+    assert_eq!(storage.stats().snapshots, 1);
+    let storage = reopen(storage);
+    let recovered = storage.load().unwrap();
     assert_eq!(recovered.snapshot, Some(snapshot(3)));
     let mut tail = batch(1, 2);
     tail.extend(batch(2, 2));
     assert_eq!(recovered.records, tail);
     // A second snapshot replaces the first.
     storage.snapshot(snapshot(8)).unwrap();
-    let recovered = open(dir.path()).load().unwrap();
+    let recovered = reopen(storage).load().unwrap();
     assert_eq!(recovered.snapshot, Some(snapshot(8)));
     assert_eq!(recovered.records, vec![]);
-    assert_eq!(storage.stats().snapshots, 2);
 }
 
 /// The policy asks for a snapshot once the log since the last one reaches
@@ -260,17 +269,17 @@ fn interrupted_snapshot_recovers() {
     fs::write(dir.path().join(SNAPSHOT_TMP_FILE), b"half a snapshot").unwrap();
     // Crash after creating the next log, before the rename took effect.
     fs::write(storage.log_path(1), log_header(1)).unwrap();
-    let recovered = open(dir.path()).load().unwrap();
+    let storage = reopen(storage);
+    let recovered = storage.load().unwrap();
     assert_eq!((recovered.snapshot, recovered.records), (None, batch(0, 3)));
     assert!(!dir.path().join(SNAPSHOT_TMP_FILE).exists());
     assert!(!storage.log_path(1).exists());
     // Crash after the rename, before the old log was deleted.
-    let storage = open(dir.path());
-    storage.load().unwrap();
     let old = fs::read(storage.log_path(0)).unwrap();
     storage.snapshot(snapshot(2)).unwrap();
     fs::write(storage.log_path(0), old).unwrap();
-    let recovered = open(dir.path()).load().unwrap();
+    let storage = reopen(storage);
+    let recovered = storage.load().unwrap();
     assert_eq!(
         (recovered.snapshot, recovered.records),
         (Some(snapshot(2)), vec![])
@@ -289,6 +298,8 @@ fn bad_snapshot_is_corrupt() {
     storage.snapshot(snapshot(4)).unwrap();
     storage.append(batch(1, 2)).unwrap();
     let path = storage.snapshot_path();
+    let log_1 = storage.log_path(1);
+    drop(storage);
     let good = fs::read(&path).unwrap();
     let mut bad = good.clone();
     let last = bad.len() - 1;
@@ -301,7 +312,7 @@ fn bad_snapshot_is_corrupt() {
     // The snapshot deleted: generation 1's log has records nobody continues.
     fs::remove_file(&path).unwrap();
     match open(dir.path()).load() {
-        Err(StorageError::Corrupt { path, .. }) => assert_eq!(path, storage.log_path(1)),
+        Err(StorageError::Corrupt { path, .. }) => assert_eq!(path, log_1),
         other => panic!("{other:?}"),
     }
     fs::write(&path, &good).unwrap();
@@ -324,4 +335,63 @@ fn frame_layout() {
     assert_eq!(crc, hasher.finalize());
     assert_eq!(postcard::to_allocvec(&records).unwrap(), frame[8..]);
     check_frame(&frame, &records).unwrap();
+}
+
+/// A directory is open in one storage at a time: a second open, here or
+/// in another process, gets a typed `Locked` error (two writers would
+/// interleave their appends), and the directory opens again once the
+/// first storage is gone.
+#[test]
+fn second_open_is_refused_while_the_first_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(dir.path());
+    storage.load().unwrap();
+    storage.append(batch(0, 2)).unwrap();
+    match Disk::open(dir.path(), SnapshotPolicy::NEVER) {
+        Err(StorageError::Locked { path }) => assert_eq!(path, dir.path()),
+        other => panic!("{:?}", other.map(|_| "opened twice")),
+    }
+    assert_eq!(reopen(storage).load().unwrap().records, batch(0, 2));
+}
+
+/// A file of the right kind written in another format version is refused
+/// as such, naming both versions, rather than reported as damage or read
+/// wrongly; a file of another kind is still corrupt.
+#[test]
+fn other_format_versions_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(dir.path());
+    storage.load().unwrap();
+    storage.snapshot(snapshot(2)).unwrap();
+    storage.append(batch(1, 2)).unwrap();
+    let (snapshot_path, log_path) = (storage.snapshot_path(), storage.log_path(1));
+    drop(storage);
+    for (path, magic) in [(&snapshot_path, SNAPSHOT_MAGIC), (&log_path, LOG_MAGIC)] {
+        let good = fs::read(path).unwrap();
+        let mut newer = good.clone();
+        newer[6..8].copy_from_slice(b"99");
+        fs::write(path, &newer).unwrap();
+        match open(dir.path()).load() {
+            Err(StorageError::UnsupportedFormat {
+                path: named,
+                found,
+                supported,
+            }) => {
+                assert_eq!(&named, path);
+                assert_eq!(found, "99");
+                assert_eq!(supported.as_bytes(), &magic[6..]);
+            }
+            other => panic!("{}: {other:?}", path.display()),
+        }
+        let mut alien = good.clone();
+        alien[..4].copy_from_slice(b"ELF!");
+        fs::write(path, &alien).unwrap();
+        assert!(
+            matches!(open(dir.path()).load(), Err(StorageError::Corrupt { .. })),
+            "{}",
+            path.display()
+        );
+        fs::write(path, &good).unwrap();
+    }
+    assert_eq!(open(dir.path()).load().unwrap().records, batch(1, 2));
 }
