@@ -101,6 +101,7 @@ pub struct ClusterBuilder {
     data_dir: Option<PathBuf>,
     snapshot_policy: SnapshotPolicy,
     fault_seed: Option<u64>,
+    remember_committed: usize,
 }
 
 impl Default for ClusterBuilder {
@@ -115,6 +116,7 @@ impl Default for ClusterBuilder {
             data_dir: None,
             snapshot_policy: SnapshotPolicy::default(),
             fault_seed: None,
+            remember_committed: parashard_protocols::committed::DEFAULT_REMEMBERED,
         }
     }
 }
@@ -152,6 +154,21 @@ impl ClusterBuilder {
     /// with `try_submit_batch`, fail with [`ClusterError::Overloaded`]).
     pub fn max_in_flight(mut self, max: usize) -> Self {
         self.max_in_flight = max;
+        self
+    }
+
+    /// How many of its latest commits each shard (local transactions) and
+    /// the coordinator (cross-shard ones) remember, default
+    /// [`parashard_protocols::committed::DEFAULT_REMEMBERED`]. A transaction
+    /// submitted again with the id of a remembered commit gets that commit's
+    /// receipt instead of running twice: the safe retry for a client that
+    /// lost a receipt (a timeout, a crash). The memory survives crashes and
+    /// restarts (logs and snapshots keep it). Failed transactions are not
+    /// remembered: they changed nothing, and a retry runs them again. 0
+    /// turns the memory off. Overrides `remember_committed` of
+    /// [`ClusterBuilder::coordinator`]'s config.
+    pub fn remember_committed(mut self, commits: usize) -> Self {
+        self.remember_committed = commits;
         self
     }
 
@@ -228,7 +245,11 @@ impl ClusterBuilder {
             placement: placement.clone(),
             workers: self.workers,
             registry: Arc::new(self.registry),
-            coordinator: self.coordinator,
+            coordinator: CoordinatorConfig {
+                remember_committed: self.remember_committed,
+                ..self.coordinator
+            },
+            shard_remember_committed: self.remember_committed,
             shard_storage,
             coordinator_storage,
         })?;

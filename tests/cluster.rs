@@ -173,53 +173,57 @@ fn crashed_shard_recovers_committed_state() {
     assert!(receipt.is_committed(), "{receipt:?}");
 }
 
-/// In-memory logs snapshot by the cluster's policy (they would otherwise
-/// keep every record for the cluster's life), and shards and the
-/// coordinator crashed after many snapshots recover from snapshot plus
-/// tail: balances equal a model of every committed transfer, and the
-/// cluster goes on committing.
-#[test]
-fn in_memory_logs_snapshot_and_recover_from_snapshots() {
-    const ACCOUNTS: u64 = 12;
+/// Accounts of the snapshotting tests.
+const SNAP_ACCOUNTS: u64 = 12;
+
+/// Three shards whose logs (in memory) snapshot every `log_records`
+/// records, with accounts `0..SNAP_ACCOUNTS` holding 1,000 each.
+fn snapshotting_bank(log_records: u64) -> Cluster {
     let cluster = Cluster::builder()
         .shards(3)
         .workers(1)
         .snapshot_policy(parashard::SnapshotPolicy {
             log_bytes: u64::MAX,
-            log_records: 16,
+            log_records,
         })
         .start()
         .expect("cluster starts");
-    let genesis: Vec<_> = (0..ACCOUNTS).map(|a| (AccountId(a), 1_000)).collect();
+    let genesis: Vec<_> = (0..SNAP_ACCOUNTS).map(|a| (AccountId(a), 1_000)).collect();
     let receipts = cluster.create_accounts_blocking(&genesis).expect("genesis");
     assert!(receipts.iter().all(Receipt::is_committed), "{receipts:?}");
-    let mut model = vec![1_000u64; ACCOUNTS as usize];
-    let mut workload = (Rng::new(41), TxIds::starting_at(1 << 90));
-    let mut run = |cluster: &Cluster, model: &mut [Value], batches: usize| {
-        let (rng, ids) = &mut workload;
-        for _ in 0..batches {
-            let txs = parashard::protocols::workload::transfers(rng, ids, ACCOUNTS, 30, 20);
-            let receipts = cluster.submit_batch_blocking(txs.clone()).unwrap();
-            for (tx, receipt) in txs.iter().zip(&receipts) {
-                assert!(receipt.is_committed(), "{receipt:?}");
-                let Call::Transfer { to, amount } = tx.call else {
-                    unreachable!("transfers only")
-                };
-                model[tx.sender.0 as usize] -= amount;
-                model[to.0 as usize] += amount;
-            }
-        }
-    };
-    run(&cluster, &mut model, 10);
-    let stats = cluster.storage_stats();
-    assert!(stats.shards.snapshots >= 3, "{stats:?}");
-    assert!(stats.coordinator.snapshots >= 1, "{stats:?}");
-    for shard in 0..3 {
+    cluster
+}
+
+/// Submits a seeded batch of transfers, asserts they all commit and
+/// applies them to `model`; returns them with their receipts.
+fn committed_transfers(
+    cluster: &Cluster,
+    workload: &mut (Rng, TxIds),
+    model: &mut [Value],
+) -> (Vec<Transaction>, Vec<Receipt>) {
+    let (rng, ids) = workload;
+    let txs = parashard::protocols::workload::transfers(rng, ids, SNAP_ACCOUNTS, 30, 20);
+    let receipts = cluster.submit_batch_blocking(txs.clone()).unwrap();
+    for (tx, receipt) in txs.iter().zip(&receipts) {
+        assert!(receipt.is_committed(), "{receipt:?}");
+        let Call::Transfer { to, amount } = tx.call else {
+            unreachable!("transfers only")
+        };
+        model[tx.sender.0 as usize] -= amount;
+        model[to.0 as usize] += amount;
+    }
+    (txs, receipts)
+}
+
+/// Crashes every shard and the coordinator, then waits until a cross-shard
+/// transfer commits again (applied to `model`).
+fn crash_everything(cluster: &Cluster, model: &mut [Value]) {
+    for shard in 0..cluster.placement().shards() {
         cluster.crash_shard(ShardId(shard)).unwrap();
     }
     cluster.crash_coordinator();
     let deadline = Instant::now() + Duration::from_secs(10);
-    let (a, b) = common::cross_pair(&cluster, ACCOUNTS);
+    let (a, b) = common::cross_pair(cluster, SNAP_ACCOUNTS);
     loop {
         match cluster.submit_blocking(Transaction::transfer(TxId::random(), a, b, 1)) {
             Ok(receipt) if receipt.is_committed() => break,
@@ -229,16 +233,74 @@ fn in_memory_logs_snapshot_and_recover_from_snapshots() {
     }
     model[a.0 as usize] -= 1;
     model[b.0 as usize] += 1;
-    assert_eq!(
-        common::balances(&cluster, ACCOUNTS),
-        model,
-        "after the crashes"
+}
+
+/// In-memory logs snapshot by the cluster's policy (they would otherwise
+/// keep every record for the cluster's life), and shards and the
+/// coordinator crashed after many snapshots recover from snapshot plus
+/// tail: balances equal a model of every committed transfer, and the
+/// cluster goes on committing.
+#[test]
+fn in_memory_logs_snapshot_and_recover_from_snapshots() {
+    let cluster = snapshotting_bank(16);
+    let mut model = vec![1_000u64; SNAP_ACCOUNTS as usize];
+    let mut workload = (Rng::new(41), TxIds::starting_at(1 << 90));
+    for _ in 0..10 {
+        committed_transfers(&cluster, &mut workload, &mut model);
+    }
+    let stats = cluster.storage_stats();
+    assert!(stats.shards.snapshots >= 3, "{stats:?}");
+    assert!(stats.coordinator.snapshots >= 1, "{stats:?}");
+    crash_everything(&cluster, &mut model);
+    let balances = common::balances(&cluster, SNAP_ACCOUNTS);
+    assert_eq!(balances, model, "after the crashes");
+    for _ in 0..3 {
+        committed_transfers(&cluster, &mut workload, &mut model);
+    }
+    let balances = common::balances(&cluster, SNAP_ACCOUNTS);
+    assert_eq!(balances, model, "and after more");
+}
+
+/// A transaction submitted again with the id of a commit (a client's retry
+/// after a lost receipt) gets the commit's receipt and runs only once:
+/// local and cross-shard alike, before and after every shard and the
+/// coordinator crash and recover (from their logs, then from snapshots).
+/// A failed transaction is not remembered: its retry runs again.
+#[test]
+fn resubmitted_commits_run_once() {
+    let cluster = snapshotting_bank(40);
+    let mut model = vec![1_000u64; SNAP_ACCOUNTS as usize];
+    let mut workload = (Rng::new(55), TxIds::starting_at(1 << 80));
+    let sent: Vec<_> = (0..6)
+        .map(|_| committed_transfers(&cluster, &mut workload, &mut model))
+        .collect();
+    let resubmit_all = |model: &[Value], when: &str| {
+        for (txs, receipts) in &sent {
+            let again = cluster.submit_batch_blocking(txs.clone()).unwrap();
+            assert_eq!(&again, receipts, "{when}: the same receipts");
+        }
+        let balances = common::balances(&cluster, SNAP_ACCOUNTS);
+        assert_eq!(balances, model, "{when}: ran once");
+    };
+    resubmit_all(&model, "live");
+    let stats = cluster.storage_stats();
+    assert!(
+        stats.shards.snapshots > 0 && stats.coordinator.snapshots > 0,
+        "{stats:?}"
     );
-    run(&cluster, &mut model, 3);
-    assert_eq!(
-        common::balances(&cluster, ACCOUNTS),
-        model,
-        "and after more"
+    crash_everything(&cluster, &mut model);
+    resubmit_all(&model, "after the crashes");
+
+    let (a, b) = common::cross_pair(&cluster, SNAP_ACCOUNTS);
+    let too_much = Transaction::transfer(TxId::random(), a, b, model[a.0 as usize] + 1);
+    let failed = cluster.submit_blocking(too_much.clone()).unwrap();
+    assert!(!failed.is_committed(), "{failed:?}");
+    let top_up = Transaction::transfer(TxId::random(), b, a, 1);
+    assert!(cluster.submit_blocking(top_up).unwrap().is_committed());
+    let retried = cluster.submit_blocking(too_much).unwrap();
+    assert!(
+        retried.is_committed(),
+        "a failed id runs again: {retried:?}"
     );
 }
 
@@ -341,4 +403,43 @@ fn coordinator_crash_leaves_no_stale_locks() {
     }
     let total: u64 = common::balances(&cluster, 8).iter().sum();
     assert_eq!(total, 8 * 1_000);
+}
+
+/// Without the memory (`remember_committed(0)`) a re-submitted local
+/// transfer runs twice, and a re-submitted cross-shard one (whose late
+/// prepare the shards refuse, remembering it finished) is aborted rather
+/// than answered: what the memory changes.
+#[test]
+fn without_the_memory_a_resubmission_runs_again() {
+    const ACCOUNTS: u64 = 8;
+    let cluster = Cluster::builder()
+        .shards(2)
+        .workers(1)
+        .remember_committed(0)
+        .coordinator(parashard::protocols::twopc::CoordinatorConfig {
+            timeout_ms: 100,
+            ..parashard::protocols::twopc::CoordinatorConfig::default()
+        })
+        .start()
+        .expect("cluster starts");
+    let genesis: Vec<_> = (0..ACCOUNTS).map(|a| (AccountId(a), 1_000)).collect();
+    cluster.create_accounts_blocking(&genesis).expect("genesis");
+    let (a, b) = common::cross_pair(&cluster, ACCOUNTS);
+    let placement = cluster.placement().clone();
+    let c = (0..ACCOUNTS)
+        .map(AccountId)
+        .find(|&c| c != a && placement.shard_of_account(c) == placement.shard_of_account(a))
+        .expect("two accounts on one shard");
+    let cross = Transaction::transfer(TxId::random(), a, b, 10);
+    let local = Transaction::transfer(TxId::random(), a, c, 10);
+    let first = cluster
+        .submit_batch_blocking(vec![cross.clone(), local.clone()])
+        .unwrap();
+    assert!(first.iter().all(Receipt::is_committed), "{first:?}");
+    let again = cluster.submit_batch_blocking(vec![cross, local]).unwrap();
+    assert!(!again[0].is_committed(), "{again:?}");
+    assert!(again[1].is_committed(), "{again:?}");
+    let balances = common::balances(&cluster, ACCOUNTS);
+    let of = |x: AccountId| balances[x.0 as usize];
+    assert_eq!((of(a), of(b), of(c)), (970, 1_010, 1_020));
 }

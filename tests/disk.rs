@@ -365,3 +365,43 @@ fn data_dir_in_use_is_refused() {
     let cluster = start(dir.path(), 2, SnapshotPolicy::default());
     assert_eq!(balances_eventually(&cluster), model);
 }
+
+/// Every coordinator incarnation logs its epoch, one more than the
+/// greatest logged before, before any round begins: restarts of the
+/// process (not only of the actor) cannot reuse an epoch, whatever the
+/// wall clock says.
+#[test]
+fn coordinator_epochs_are_durable_and_increase() {
+    use parashard::actors::storage::{CoordinatorRecord, DiskStorage, Storage};
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = vec![BALANCE; ACCOUNTS as usize];
+    let cluster = bank_on(dir.path(), 2, SnapshotPolicy::NEVER);
+    transfer_batches(&cluster, 31, 1, &mut model);
+    cluster.crash_coordinator();
+    transfer_batches(&cluster, 32, 1, &mut model);
+    cluster.shutdown();
+    let cluster = start(dir.path(), 2, SnapshotPolicy::NEVER);
+    transfer_batches(&cluster, 33, 1, &mut model);
+    assert_eq!(balances_eventually(&cluster), model);
+    cluster.shutdown();
+    let log = DiskStorage::<CoordinatorRecord>::open(
+        dir.path().join("coordinator"),
+        SnapshotPolicy::NEVER,
+    )
+    .unwrap()
+    .load()
+    .unwrap();
+    let epochs: Vec<u32> = log
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            CoordinatorRecord::Epoch { epoch } => Some(*epoch),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        epochs,
+        vec![1, 2, 3],
+        "one per incarnation: start, crash, restart"
+    );
+}

@@ -10,7 +10,7 @@ use tracing::{debug_span, warn};
 
 use parashard_protocols::contracts::Registry;
 use parashard_protocols::fastmap::FastMap;
-use parashard_protocols::model::{Receipt, ShardId, Status, Transaction, TxError, TxId};
+use parashard_protocols::model::{Receipt, ShardId, Status, Transaction, TxError, TxId, Value};
 use parashard_protocols::placement::Placement;
 use parashard_protocols::twopc::{Command, Coordinator, CoordinatorConfig, ToParticipant};
 
@@ -51,9 +51,10 @@ pub struct CoordinatorActor {
     batches: Batches,
     /// Transactions by id, for their commit records.
     txs: FastMap<TxId, Transaction>,
-    epoch: Instant,
-    /// The 2PC epoch of the current incarnation (see `next_epoch`).
-    epoch_used: u32,
+    /// The origin of the machine's clock.
+    clock: Instant,
+    /// The 2PC epoch of the current incarnation (see `recover`).
+    epoch: u32,
     failed: Option<StorageError>,
     /// Logged commit decisions not yet done: what a snapshot keeps.
     undone: FastMap<TxId, CoordinatorRecord>,
@@ -93,30 +94,14 @@ impl CoordinatorActor {
             machine,
             batches: Batches::default(),
             txs: FastMap::default(),
-            epoch: Instant::now(),
-            epoch_used: 0,
+            clock: Instant::now(),
+            epoch: 0,
             failed: None,
             undone: FastMap::default(),
             pending_done: Vec::new(),
             timer_at_ms: None,
             faults,
         }
-    }
-
-    /// An epoch greater than every earlier incarnation's: the wall clock's
-    /// seconds, or one more than the last epoch if restarts came faster.
-    /// (The actor value, and so `epoch_used`, survives a supervised
-    /// restart; across process restarts the clock alone orders them. A
-    /// durable epoch record would remove that assumption.)
-    fn next_epoch(&mut self) -> u32 {
-        let seconds = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let epoch = u32::try_from(seconds)
-            .unwrap_or(u32::MAX)
-            .max(self.epoch_used.saturating_add(1));
-        self.epoch_used = epoch;
-        epoch
     }
 
     /// Whether an armed crash at `point` fires now; if so the actor stops
@@ -145,19 +130,19 @@ impl CoordinatorActor {
     }
 
     fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.clock.elapsed().as_millis() as u64
     }
 
     /// Throws away in-memory state and re-drives every logged commit that
     /// was not finished; everything else is presumed aborted (shards that
-    /// hold its locks ask, and are told to abort).
+    /// hold its locks ask, and are told to abort). Finished commits are
+    /// remembered, to answer re-submissions.
+    ///
+    /// Each incarnation runs under an epoch greater than every earlier
+    /// one's (so that its rounds cannot be confused with theirs, whose
+    /// messages may still be in flight): one more than the greatest logged,
+    /// logged durably before any round begins.
     fn recover(&mut self) {
-        self.machine = Coordinator::new(
-            self.config.clone(),
-            self.placement.clone(),
-            self.registry.clone(),
-        )
-        .with_epoch(self.next_epoch());
         self.batches = Batches::default();
         self.txs.clear();
         self.failed = None;
@@ -165,7 +150,26 @@ impl CoordinatorActor {
         self.pending_done.clear();
         // Timers of the old incarnation are dropped with it.
         self.timer_at_ms = None;
-        let Recovered { snapshot, records } = match self.storage.load() {
+        let recovered = self
+            .storage
+            .load()
+            .and_then(|Recovered { snapshot, records }| {
+                let (commits, committed, mut epoch) = match snapshot {
+                    Some(s) => (s.commits, s.committed, s.epoch),
+                    None => (Vec::new(), Vec::new(), 0),
+                };
+                epoch = records.iter().fold(epoch, |epoch, record| match record {
+                    CoordinatorRecord::Epoch { epoch: logged } => epoch.max(*logged),
+                    _ => epoch,
+                });
+                let epoch = epoch.checked_add(1).ok_or_else(|| {
+                    StorageError::Io("coordinator restarted 2^32 times: epochs exhausted".into())
+                })?;
+                self.storage
+                    .append(vec![CoordinatorRecord::Epoch { epoch }])?;
+                Ok((commits, committed, records, epoch))
+            });
+        let (commits, committed, records, epoch) = match recovered {
             Ok(recovered) => recovered,
             Err(error) => {
                 warn!(%error, "coordinator recovery failed");
@@ -173,30 +177,43 @@ impl CoordinatorActor {
                 return;
             }
         };
-        let mut open: HashMap<TxId, (Transaction, Vec<_>)> = HashMap::new();
+        self.epoch = epoch;
+        self.machine = Coordinator::new(
+            self.config.clone(),
+            self.placement.clone(),
+            self.registry.clone(),
+        )
+        .with_epoch(epoch);
+        for (tx, output) in committed {
+            self.machine.restore_committed(tx, output);
+        }
+        let mut open: HashMap<TxId, (Transaction, Vec<_>, Value)> = HashMap::new();
         let mut order = Vec::new();
-        let snapshot = snapshot.map(|s| s.commits).unwrap_or_default();
-        for record in snapshot.into_iter().chain(records) {
+        for record in commits.into_iter().chain(records) {
             match record {
-                CoordinatorRecord::Commit { tx, writes } => {
+                CoordinatorRecord::Commit { tx, writes, output } => {
                     order.push(tx.id);
-                    open.insert(tx.id, (*tx, writes));
+                    open.insert(tx.id, (*tx, writes, output));
                 }
                 CoordinatorRecord::Done { tx } => {
-                    open.remove(&tx);
+                    if let Some((_, _, output)) = open.remove(&tx) {
+                        self.machine.restore_committed(tx, output);
+                    }
                 }
+                CoordinatorRecord::Epoch { .. } => {}
             }
         }
         let now = self.now_ms();
         for id in order {
-            if let Some((tx, writes)) = open.remove(&id) {
+            if let Some((tx, writes, output)) = open.remove(&id) {
                 self.txs.insert(id, tx.clone());
                 let record = CoordinatorRecord::Commit {
                     tx: Box::new(tx.clone()),
                     writes: writes.clone(),
+                    output,
                 };
                 self.undone.insert(id, record);
-                self.machine.recover_commit(now, tx, writes);
+                self.machine.recover_commit(now, tx, writes, output);
             }
         }
     }
@@ -212,8 +229,12 @@ impl CoordinatorActor {
             return false;
         }
         if self.storage.snapshot_due() {
-            let commits = self.undone.values().cloned().collect();
-            if let Err(error) = self.storage.snapshot(CoordinatorSnapshot { commits }) {
+            let snapshot = CoordinatorSnapshot {
+                commits: self.undone.values().cloned().collect(),
+                committed: self.machine.committed().collect(),
+                epoch: self.epoch,
+            };
+            if let Err(error) = self.storage.snapshot(snapshot) {
                 warn!(%error, "decision log snapshot failed; coordinator stops");
                 self.failed = Some(error);
                 ctx.stop();
@@ -232,13 +253,14 @@ impl CoordinatorActor {
         // held back so far, in one append before any message leaves.
         let mut decisions = Vec::new();
         for command in &commands {
-            if let Command::PersistCommit { tx, writes } = command {
+            if let Command::PersistCommit { tx, writes, output } = command {
                 let Some(transaction) = self.txs.get(tx).cloned() else {
                     continue;
                 };
                 let record = CoordinatorRecord::Commit {
                     tx: Box::new(transaction),
                     writes: writes.clone(),
+                    output: *output,
                 };
                 self.undone.insert(*tx, record.clone());
                 decisions.push(record);

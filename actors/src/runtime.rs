@@ -24,8 +24,12 @@ pub struct RuntimeConfig {
     pub workers: usize,
     /// User contracts.
     pub registry: Arc<Registry>,
-    /// 2PC tunables.
+    /// 2PC tunables (the coordinator's memory of commits among them).
     pub coordinator: CoordinatorConfig,
+    /// How many of its latest local commits each shard remembers, to
+    /// answer re-submitted transaction ids (see
+    /// [`parashard_protocols::committed`]).
+    pub shard_remember_committed: usize,
     /// One log per shard.
     pub shard_storage: Vec<Arc<dyn Storage<ShardRecord>>>,
     /// The coordinator's log.
@@ -107,6 +111,7 @@ impl Runtime {
                         let arbiter = Arbiter::new();
                         let recipient = coordinator.clone().recipient();
                         let faults = config.faults.clone();
+                        let remember = config.shard_remember_committed;
                         let addr =
                             actix::Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
                                 ShardActor::new(
@@ -116,6 +121,7 @@ impl Runtime {
                                     recipient,
                                     faults,
                                 )
+                                .remember_committed(remember)
                             });
                         addrs.push(addr);
                         arbiters.push(arbiter);

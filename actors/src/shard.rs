@@ -14,6 +14,8 @@ use parashard_protocols::model::{Key, Receipt, ShardId, Status, Transaction, TxE
 use parashard_protocols::state::State;
 use parashard_protocols::twopc::{Participant, ToCoordinator, ToParticipant};
 
+use parashard_protocols::committed::{CommittedMemory, DEFAULT_REMEMBERED};
+
 use crate::batch::{BatchReply, Batches};
 use crate::faults::{self, CrashPoint, Faults, Target};
 use crate::storage::{Recovered, ShardRecord, ShardSnapshot, Storage, StorageError};
@@ -90,6 +92,8 @@ pub struct ShardActor {
     inquiry_timer_ms: Option<u64>,
     /// Injected faults, consulted at crash points and on every send.
     faults: Arc<Faults>,
+    /// The latest local commits, to answer re-submissions.
+    committed: CommittedMemory,
 }
 
 impl ShardActor {
@@ -114,7 +118,16 @@ impl ShardActor {
             epoch: Instant::now(),
             inquiry_timer_ms: None,
             faults,
+            committed: CommittedMemory::new(DEFAULT_REMEMBERED),
         }
+    }
+
+    /// Remembers the latest `capacity` local commits (default
+    /// [`DEFAULT_REMEMBERED`]) to answer a re-submitted transaction id with
+    /// its receipt instead of running it again; 0 turns that off.
+    pub fn remember_committed(mut self, capacity: usize) -> ShardActor {
+        self.committed = CommittedMemory::new(capacity);
+        self
     }
 
     /// Whether an armed crash at `point` fires now; if so the actor stops
@@ -179,6 +192,7 @@ impl ShardActor {
         self.batches = Batches::default();
         self.deferred.clear();
         self.failed = None;
+        self.committed = CommittedMemory::new(self.committed.capacity());
         let Recovered { snapshot, records } = match self.storage.load() {
             Ok(recovered) => recovered,
             Err(error) => {
@@ -198,6 +212,9 @@ impl ShardActor {
             for (tx, attempt, keys) in snapshot.prepared {
                 self.participant.restore(tx, attempt, keys);
             }
+            for (tx, output) in snapshot.committed {
+                self.committed.remember(tx, output);
+            }
             self.participant.take_granted();
         }
         for record in records {
@@ -205,7 +222,9 @@ impl ShardActor {
                 ShardRecord::Block(txs) => {
                     // Re-execution is deterministic; the block was accepted
                     // once, so it fits the executor's limits.
-                    let _ = self.executor.execute_block(&mut self.state, &txs);
+                    if let Ok(receipts) = self.executor.execute_block(&mut self.state, &txs) {
+                        self.committed.remember_receipts(&receipts);
+                    }
                 }
                 ShardRecord::Prepared { tx, attempt, keys } => {
                     self.participant.restore(tx, attempt, keys);
@@ -238,6 +257,7 @@ impl ShardActor {
                 .map(|(tx, attempt, keys)| (*tx, attempt, keys.clone()))
                 .collect(),
             finished: self.participant.finished().collect(),
+            committed: self.committed.iter().collect(),
         };
         if let Err(error) = self.storage.snapshot(snapshot) {
             warn!(shard = self.shard.0, %error, "snapshot failed; shard refuses work");
@@ -274,7 +294,10 @@ impl ShardActor {
             return;
         }
         match self.executor.execute_block(&mut self.state, &ready) {
-            Ok(receipts) => receipts.into_iter().for_each(|r| self.batches.complete(r)),
+            Ok(receipts) => {
+                self.committed.remember_receipts(&receipts);
+                receipts.into_iter().for_each(|r| self.batches.complete(r));
+            }
             Err(error) => {
                 let reason = error.to_string();
                 for tx in ready {
@@ -317,12 +340,16 @@ impl Handler<SubmitLocal> for ShardActor {
     fn handle(&mut self, msg: SubmitLocal, _ctx: &mut Context<Self>) {
         let _span = debug_span!("submit", shard = self.shard.0, txs = msg.txs.len()).entered();
         let (_, proceed) = self.batches.open(msg.txs.iter().map(|tx| tx.id), msg.reply);
-        self.deferred.extend(
-            msg.txs
-                .into_iter()
-                .zip(proceed)
-                .filter_map(|(tx, ok)| ok.then_some(tx)),
-        );
+        for (tx, ok) in msg.txs.into_iter().zip(proceed) {
+            if !ok {
+                continue;
+            }
+            // A retry of a committed transaction gets its receipt again.
+            match self.committed.receipt(&tx.id) {
+                Some(receipt) => self.batches.complete(receipt),
+                None => self.deferred.push_back(tx),
+            }
+        }
         self.run_ready();
     }
 }

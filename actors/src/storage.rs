@@ -36,6 +36,9 @@ pub struct ShardSnapshot {
     /// The finished transactions the shard remembers, oldest first, so
     /// that after a restart it still ignores late prepares of them.
     pub finished: Vec<(TxId, Finished)>,
+    /// Local commits remembered to answer re-submissions, oldest first
+    /// (see [`parashard_protocols::committed`]).
+    pub committed: Vec<(TxId, Value)>,
 }
 
 /// A coordinator's snapshot: the commit decisions not yet done, as
@@ -45,6 +48,11 @@ pub struct ShardSnapshot {
 pub struct CoordinatorSnapshot {
     /// The open commit decisions.
     pub commits: Vec<CoordinatorRecord>,
+    /// Finished commits remembered to answer re-submissions, oldest first
+    /// (see [`parashard_protocols::committed`]).
+    pub committed: Vec<(TxId, Value)>,
+    /// The epoch of the incarnation that wrote the snapshot.
+    pub epoch: u32,
 }
 
 /// A type of log record, and the snapshot that replaces a prefix of them.

@@ -7,6 +7,7 @@
 //! ([`sim`]).
 #![warn(missing_docs)]
 
+pub mod committed;
 pub mod contracts;
 pub mod exec;
 pub mod fastmap;

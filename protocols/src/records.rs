@@ -48,10 +48,18 @@ pub enum CoordinatorRecord {
         tx: Box<Transaction>,
         /// Its writes, by shard.
         writes: Vec<(ShardId, Vec<(Key, Value)>)>,
+        /// Its output, for its receipt.
+        output: Value,
     },
     /// Every shard applied the commit of `tx`.
     Done {
         /// The transaction.
         tx: TxId,
+    },
+    /// A coordinator incarnation starts: its rounds carry this epoch, which
+    /// is greater than every earlier incarnation's.
+    Epoch {
+        /// The epoch.
+        epoch: u32,
     },
 }

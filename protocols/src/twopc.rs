@@ -54,6 +54,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::committed::CommittedMemory;
 use crate::contracts::Registry;
 use crate::exec::execute_with_values;
 use crate::fastmap::{FastMap, FastSet};
@@ -168,6 +169,8 @@ pub enum Command {
         tx: TxId,
         /// Every shard's writes.
         writes: Vec<(ShardId, Vec<(Key, Value)>)>,
+        /// The transaction's output (its receipt's).
+        output: Value,
     },
     /// Hand the transaction's receipt to its client.
     Reply(Receipt),
@@ -189,6 +192,10 @@ pub struct CoordinatorConfig {
     pub retry_backoff_ms: u64,
     /// The most cross-shard transactions in flight; more are refused.
     pub max_in_flight: usize,
+    /// How many of its latest commits the coordinator remembers, to answer
+    /// a re-submitted transaction id with its receipt instead of running it
+    /// again (see [`crate::committed`]).
+    pub remember_committed: usize,
 }
 
 impl Default for CoordinatorConfig {
@@ -198,6 +205,7 @@ impl Default for CoordinatorConfig {
             max_retries: 16,
             retry_backoff_ms: 1,
             max_in_flight: 100_000,
+            remember_committed: crate::committed::DEFAULT_REMEMBERED,
         }
     }
 }
@@ -244,6 +252,8 @@ pub struct Coordinator {
     commands: Vec<Command>,
     /// The next round to begin; see [`Attempt`].
     next_attempt: Attempt,
+    /// The latest commits, to answer re-submissions.
+    committed: CommittedMemory,
 }
 
 impl Coordinator {
@@ -254,6 +264,7 @@ impl Coordinator {
         registry: std::sync::Arc<Registry>,
     ) -> Coordinator {
         Coordinator {
+            committed: CommittedMemory::new(config.remember_committed),
             config,
             placement,
             registry,
@@ -290,10 +301,15 @@ impl Coordinator {
         self.in_flight.len()
     }
 
-    /// Starts a cross-shard transaction.
+    /// Starts a cross-shard transaction, or answers it at once if it
+    /// committed already (a client's retry).
     pub fn begin(&mut self, now_ms: u64, tx: Transaction) {
         if self.in_flight.contains_key(&tx.id) {
             // A duplicate submission: the first one will be answered.
+            return;
+        }
+        if let Some(receipt) = self.committed.receipt(&tx.id) {
+            self.commands.push(Command::Reply(receipt));
             return;
         }
         if self.in_flight.len() >= self.config.max_in_flight {
@@ -446,6 +462,7 @@ impl Coordinator {
                 self.commands.push(Command::PersistCommit {
                     tx: id,
                     writes: by_shard.iter().map(|(s, w)| (*s, w.clone())).collect(),
+                    output,
                 });
                 for (shard, writes) in &by_shard {
                     self.outbox
@@ -544,6 +561,7 @@ impl Coordinator {
         if writes.is_empty() {
             let output = *output;
             self.in_flight.remove(&id);
+            self.committed.remember(id, output);
             self.commands.push(Command::Reply(Receipt {
                 tx_id: id,
                 status: Status::Committed { output },
@@ -619,12 +637,14 @@ impl Coordinator {
     }
 
     /// Re-drives a commit decision found in the coordinator's log after a
-    /// restart: the shards that have not applied it will.
+    /// restart: the shards that have not applied it will, and the receipt
+    /// carries `output`.
     pub fn recover_commit(
         &mut self,
         now_ms: u64,
         tx: Transaction,
         writes: Vec<(ShardId, Vec<(Key, Value)>)>,
+        output: Value,
     ) {
         let id = tx.id;
         let keys = writes.iter().map(|(s, _)| (*s, Vec::new())).collect();
@@ -644,7 +664,7 @@ impl Coordinator {
             InFlight {
                 tx,
                 keys,
-                phase: Phase::Committing { writes, output: 0 },
+                phase: Phase::Committing { writes, output },
                 deadline_ms,
                 attempt: self.next_attempt,
                 retries: 0,
@@ -654,6 +674,18 @@ impl Coordinator {
         // inquiry; with it the coordinator keeps re-sending on its own.
         self.commands.push(Command::SetTimer { at_ms: deadline_ms });
         self.due.insert((deadline_ms, id));
+    }
+
+    /// Remembers, after a restart, that `id` committed (and every shard
+    /// applied it) with `output`: a re-submission of it is answered from
+    /// memory. Give them oldest first.
+    pub fn restore_committed(&mut self, id: TxId, output: Value) {
+        self.committed.remember(id, output);
+    }
+
+    /// The commits remembered, oldest first (for snapshots).
+    pub fn committed(&self) -> impl Iterator<Item = (TxId, Value)> + '_ {
+        self.committed.iter()
     }
 
     /// Sends every shard of `id` an abort of the rounds up to `attempt`.
@@ -1249,7 +1281,11 @@ mod tests {
         assert_eq!(
             c.take_commands(),
             vec![
-                Command::PersistCommit { tx: tx.id, writes },
+                Command::PersistCommit {
+                    tx: tx.id,
+                    writes,
+                    output: 0
+                },
                 commit(0, tx.id, vec![(from, 70)]),
                 commit(1, tx.id, vec![(to, 35)]),
                 Command::SetTimer { at_ms: 1_002 },
@@ -1270,13 +1306,16 @@ mod tests {
                 shard: ShardId(1),
             },
         );
-        assert_eq!(
-            c.take_commands(),
-            vec![Command::Reply(Receipt {
-                tx_id: tx.id,
-                status: Status::Committed { output: 0 }
-            })]
-        );
+        let receipt = Receipt {
+            tx_id: tx.id,
+            status: Status::Committed { output: 0 },
+        };
+        assert_eq!(c.take_commands(), vec![Command::Reply(receipt.clone())]);
+        assert_eq!(c.in_flight(), 0);
+        // A client's retry of the committed id is answered from memory:
+        // nothing is prepared again.
+        c.begin(5, tx.clone());
+        assert_eq!(c.take_commands(), vec![Command::Reply(receipt)]);
         assert_eq!(c.in_flight(), 0);
     }
 
@@ -1619,7 +1658,8 @@ mod tests {
     }
 
     /// A decision recovered from the log is re-sent and arms the resend
-    /// timer, so a lost re-send is retried without waiting for inquiries.
+    /// timer, so a lost re-send is retried without waiting for inquiries;
+    /// once applied, its receipt carries the logged output.
     #[test]
     fn recovered_commit_resends_and_sets_timer() {
         let (mut c, tx, from, to) = setup();
@@ -1627,6 +1667,7 @@ mod tests {
             50,
             tx.clone(),
             vec![(ShardId(0), vec![(from, 70)]), (ShardId(1), vec![(to, 35)])],
+            7,
         );
         assert_eq!(
             c.take_commands(),
@@ -1636,6 +1677,45 @@ mod tests {
                 Command::SetTimer { at_ms: 1_050 },
             ]
         );
+        for shard in [ShardId(0), ShardId(1)] {
+            c.handle_message(60, ToCoordinator::Committed { tx: tx.id, shard });
+        }
+        assert_eq!(
+            c.take_commands(),
+            vec![Command::Reply(Receipt {
+                tx_id: tx.id,
+                status: Status::Committed { output: 7 }
+            })]
+        );
+    }
+
+    /// Commits restored after a restart answer re-submissions, and a
+    /// coordinator configured to remember nothing runs them again.
+    #[test]
+    fn restored_commits_answer_resubmissions() {
+        let (mut c, tx, _, _) = setup();
+        c.restore_committed(tx.id, 9);
+        assert_eq!(c.committed().collect::<Vec<_>>(), vec![(tx.id, 9)]);
+        c.begin(0, tx.clone());
+        assert_eq!(
+            c.take_commands(),
+            vec![Command::Reply(Receipt {
+                tx_id: tx.id,
+                status: Status::Committed { output: 9 }
+            })]
+        );
+        let (fresh, tx, _, _) = setup();
+        let mut forgetful = Coordinator::new(
+            CoordinatorConfig {
+                remember_committed: 0,
+                ..CoordinatorConfig::default()
+            },
+            fresh.placement.clone(),
+            fresh.registry.clone(),
+        );
+        forgetful.restore_committed(tx.id, 9);
+        forgetful.begin(0, tx.clone());
+        assert_eq!(forgetful.in_flight(), 1, "runs again");
     }
 
     fn config(inquire_after_ms: u64, remember_finished_ms: u64) -> ParticipantConfig {

@@ -118,6 +118,7 @@ impl Default for SimConfig {
                 max_retries: 6,
                 retry_backoff_ms: 10,
                 max_in_flight: 1_000,
+                ..CoordinatorConfig::default()
             },
             participant: ParticipantConfig {
                 inquire_after_ms: 400,
@@ -855,23 +856,27 @@ impl<'c> Sim<'c> {
         .with_epoch(c.incarnation);
         c.txs.clear();
         c.timers.clear();
-        let mut open: HashMap<TxId, (Transaction, Vec<_>)> = HashMap::new();
+        let mut open: HashMap<TxId, (Transaction, Vec<_>, Value)> = HashMap::new();
         let mut order = Vec::new();
         for record in &c.log {
             match record {
-                CoordinatorRecord::Commit { tx, writes } => {
+                CoordinatorRecord::Commit { tx, writes, output } => {
                     order.push(tx.id);
-                    open.insert(tx.id, ((**tx).clone(), writes.clone()));
+                    open.insert(tx.id, ((**tx).clone(), writes.clone(), *output));
                 }
                 CoordinatorRecord::Done { tx } => {
-                    open.remove(tx);
+                    if let Some((_, _, output)) = open.remove(tx) {
+                        c.machine.restore_committed(*tx, output);
+                    }
                 }
+                // The simulator numbers incarnations itself.
+                CoordinatorRecord::Epoch { .. } => {}
             }
         }
         for id in order {
-            if let Some((tx, writes)) = open.remove(&id) {
+            if let Some((tx, writes, output)) = open.remove(&id) {
                 c.txs.insert(id, tx.clone());
-                c.machine.recover_commit(self.now_ms, tx, writes);
+                c.machine.recover_commit(self.now_ms, tx, writes, output);
             }
         }
     }
@@ -879,12 +884,13 @@ impl<'c> Sim<'c> {
     fn run_coordinator_commands(&mut self) {
         for command in self.coordinator.machine.take_commands() {
             match command {
-                Command::PersistCommit { tx, writes } => {
+                Command::PersistCommit { tx, writes, output } => {
                     let transaction = self.coordinator.txs.get(&tx).cloned();
                     let transaction = transaction.expect("a deciding transaction is known");
                     self.coordinator.log.push(CoordinatorRecord::Commit {
                         tx: Box::new(transaction),
                         writes,
+                        output,
                     });
                 }
                 Command::Send { to, messages } => {
@@ -1169,7 +1175,7 @@ impl<'c> Sim<'c> {
             .iter()
             .filter_map(|r| match r {
                 CoordinatorRecord::Commit { tx, .. } => Some(tx.id),
-                CoordinatorRecord::Done { .. } => None,
+                CoordinatorRecord::Done { .. } | CoordinatorRecord::Epoch { .. } => None,
             })
             .collect();
         for (id, info) in &self.txs {
