@@ -1,0 +1,11 @@
+//! The examples readers start from, run as tests: each checks its own
+//! invariants (one winner per race, coins conserved, owners as sold).
+
+#[path = "../examples/nft_market.rs"]
+mod nft_market;
+
+/// The NFT market example: a user contract whose sales span four shards.
+#[test]
+fn nft_market_example_holds_its_invariants() {
+    nft_market::run().expect("the example runs");
+}
