@@ -9,7 +9,6 @@ use actix::prelude::*;
 use tracing::{debug_span, warn};
 
 use parashard_protocols::contracts::Registry;
-use parashard_protocols::fastmap::FastMap;
 use parashard_protocols::model::{Receipt, ShardId, Status, Transaction, TxError, TxId, Value};
 use parashard_protocols::placement::Placement;
 use parashard_protocols::twopc::{Command, Coordinator, CoordinatorConfig, ToParticipant};
@@ -49,15 +48,11 @@ pub struct CoordinatorActor {
     shards: Vec<Addr<ShardActor>>,
     machine: Coordinator,
     batches: Batches,
-    /// Transactions by id, for their commit records.
-    txs: FastMap<TxId, Transaction>,
     /// The origin of the machine's clock.
     clock: Instant,
     /// The 2PC epoch of the current incarnation (see `recover`).
     epoch: u32,
     failed: Option<StorageError>,
-    /// Logged commit decisions not yet done: what a snapshot keeps.
-    undone: FastMap<TxId, CoordinatorRecord>,
     /// `Done` records not yet logged. They only save re-driving a finished
     /// commit after a restart, so they ride along with the next append
     /// instead of costing a sync of their own.
@@ -93,11 +88,9 @@ impl CoordinatorActor {
             shards: Vec::new(),
             machine,
             batches: Batches::default(),
-            txs: FastMap::default(),
             clock: Instant::now(),
             epoch: 0,
             failed: None,
-            undone: FastMap::default(),
             pending_done: Vec::new(),
             timer_at_ms: None,
             faults,
@@ -144,9 +137,7 @@ impl CoordinatorActor {
     /// logged durably before any round begins.
     fn recover(&mut self) {
         self.batches = Batches::default();
-        self.txs.clear();
         self.failed = None;
-        self.undone.clear();
         self.pending_done.clear();
         // Timers of the old incarnation are dropped with it.
         self.timer_at_ms = None;
@@ -206,13 +197,6 @@ impl CoordinatorActor {
         let now = self.now_ms();
         for id in order {
             if let Some((tx, writes, output)) = open.remove(&id) {
-                self.txs.insert(id, tx.clone());
-                let record = CoordinatorRecord::Commit {
-                    tx: Box::new(tx.clone()),
-                    writes: writes.clone(),
-                    output,
-                };
-                self.undone.insert(id, record);
                 self.machine.recover_commit(now, tx, writes, output);
             }
         }
@@ -230,7 +214,7 @@ impl CoordinatorActor {
         }
         if self.storage.snapshot_due() {
             let snapshot = CoordinatorSnapshot {
-                commits: self.undone.values().cloned().collect(),
+                commits: self.machine.open_commits(),
                 committed: self.machine.committed().collect(),
                 epoch: self.epoch,
             };
@@ -252,18 +236,13 @@ impl CoordinatorActor {
         // Group commit: every decision of this drain, with the Done records
         // held back so far, in one append before any message leaves.
         let mut decisions = Vec::new();
-        for command in &commands {
-            if let Command::PersistCommit { tx, writes, output } = command {
-                let Some(transaction) = self.txs.get(tx).cloned() else {
-                    continue;
-                };
-                let record = CoordinatorRecord::Commit {
-                    tx: Box::new(transaction),
-                    writes: writes.clone(),
-                    output: *output,
-                };
-                self.undone.insert(*tx, record.clone());
-                decisions.push(record);
+        let mut rest = Vec::with_capacity(commands.len());
+        for command in commands {
+            match command {
+                Command::PersistCommit { tx, writes, output } => {
+                    decisions.push(CoordinatorRecord::Commit { tx, writes, output });
+                }
+                other => rest.push(other),
             }
         }
         if !decisions.is_empty() {
@@ -279,9 +258,9 @@ impl CoordinatorActor {
                 return;
             }
         }
-        // Commands come persist first, then sends, then the rest.
+        // Sends come first, then the rest.
         let mut commits_sent = false;
-        for command in commands {
+        for command in rest {
             if commits_sent
                 && !matches!(command, Command::Send { .. })
                 && self.crash_at(CrashPoint::AfterCommitsSent, ctx)
@@ -289,7 +268,7 @@ impl CoordinatorActor {
                 return;
             }
             match command {
-                Command::PersistCommit { .. } => {}
+                Command::PersistCommit { .. } => unreachable!("persisted above"),
                 Command::Send { to, messages } => {
                     // Only looked for when a fault is armed.
                     commits_sent |= self.faults.active()
@@ -299,8 +278,10 @@ impl CoordinatorActor {
                     self.send(to, messages);
                 }
                 Command::Reply(receipt) => {
-                    if self.txs.remove(&receipt.tx_id).is_some() && receipt.is_committed() {
-                        self.undone.remove(&receipt.tx_id);
+                    // A commit every shard applied. (A retry answered from
+                    // the commit memory marks one that is not open: recovery
+                    // ignores such marks.)
+                    if receipt.is_committed() {
                         self.pending_done
                             .push(CoordinatorRecord::Done { tx: receipt.tx_id });
                     }
@@ -389,7 +370,6 @@ impl Handler<SubmitCross> for CoordinatorActor {
                 });
                 continue;
             }
-            self.txs.insert(tx.id, tx.clone());
             self.machine.begin(now, tx);
         }
         self.run_commands(ctx);

@@ -166,7 +166,7 @@ pub enum Command {
     /// this batch is sent.
     PersistCommit {
         /// The transaction.
-        tx: TxId,
+        tx: Box<Transaction>,
         /// Every shard's writes.
         writes: Vec<(ShardId, Vec<(Key, Value)>)>,
         /// The transaction's output (its receipt's).
@@ -460,7 +460,7 @@ impl Coordinator {
                         .push((key, value));
                 }
                 self.commands.push(Command::PersistCommit {
-                    tx: id,
+                    tx: Box::new(flight.tx.clone()),
                     writes: by_shard.iter().map(|(s, w)| (*s, w.clone())).collect(),
                     output,
                 });
@@ -681,6 +681,31 @@ impl Coordinator {
     /// memory. Give them oldest first.
     pub fn restore_committed(&mut self, id: TxId, output: Value) {
         self.committed.remember(id, output);
+    }
+
+    /// Every commit decided and not yet applied by all its shards, as the
+    /// records that log it (with the writes of the shards yet to apply it),
+    /// by id: what a snapshot of the decision log keeps.
+    pub fn open_commits(&self) -> Vec<crate::records::CoordinatorRecord> {
+        let mut open: Vec<_> = self
+            .in_flight
+            .values()
+            .filter_map(|flight| match &flight.phase {
+                Phase::Committing { writes, output } => {
+                    Some(crate::records::CoordinatorRecord::Commit {
+                        tx: Box::new(flight.tx.clone()),
+                        writes: writes.iter().map(|(s, w)| (*s, w.clone())).collect(),
+                        output: *output,
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        open.sort_unstable_by_key(|record| match record {
+            crate::records::CoordinatorRecord::Commit { tx, .. } => tx.id,
+            _ => unreachable!("only commits"),
+        });
+        open
     }
 
     /// The commits remembered, oldest first (for snapshots).
@@ -1282,7 +1307,7 @@ mod tests {
             c.take_commands(),
             vec![
                 Command::PersistCommit {
-                    tx: tx.id,
+                    tx: Box::new(tx.clone()),
                     writes,
                     output: 0
                 },

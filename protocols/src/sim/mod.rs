@@ -395,8 +395,6 @@ struct CoordinatorNode {
     /// Durable: survives crashes.
     log: Vec<CoordinatorRecord>,
     machine: Coordinator,
-    /// Transactions by id, for their commit records.
-    txs: HashMap<TxId, Transaction>,
     /// Timer events pending for this incarnation, to schedule each once.
     timers: BTreeSet<u64>,
 }
@@ -531,7 +529,6 @@ impl<'c> Sim<'c> {
                 placement.clone(),
                 registry.clone(),
             ),
-            txs: HashMap::new(),
             timers: BTreeSet::new(),
         };
         let mut sim = Sim {
@@ -742,7 +739,6 @@ impl<'c> Sim<'c> {
                         self.run_ready(shard);
                     }
                 } else if self.coordinator.up {
-                    self.coordinator.txs.insert(tx.id, tx.clone());
                     self.coordinator.machine.begin(self.now_ms, tx);
                     self.run_coordinator_commands();
                 }
@@ -803,7 +799,6 @@ impl<'c> Sim<'c> {
                     self.placement.clone(),
                     self.registry.clone(),
                 );
-                c.txs.clear();
                 c.timers.clear();
             }
             Node::Shard(shard) => {
@@ -854,7 +849,6 @@ impl<'c> Sim<'c> {
             self.registry.clone(),
         )
         .with_epoch(c.incarnation);
-        c.txs.clear();
         c.timers.clear();
         let mut open: HashMap<TxId, (Transaction, Vec<_>, Value)> = HashMap::new();
         let mut order = Vec::new();
@@ -875,7 +869,6 @@ impl<'c> Sim<'c> {
         }
         for id in order {
             if let Some((tx, writes, output)) = open.remove(&id) {
-                c.txs.insert(id, tx.clone());
                 c.machine.recover_commit(self.now_ms, tx, writes, output);
             }
         }
@@ -885,13 +878,9 @@ impl<'c> Sim<'c> {
         for command in self.coordinator.machine.take_commands() {
             match command {
                 Command::PersistCommit { tx, writes, output } => {
-                    let transaction = self.coordinator.txs.get(&tx).cloned();
-                    let transaction = transaction.expect("a deciding transaction is known");
-                    self.coordinator.log.push(CoordinatorRecord::Commit {
-                        tx: Box::new(transaction),
-                        writes,
-                        output,
-                    });
+                    self.coordinator
+                        .log
+                        .push(CoordinatorRecord::Commit { tx, writes, output });
                 }
                 Command::Send { to, messages } => {
                     for message in messages {
@@ -899,9 +888,9 @@ impl<'c> Sim<'c> {
                     }
                 }
                 Command::Reply(receipt) => {
-                    if self.coordinator.txs.remove(&receipt.tx_id).is_some()
-                        && receipt.is_committed()
-                    {
+                    // A commit's Done mark (one answered from the commit
+                    // memory marks nothing open: recovery ignores it).
+                    if receipt.is_committed() {
                         self.coordinator
                             .log
                             .push(CoordinatorRecord::Done { tx: receipt.tx_id });
