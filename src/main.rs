@@ -142,7 +142,20 @@ enum CliError {
     Simulation(#[from] parashard::protocols::sim::Violation),
 }
 
+/// Output piped into `head` and the like ends the process quietly when the
+/// reader stops, as for any command-line tool, instead of a panic in
+/// `println!` (Rust ignores SIGPIPE by default).
+fn quiet_broken_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of one signal, before any
+    // other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    quiet_broken_pipe();
     tune_allocator();
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Bench(BenchArgs::default())) {
