@@ -52,6 +52,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use smallvec::SmallVec;
+
 use serde::{Deserialize, Serialize};
 
 use crate::committed::CommittedMemory;
@@ -210,17 +212,109 @@ impl Default for CoordinatorConfig {
     }
 }
 
+/// A few values by shard, in shard order. A transaction spans a few
+/// shards, and its entries stay inline in its in-flight record rather than
+/// in tree nodes of their own (the coordinator's time went to fetching
+/// those nodes from memory).
+#[derive(Debug, Clone)]
+struct PerShard<V>(SmallVec<[(ShardId, V); 2]>);
+
+impl<V> Default for PerShard<V> {
+    fn default() -> Self {
+        PerShard(SmallVec::new())
+    }
+}
+
+impl<V> PerShard<V> {
+    fn position(&self, shard: &ShardId) -> Result<usize, usize> {
+        self.0.binary_search_by_key(shard, |(s, _)| *s)
+    }
+
+    fn get(&self, shard: &ShardId) -> Option<&V> {
+        self.position(shard).ok().map(|i| &self.0[i].1)
+    }
+
+    fn get_mut(&mut self, shard: &ShardId) -> Option<&mut V> {
+        self.position(shard).ok().map(|i| &mut self.0[i].1)
+    }
+
+    fn contains_key(&self, shard: &ShardId) -> bool {
+        self.position(shard).is_ok()
+    }
+
+    /// The value of `shard`, inserted as the default if missing.
+    fn entry(&mut self, shard: ShardId) -> &mut V
+    where
+        V: Default,
+    {
+        let i = match self.position(&shard) {
+            Ok(i) => i,
+            Err(i) => {
+                self.0.insert(i, (shard, V::default()));
+                i
+            }
+        };
+        &mut self.0[i].1
+    }
+
+    fn insert(&mut self, shard: ShardId, value: V) {
+        match self.position(&shard) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (shard, value)),
+        }
+    }
+
+    fn remove(&mut self, shard: &ShardId) -> Option<V> {
+        self.position(shard).ok().map(|i| self.0.remove(i).1)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&ShardId, &V)> + '_ {
+        self.0.iter().map(|(s, v)| (s, v))
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &ShardId> + '_ {
+        self.0.iter().map(|(s, _)| s)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &V> + '_ {
+        self.0.iter().map(|(_, v)| v)
+    }
+}
+
+impl<V> FromIterator<(ShardId, V)> for PerShard<V> {
+    fn from_iter<I: IntoIterator<Item = (ShardId, V)>>(iter: I) -> Self {
+        let mut map = PerShard::default();
+        for (shard, value) in iter {
+            map.insert(shard, value);
+        }
+        map
+    }
+}
+
+impl<V> IntoIterator for PerShard<V> {
+    type Item = (ShardId, V);
+    type IntoIter = smallvec::IntoIter<[(ShardId, V); 2]>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
 #[derive(Debug)]
 enum Phase {
     /// Waiting for votes; `values` holds the shards that voted yes.
     Preparing {
-        values: BTreeMap<ShardId, Vec<(Key, Option<Value>)>>,
+        values: PerShard<Vec<(Key, Option<Value>)>>,
     },
     /// Refused; waiting to retry at `at_ms`.
     Backoff { at_ms: u64 },
     /// Decided commit; waiting for the shards that have not applied it.
     Committing {
-        writes: BTreeMap<ShardId, Vec<(Key, Value)>>,
+        writes: PerShard<Vec<(Key, Value)>>,
         output: Value,
     },
 }
@@ -229,7 +323,7 @@ enum Phase {
 struct InFlight {
     tx: Transaction,
     /// Each involved shard's declared keys.
-    keys: BTreeMap<ShardId, Vec<Key>>,
+    keys: PerShard<Vec<Key>>,
     phase: Phase,
     deadline_ms: u64,
     attempt: Attempt,
@@ -244,10 +338,11 @@ pub struct Coordinator {
     placement: Placement,
     registry: std::sync::Arc<Registry>,
     in_flight: FastMap<TxId, InFlight>,
-    /// Timers set, by time: what [`Coordinator::handle_timeout`] visits.
-    /// An entry may be stale (its transaction answered or re-timed); the
-    /// visit checks.
-    due: std::collections::BTreeSet<(u64, TxId)>,
+    /// Timers set, by time (one bucket per millisecond: a batch's
+    /// transactions share one): what [`Coordinator::handle_timeout`]
+    /// visits. An entry may be stale (its transaction answered or
+    /// re-timed); the visit checks.
+    due: BTreeMap<u64, Vec<TxId>>,
     outbox: BTreeMap<ShardId, Vec<ToParticipant>>,
     commands: Vec<Command>,
     /// The next round to begin; see [`Attempt`].
@@ -269,7 +364,7 @@ impl Coordinator {
             placement,
             registry,
             in_flight: FastMap::default(),
-            due: std::collections::BTreeSet::new(),
+            due: BTreeMap::new(),
             outbox: BTreeMap::new(),
             commands: Vec::new(),
             next_attempt: 0,
@@ -324,11 +419,9 @@ impl Coordinator {
             self.reply_failed(tx.id, error);
             return;
         }
-        let mut keys: BTreeMap<ShardId, Vec<Key>> = BTreeMap::new();
+        let mut keys: PerShard<Vec<Key>> = PerShard::default();
         for key in tx.access.keys() {
-            keys.entry(self.placement.shard_of(key))
-                .or_default()
-                .push(*key);
+            keys.entry(self.placement.shard_of(key)).push(*key);
         }
         let id = tx.id;
         let attempt = self.new_attempt();
@@ -351,7 +444,7 @@ impl Coordinator {
             return;
         };
         flight.phase = Phase::Preparing {
-            values: BTreeMap::new(),
+            values: PerShard::default(),
         };
         flight.deadline_ms = now_ms + self.config.timeout_ms;
         // Shards in ascending order, one at a time: see the module docs.
@@ -367,7 +460,7 @@ impl Coordinator {
         self.commands.push(Command::SetTimer {
             at_ms: flight.deadline_ms,
         });
-        self.due.insert((flight.deadline_ms, id));
+        self.due.entry(flight.deadline_ms).or_default().push(id);
     }
 
     /// Handles a shard's message.
@@ -451,7 +544,7 @@ impl Coordinator {
         let all: Vec<(Key, Option<Value>)> = values.values().flatten().copied().collect();
         match execute_with_values(&flight.tx, &all, &self.registry) {
             Ok((output, writes)) => {
-                let mut by_shard: BTreeMap<ShardId, Vec<(Key, Value)>> =
+                let mut by_shard: PerShard<Vec<(Key, Value)>> =
                     flight.keys.keys().map(|s| (*s, Vec::new())).collect();
                 for (key, value) in writes {
                     by_shard
@@ -464,7 +557,7 @@ impl Coordinator {
                     writes: by_shard.iter().map(|(s, w)| (*s, w.clone())).collect(),
                     output,
                 });
-                for (shard, writes) in &by_shard {
+                for (shard, writes) in by_shard.iter() {
                     self.outbox
                         .entry(*shard)
                         .or_default()
@@ -481,7 +574,7 @@ impl Coordinator {
                 self.commands.push(Command::SetTimer {
                     at_ms: flight.deadline_ms,
                 });
-                self.due.insert((flight.deadline_ms, id));
+                self.due.entry(flight.deadline_ms).or_default().push(id);
             }
             Err(error) => {
                 self.abort_everywhere(id, attempt);
@@ -522,7 +615,7 @@ impl Coordinator {
             flight.phase = Phase::Backoff { at_ms };
         }
         self.commands.push(Command::SetTimer { at_ms });
-        self.due.insert((at_ms, id));
+        self.due.entry(at_ms).or_default().push(id);
     }
 
     /// A prepared shard asks what became of `id`. Answers are idempotent:
@@ -577,12 +670,11 @@ impl Coordinator {
         let mut overdue = Vec::new();
         let mut resend = Vec::new();
         let mut visit = Vec::new();
-        while let Some(&(at_ms, id)) = self.due.first() {
-            if at_ms > now_ms {
+        while let Some(entry) = self.due.first_entry() {
+            if *entry.key() > now_ms {
                 break;
             }
-            self.due.pop_first();
-            visit.push(id);
+            visit.extend(entry.remove());
         }
         visit.sort_unstable();
         visit.dedup();
@@ -625,7 +717,7 @@ impl Coordinator {
                 self.commands.push(Command::SetTimer {
                     at_ms: flight.deadline_ms,
                 });
-                self.due.insert((flight.deadline_ms, id));
+                self.due.entry(flight.deadline_ms).or_default().push(id);
             }
         }
     }
@@ -633,7 +725,7 @@ impl Coordinator {
     /// When [`Coordinator::handle_timeout`] next has something to do, if
     /// ever: the earliest timer set and not yet visited.
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.due.first().map(|(at_ms, _)| *at_ms)
+        self.due.keys().next().copied()
     }
 
     /// Re-drives a commit decision found in the coordinator's log after a
@@ -648,8 +740,8 @@ impl Coordinator {
     ) {
         let id = tx.id;
         let keys = writes.iter().map(|(s, _)| (*s, Vec::new())).collect();
-        let writes: BTreeMap<_, _> = writes.into_iter().collect();
-        for (shard, w) in &writes {
+        let writes: PerShard<_> = writes.into_iter().collect();
+        for (shard, w) in writes.iter() {
             self.outbox
                 .entry(*shard)
                 .or_default()
@@ -673,7 +765,7 @@ impl Coordinator {
         // Without a timer a lost re-sent commit would wait for the shard's
         // inquiry; with it the coordinator keeps re-sending on its own.
         self.commands.push(Command::SetTimer { at_ms: deadline_ms });
-        self.due.insert((deadline_ms, id));
+        self.due.entry(deadline_ms).or_default().push(id);
     }
 
     /// Remembers, after a restart, that `id` committed (and every shard
