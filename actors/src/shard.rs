@@ -10,7 +10,9 @@ use tokio::sync::oneshot;
 use tracing::{debug_span, warn};
 
 use parashard_protocols::exec::{BlockExecutor, ParallelExecutor};
-use parashard_protocols::model::{Key, Receipt, ShardId, Status, Transaction, TxError, Value};
+use parashard_protocols::model::{
+    Key, Receipt, ShardId, Status, Transaction, TxError, TxId, Value,
+};
 use parashard_protocols::state::State;
 use parashard_protocols::twopc::{Participant, ToCoordinator, ToParticipant};
 
@@ -265,11 +267,11 @@ impl ShardActor {
         }
     }
 
-    fn fail_all(&mut self, txs: Vec<Transaction>, error: &StorageError) {
-        for tx in txs {
+    fn fail_all(&mut self, ids: impl IntoIterator<Item = TxId>, error: &StorageError) {
+        for tx_id in ids {
             let reason = format!("{} failed: {error}", self.shard);
             self.batches.complete(Receipt {
-                tx_id: tx.id,
+                tx_id,
                 status: Status::Failed(TxError::CrossShardAborted { reason }),
             });
         }
@@ -283,22 +285,14 @@ impl ShardActor {
             return;
         }
         if let Some(error) = self.failed.clone() {
-            self.fail_all(ready, &error);
+            self.fail_all(ready.iter().map(|tx| tx.id), &error);
             return;
         }
         let _span = debug_span!("execute_block", shard = self.shard.0, txs = ready.len()).entered();
-        // Log first: a receipt is only sent for a block that is durable.
-        if let Err(error) = self.storage.append(vec![ShardRecord::Block(ready.clone())]) {
-            self.failed = Some(error.clone());
-            self.fail_all(ready, &error);
-            return;
-        }
-        match self.executor.execute_block(&mut self.state, &ready) {
-            Ok(receipts) => {
-                self.committed.remember_receipts(&receipts);
-                receipts.into_iter().for_each(|r| self.batches.complete(r));
-            }
+        let receipts = match self.executor.execute_block(&mut self.state, &ready) {
+            Ok(receipts) => receipts,
             Err(error) => {
+                // Rejected whole, before anything was applied: nothing to log.
                 let reason = error.to_string();
                 for tx in ready {
                     self.batches.complete(Receipt {
@@ -308,8 +302,22 @@ impl ShardActor {
                         }),
                     });
                 }
+                return;
             }
+        };
+        // Log before any receipt leaves: a receipt is only sent for a block
+        // that is durable. (Executing first lets the log take the block
+        // without a copy. Nothing can observe the state in between: this
+        // actor is the only one to touch it, and if the append fails the
+        // shard refuses all work, reads included, until it recovers from
+        // its log.)
+        if let Err(error) = self.storage.append(vec![ShardRecord::Block(ready)]) {
+            self.failed = Some(error.clone());
+            self.fail_all(receipts.iter().map(|r| r.tx_id), &error);
+            return;
         }
+        self.committed.remember_receipts(&receipts);
+        receipts.into_iter().for_each(|r| self.batches.complete(r));
         self.snapshot_if_due();
     }
 }

@@ -1,5 +1,6 @@
-//! A shard actor on disk storage, driven directly with coordinator
-//! messages: snapshots keep prepared transactions' locks.
+//! A shard actor driven directly with coordinator messages: snapshots keep
+//! prepared transactions' locks, and a failed log append leaves nothing
+//! observable.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,7 +15,9 @@ use parashard_actors::protocols::model::{
 };
 use parashard_actors::protocols::twopc::{ToCoordinator, ToParticipant};
 use parashard_actors::shard::{Crash, FromCoordinator, FromShard, Read, ShardActor, SubmitLocal};
-use parashard_actors::storage::{DiskStorage, ShardRecord, SnapshotPolicy, Storage};
+use parashard_actors::storage::{
+    DiskStorage, Recovered, ShardRecord, ShardSnapshot, SnapshotPolicy, Storage, StorageError,
+};
 
 /// Stands in for the coordinator: keeps what the shard sends it.
 struct Inbox(Arc<Mutex<Vec<ToCoordinator>>>);
@@ -138,4 +141,87 @@ async fn prepared_lock_survives_snapshot_and_crash() {
             .any(|m| matches!(m, ToCoordinator::Committed { tx, .. } if *tx == cross)),
         "{sent:?}"
     );
+}
+
+/// Memory storage whose next append fails once when armed.
+struct FailNextAppend {
+    inner: parashard_actors::storage::MemoryStorage<ShardRecord>,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl Storage<ShardRecord> for FailNextAppend {
+    fn append(&self, records: Vec<ShardRecord>) -> Result<(), StorageError> {
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Err(StorageError::Io("injected append failure".into()));
+        }
+        self.inner.append(records)
+    }
+
+    fn load(&self) -> Result<Recovered<ShardRecord>, StorageError> {
+        self.inner.load()
+    }
+
+    fn snapshot_due(&self) -> bool {
+        self.inner.snapshot_due()
+    }
+
+    fn snapshot(&self, snapshot: ShardSnapshot) -> Result<(), StorageError> {
+        self.inner.snapshot(snapshot)
+    }
+}
+
+/// A block whose log append fails is never observable: its transactions
+/// get failed receipts, the shard refuses reads rather than answer from a
+/// state the log does not hold, and after a restart the state is exactly
+/// the logged blocks' (the failed block is gone, later blocks commit).
+#[actix::test]
+async fn failed_append_leaves_nothing_observable() {
+    let storage = Arc::new(FailNextAppend {
+        inner: Default::default(),
+        armed: Default::default(),
+    });
+    let inbox = Arc::new(Mutex::new(Vec::new()));
+    let coordinator = Inbox(inbox).start().recipient();
+    let executor = Arc::new(ParallelExecutor::new(1, Arc::new(Registry::new())).unwrap());
+    let shard_storage: Arc<dyn Storage<ShardRecord>> = storage.clone();
+    let shard = actix::Supervisor::start(move |_| {
+        let faults = Arc::new(parashard_actors::faults::Faults::new(0, 1));
+        ShardActor::new(ShardId(0), executor, shard_storage, coordinator, faults)
+    });
+    let (a, b) = (AccountId(1), AccountId(2));
+    let keys = [
+        Key::balance(a, AssetId::COIN),
+        Key::balance(b, AssetId::COIN),
+    ];
+    let genesis = vec![
+        Transaction::create_account(TxId::from_u128(1), a, 100),
+        Transaction::create_account(TxId::from_u128(2), b, 100),
+    ];
+    let receipts = submit(&shard, genesis).await.await.unwrap();
+    assert!(receipts.iter().all(Receipt::is_committed), "{receipts:?}");
+
+    storage
+        .armed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let lost = Transaction::transfer(TxId::from_u128(3), a, b, 30);
+    let receipts = submit(&shard, vec![lost.clone()]).await.await.unwrap();
+    assert!(!receipts[0].is_committed(), "{receipts:?}");
+    let (reply, answer) = oneshot::channel();
+    shard
+        .send(Read {
+            keys: keys.to_vec(),
+            reply,
+        })
+        .await
+        .unwrap();
+    assert!(
+        answer.await.unwrap().is_err(),
+        "a failed shard refuses reads"
+    );
+
+    shard.send(Crash).await.unwrap();
+    assert_eq!(read(&shard, &keys).await, vec![Some(100), Some(100)]);
+    let receipts = submit(&shard, vec![lost]).await.await.unwrap();
+    assert!(receipts[0].is_committed(), "the retry runs: {receipts:?}");
+    assert_eq!(read(&shard, &keys).await, vec![Some(70), Some(130)]);
 }
