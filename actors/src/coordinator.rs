@@ -381,9 +381,7 @@ impl Handler<FromShard> for CoordinatorActor {
 
     fn handle(&mut self, msg: FromShard, ctx: &mut Context<Self>) {
         let now = self.now_ms();
-        for message in msg.0 {
-            self.machine.handle_message(now, message);
-        }
+        self.machine.handle_messages(now, msg.0);
         self.run_commands(ctx);
     }
 }

@@ -72,6 +72,19 @@ pub(crate) fn prefetch<T>(value: &T) {
     let _ = address;
 }
 
+/// Asks the CPU to start loading the `len` bytes from `*value` on, one
+/// cache line at a time.
+#[inline]
+pub(crate) fn prefetch_bytes<T>(value: &T, len: usize) {
+    let start: *const u8 = (value as *const T).cast();
+    for offset in (0..len).step_by(64) {
+        // SAFETY: `start + offset` stays inside the `len` bytes of `*value`
+        // (the callers pass its size), so the pointer arithmetic is in
+        // bounds; the prefetch itself never dereferences.
+        prefetch(unsafe { &*start.add(offset) });
+    }
+}
+
 /// Asks the CPU to start loading the cache line that holds `*value` for
 /// writing: a line another core wrote last comes over exclusively, so the
 /// write that follows does not have to claim it again.

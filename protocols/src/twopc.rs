@@ -154,6 +154,18 @@ pub enum ToCoordinator {
     },
 }
 
+impl ToCoordinator {
+    /// The transaction the message is about.
+    pub fn tx(&self) -> TxId {
+        match self {
+            ToCoordinator::Prepared { tx, .. }
+            | ToCoordinator::Refused { tx, .. }
+            | ToCoordinator::Committed { tx, .. }
+            | ToCoordinator::Inquire { tx, .. } => *tx,
+        }
+    }
+}
+
 /// What a state machine asks its runtime to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -319,6 +331,76 @@ enum Phase {
     },
 }
 
+/// The in-flight records by transaction id: a small index into a slab of
+/// records. Every message looks its transaction's record up, at a random
+/// place among tens of megabytes of them; the index stays small enough
+/// for the caches, and the record's address is known early enough to fetch
+/// it ahead ([`Flights::prefetch`]).
+#[derive(Debug, Default)]
+struct Flights {
+    index: FastMap<TxId, u32>,
+    slab: Vec<Option<InFlight>>,
+    /// Free places in `slab`.
+    free: Vec<u32>,
+}
+
+impl Flights {
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    fn contains_key(&self, id: &TxId) -> bool {
+        self.index.contains_key(id)
+    }
+
+    fn get(&self, id: &TxId) -> Option<&InFlight> {
+        let &at = self.index.get(id)?;
+        self.slab[at as usize].as_ref()
+    }
+
+    fn get_mut(&mut self, id: &TxId) -> Option<&mut InFlight> {
+        let &at = self.index.get(id)?;
+        self.slab[at as usize].as_mut()
+    }
+
+    /// Inserts `flight` under `id`, replacing any record of it.
+    fn insert(&mut self, id: TxId, flight: InFlight) {
+        if let Some(&at) = self.index.get(&id) {
+            self.slab[at as usize] = Some(flight);
+            return;
+        }
+        let at = match self.free.pop() {
+            Some(at) => {
+                self.slab[at as usize] = Some(flight);
+                at
+            }
+            None => {
+                self.slab.push(Some(flight));
+                u32::try_from(self.slab.len() - 1).expect("in-flight records fit u32")
+            }
+        };
+        self.index.insert(id, at);
+    }
+
+    fn remove(&mut self, id: &TxId) -> Option<InFlight> {
+        let at = self.index.remove(id)?;
+        self.free.push(at);
+        self.slab[at as usize].take()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &InFlight> + '_ {
+        self.slab.iter().flatten()
+    }
+
+    /// Starts loading `id`'s record into the cache.
+    fn prefetch(&self, id: &TxId) {
+        if let Some(&at) = self.index.get(id) {
+            let record = &self.slab[at as usize];
+            crate::state::prefetch_bytes(record, std::mem::size_of_val(record));
+        }
+    }
+}
+
 #[derive(Debug)]
 struct InFlight {
     tx: Transaction,
@@ -337,7 +419,7 @@ pub struct Coordinator {
     config: CoordinatorConfig,
     placement: Placement,
     registry: std::sync::Arc<Registry>,
-    in_flight: FastMap<TxId, InFlight>,
+    in_flight: Flights,
     /// Timers set, by time (one bucket per millisecond: a batch's
     /// transactions share one): what [`Coordinator::handle_timeout`]
     /// visits. An entry may be stale (its transaction answered or
@@ -363,7 +445,7 @@ impl Coordinator {
             config,
             placement,
             registry,
-            in_flight: FastMap::default(),
+            in_flight: Flights::default(),
             due: BTreeMap::new(),
             outbox: BTreeMap::new(),
             commands: Vec::new(),
@@ -461,6 +543,25 @@ impl Coordinator {
             at_ms: flight.deadline_ms,
         });
         self.due.entry(flight.deadline_ms).or_default().push(id);
+    }
+
+    /// Handles a batch of shards' messages, in order: as
+    /// [`Coordinator::handle_message`] for each, with the record of each
+    /// message's transaction fetched from memory a few messages ahead.
+    pub fn handle_messages(&mut self, now_ms: u64, messages: Vec<ToCoordinator>) {
+        /// How many messages ahead records are fetched: enough to cover a
+        /// memory access, few enough to stay in the L1 cache.
+        const AHEAD: usize = 8;
+        let ids: Vec<TxId> = messages.iter().map(ToCoordinator::tx).collect();
+        for id in ids.iter().take(AHEAD) {
+            self.in_flight.prefetch(id);
+        }
+        for (n, message) in messages.into_iter().enumerate() {
+            if let Some(id) = ids.get(n + AHEAD) {
+                self.in_flight.prefetch(id);
+            }
+            self.handle_message(now_ms, message);
+        }
     }
 
     /// Handles a shard's message.
@@ -1302,6 +1403,41 @@ mod tests {
     /// The command that commits `tx` on shard `shard` with `writes`.
     fn commit(shard: u32, tx: TxId, writes: Vec<(Key, Value)>) -> Command {
         send(shard, ToParticipant::Commit { tx, writes })
+    }
+
+    /// Proves the in-flight slab hands out, finds, replaces and frees
+    /// records by id, reusing freed places, and that prefetching any id
+    /// (present or not) is harmless.
+    #[test]
+    fn flights_slab_keeps_records_by_id() {
+        let (_, tx, _, _) = setup();
+        let flight = |retries| InFlight {
+            tx: tx.clone(),
+            keys: PerShard::default(),
+            phase: Phase::Backoff { at_ms: 0 },
+            deadline_ms: 0,
+            attempt: 0,
+            retries,
+        };
+        let id = |n| TxId::from_u128(n);
+        let mut flights = Flights::default();
+        for n in 0..4 {
+            flights.insert(id(n), flight(n as u32));
+        }
+        flights.insert(id(1), flight(10));
+        assert_eq!(flights.len(), 4);
+        assert_eq!(flights.get(&id(1)).map(|f| f.retries), Some(10));
+        assert_eq!(flights.remove(&id(2)).map(|f| f.retries), Some(2));
+        assert!(flights.remove(&id(2)).is_none());
+        assert!(!flights.contains_key(&id(2)));
+        flights.insert(id(9), flight(9));
+        assert_eq!(flights.slab.len(), 4, "the freed place is reused");
+        flights.get_mut(&id(9)).expect("present").retries = 99;
+        let mut retries: Vec<u32> = flights.values().map(|f| f.retries).collect();
+        retries.sort_unstable();
+        assert_eq!(retries, vec![0, 3, 10, 99]);
+        flights.prefetch(&id(9));
+        flights.prefetch(&id(12345));
     }
 
     fn setup() -> (Coordinator, Transaction, Key, Key) {
