@@ -348,7 +348,17 @@ impl Handler<SubmitLocal> for ShardActor {
     fn handle(&mut self, msg: SubmitLocal, _ctx: &mut Context<Self>) {
         let _span = debug_span!("submit", shard = self.shard.0, txs = msg.txs.len()).entered();
         let (_, proceed) = self.batches.open(msg.txs.iter().map(|tx| tx.id), msg.reply);
-        for (tx, ok) in msg.txs.into_iter().zip(proceed) {
+        // Fetched a few ahead: most lookups are of ids never seen, at
+        // random places in the memory.
+        const AHEAD: usize = 8;
+        for tx in msg.txs.iter().take(AHEAD) {
+            self.committed.prefetch(&tx.id);
+        }
+        let ahead: Vec<TxId> = msg.txs.iter().skip(AHEAD).map(|tx| tx.id).collect();
+        for (n, (tx, ok)) in msg.txs.into_iter().zip(proceed).enumerate() {
+            if let Some(id) = ahead.get(n) {
+                self.committed.prefetch(id);
+            }
             if !ok {
                 continue;
             }
