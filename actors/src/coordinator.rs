@@ -1,7 +1,6 @@
 //! The coordinator actor: a thin shell that runs the 2PC coordinator state
 //! machine, logs its commit decisions and delivers its messages.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,8 +8,9 @@ use actix::prelude::*;
 use tracing::{debug_span, warn};
 
 use parashard_protocols::contracts::Registry;
-use parashard_protocols::model::{Receipt, ShardId, Status, Transaction, TxError, TxId, Value};
+use parashard_protocols::model::{Receipt, ShardId, Status, Transaction, TxError};
 use parashard_protocols::placement::Placement;
+use parashard_protocols::recovery::{last_coordinator_epoch, recover_coordinator};
 use parashard_protocols::twopc::{Command, Coordinator, CoordinatorConfig, ToParticipant};
 
 use crate::batch::{BatchReply, Batches};
@@ -145,22 +145,15 @@ impl CoordinatorActor {
             .storage
             .load()
             .and_then(|Recovered { snapshot, records }| {
-                let (commits, committed, mut epoch) = match snapshot {
-                    Some(s) => (s.commits, s.committed, s.epoch),
-                    None => (Vec::new(), Vec::new(), 0),
-                };
-                epoch = records.iter().fold(epoch, |epoch, record| match record {
-                    CoordinatorRecord::Epoch { epoch: logged } => epoch.max(*logged),
-                    _ => epoch,
-                });
-                let epoch = epoch.checked_add(1).ok_or_else(|| {
+                let last = last_coordinator_epoch(snapshot.as_ref(), &records);
+                let epoch = last.checked_add(1).ok_or_else(|| {
                     StorageError::Io("coordinator restarted 2^32 times: epochs exhausted".into())
                 })?;
                 self.storage
                     .append(vec![CoordinatorRecord::Epoch { epoch }])?;
-                Ok((commits, committed, records, epoch))
+                Ok((snapshot, records, epoch))
             });
-        let (commits, committed, records, epoch) = match recovered {
+        let (snapshot, records, epoch) = match recovered {
             Ok(recovered) => recovered,
             Err(error) => {
                 warn!(%error, "coordinator recovery failed");
@@ -169,37 +162,15 @@ impl CoordinatorActor {
             }
         };
         self.epoch = epoch;
-        self.machine = Coordinator::new(
+        self.machine = recover_coordinator(
             self.config.clone(),
             self.placement.clone(),
             self.registry.clone(),
-        )
-        .with_epoch(epoch);
-        for (tx, output) in committed {
-            self.machine.restore_committed(tx, output);
-        }
-        let mut open: HashMap<TxId, (Transaction, Vec<_>, Value)> = HashMap::new();
-        let mut order = Vec::new();
-        for record in commits.into_iter().chain(records) {
-            match record {
-                CoordinatorRecord::Commit { tx, writes, output } => {
-                    order.push(tx.id);
-                    open.insert(tx.id, (*tx, writes, output));
-                }
-                CoordinatorRecord::Done { tx } => {
-                    if let Some((_, _, output)) = open.remove(&tx) {
-                        self.machine.restore_committed(tx, output);
-                    }
-                }
-                CoordinatorRecord::Epoch { .. } => {}
-            }
-        }
-        let now = self.now_ms();
-        for id in order {
-            if let Some((tx, writes, output)) = open.remove(&id) {
-                self.machine.recover_commit(now, tx, writes, output);
-            }
-        }
+            epoch,
+            self.now_ms(),
+            snapshot,
+            records,
+        );
     }
 
     /// Appends `records` as one batch (one sync), then snapshots if due.

@@ -13,14 +13,14 @@ use parashard_protocols::exec::{BlockExecutor, ParallelExecutor};
 use parashard_protocols::model::{
     Key, Receipt, ShardId, Status, Transaction, TxError, TxId, Value,
 };
-use parashard_protocols::state::State;
-use parashard_protocols::twopc::{Participant, ToCoordinator, ToParticipant};
+use parashard_protocols::recovery::ShardMemory;
+use parashard_protocols::twopc::{ParticipantConfig, ToCoordinator, ToParticipant};
 
 use parashard_protocols::committed::{CommittedMemory, DEFAULT_REMEMBERED};
 
 use crate::batch::{BatchReply, Batches};
 use crate::faults::{self, CrashPoint, Faults, Target};
-use crate::storage::{Recovered, ShardRecord, ShardSnapshot, Storage, StorageError};
+use crate::storage::{Recovered, ShardRecord, Storage, StorageError};
 
 /// Local transactions for this shard, answered in batch order.
 #[derive(Message)]
@@ -81,8 +81,8 @@ pub struct ShardActor {
     executor: Arc<ParallelExecutor>,
     storage: Arc<dyn Storage<ShardRecord>>,
     coordinator: Recipient<FromShard>,
-    state: State,
-    participant: Participant,
+    /// State, 2PC participant and commit memory: what recovery rebuilds.
+    memory: ShardMemory,
     batches: Batches,
     /// Local transactions waiting for locks, in arrival order.
     deferred: VecDeque<Transaction>,
@@ -94,8 +94,6 @@ pub struct ShardActor {
     inquiry_timer_ms: Option<u64>,
     /// Injected faults, consulted at crash points and on every send.
     faults: Arc<Faults>,
-    /// The latest local commits, to answer re-submissions.
-    committed: CommittedMemory,
 }
 
 impl ShardActor {
@@ -112,15 +110,13 @@ impl ShardActor {
             executor,
             storage,
             coordinator,
-            state: State::new(),
-            participant: Participant::new(shard),
+            memory: ShardMemory::new(shard, ParticipantConfig::default(), DEFAULT_REMEMBERED),
             batches: Batches::default(),
             deferred: VecDeque::new(),
             failed: None,
             epoch: Instant::now(),
             inquiry_timer_ms: None,
             faults,
-            committed: CommittedMemory::new(DEFAULT_REMEMBERED),
         }
     }
 
@@ -128,7 +124,7 @@ impl ShardActor {
     /// [`DEFAULT_REMEMBERED`]) to answer a re-submitted transaction id with
     /// its receipt instead of running it again; 0 turns that off.
     pub fn remember_committed(mut self, capacity: usize) -> ShardActor {
-        self.committed = CommittedMemory::new(capacity);
+        self.memory.committed = CommittedMemory::new(capacity);
         self
     }
 
@@ -166,11 +162,11 @@ impl ShardActor {
             return;
         }
         let now = self.now_ms();
-        let inquiries = self.participant.handle_timeout(now);
+        let inquiries = self.memory.participant.handle_timeout(now);
         if !inquiries.is_empty() {
             self.send(inquiries);
         }
-        let Some(at_ms) = self.participant.poll_timeout() else {
+        let Some(at_ms) = self.memory.participant.poll_timeout() else {
             return;
         };
         if self.inquiry_timer_ms.is_some_and(|set| set <= at_ms) {
@@ -189,12 +185,11 @@ impl ShardActor {
     /// Drops all in-memory state and rebuilds it from storage.
     fn recover(&mut self) {
         let _span = debug_span!("recover", shard = self.shard.0).entered();
-        self.state = State::new();
-        self.participant = Participant::new(self.shard);
+        let remember = self.memory.committed.capacity();
+        self.memory = ShardMemory::new(self.shard, ParticipantConfig::default(), remember);
         self.batches = Batches::default();
         self.deferred.clear();
         self.failed = None;
-        self.committed = CommittedMemory::new(self.committed.capacity());
         let Recovered { snapshot, records } = match self.storage.load() {
             Ok(recovered) => recovered,
             Err(error) => {
@@ -203,44 +198,14 @@ impl ShardActor {
                 return;
             }
         };
-        if let Some(snapshot) = snapshot {
-            self.state = State::with_capacity(snapshot.state.len());
-            for (key, value) in snapshot.state {
-                self.state.set(key, value);
-            }
-            for (tx, outcome) in snapshot.finished {
-                self.participant.restore_finished(tx, outcome);
-            }
-            for (tx, attempt, keys) in snapshot.prepared {
-                self.participant.restore(tx, attempt, keys);
-            }
-            for (tx, output) in snapshot.committed {
-                self.committed.remember(tx, output);
-            }
-            self.participant.take_granted();
-        }
-        for record in records {
-            match record {
-                ShardRecord::Block(txs) => {
-                    // Re-execution is deterministic; the block was accepted
-                    // once, so it fits the executor's limits.
-                    if let Ok(receipts) = self.executor.execute_block(&mut self.state, &txs) {
-                        self.committed.remember_receipts(&receipts);
-                    }
-                }
-                ShardRecord::Prepared { tx, attempt, keys } => {
-                    self.participant.restore(tx, attempt, keys);
-                }
-                ShardRecord::Committed { tx, writes } => {
-                    for (key, value) in self.participant.commit(tx, writes).apply {
-                        self.state.set(key, value);
-                    }
-                }
-                ShardRecord::Aborted { tx, attempt } => self.participant.abort(tx, attempt),
-            }
-            // Replay re-grants exactly what was logged; nobody is waiting.
-            self.participant.take_granted();
-        }
+        self.memory = ShardMemory::recover(
+            self.shard,
+            ParticipantConfig::default(),
+            remember,
+            snapshot,
+            records,
+            self.executor.as_ref(),
+        );
     }
 
     /// Writes a snapshot when the storage asks for one. Called right after
@@ -251,16 +216,7 @@ impl ShardActor {
             return;
         }
         let _span = debug_span!("snapshot", shard = self.shard.0).entered();
-        let snapshot = ShardSnapshot {
-            state: self.state.iter().collect(),
-            prepared: self
-                .participant
-                .prepared()
-                .map(|(tx, attempt, keys)| (*tx, attempt, keys.clone()))
-                .collect(),
-            finished: self.participant.finished().collect(),
-            committed: self.committed.iter().collect(),
-        };
+        let snapshot = self.memory.snapshot();
         if let Err(error) = self.storage.snapshot(snapshot) {
             warn!(shard = self.shard.0, %error, "snapshot failed; shard refuses work");
             self.failed = Some(error);
@@ -280,7 +236,7 @@ impl ShardActor {
     /// Executes whatever queued transactions no lock holds back, as one
     /// block (see [`parashard_protocols::twopc::Participant::take_unblocked`]).
     fn run_ready(&mut self) {
-        let ready = self.participant.take_unblocked(&mut self.deferred);
+        let ready = self.memory.participant.take_unblocked(&mut self.deferred);
         if ready.is_empty() {
             return;
         }
@@ -289,7 +245,7 @@ impl ShardActor {
             return;
         }
         let _span = debug_span!("execute_block", shard = self.shard.0, txs = ready.len()).entered();
-        let receipts = match self.executor.execute_block(&mut self.state, &ready) {
+        let receipts = match self.executor.execute_block(&mut self.memory.state, &ready) {
             Ok(receipts) => receipts,
             Err(error) => {
                 // Rejected whole, before anything was applied: nothing to log.
@@ -316,7 +272,7 @@ impl ShardActor {
             self.fail_all(receipts.iter().map(|r| r.tx_id), &error);
             return;
         }
-        self.committed.remember_receipts(&receipts);
+        self.memory.committed.remember_receipts(&receipts);
         receipts.into_iter().for_each(|r| self.batches.complete(r));
         self.snapshot_if_due();
     }
@@ -352,18 +308,18 @@ impl Handler<SubmitLocal> for ShardActor {
         // random places in the memory.
         const AHEAD: usize = 8;
         for tx in msg.txs.iter().take(AHEAD) {
-            self.committed.prefetch(&tx.id);
+            self.memory.committed.prefetch(&tx.id);
         }
         let ahead: Vec<TxId> = msg.txs.iter().skip(AHEAD).map(|tx| tx.id).collect();
         for (n, (tx, ok)) in msg.txs.into_iter().zip(proceed).enumerate() {
             if let Some(id) = ahead.get(n) {
-                self.committed.prefetch(id);
+                self.memory.committed.prefetch(id);
             }
             if !ok {
                 continue;
             }
             // A retry of a committed transaction gets its receipt again.
-            match self.committed.receipt(&tx.id) {
+            match self.memory.committed.receipt(&tx.id) {
                 Some(receipt) => self.batches.complete(receipt),
                 None => self.deferred.push_back(tx),
             }
@@ -397,11 +353,11 @@ impl Handler<FromCoordinator> for ShardActor {
             match message {
                 ToParticipant::Prepare { tx, attempt, keys } => {
                     let _span = debug_span!("prepare", shard = self.shard.0, %tx).entered();
-                    replies.extend(self.participant.prepare(tx, attempt, keys));
+                    replies.extend(self.memory.participant.prepare(tx, attempt, keys));
                 }
                 ToParticipant::Commit { tx, writes: w } => {
                     let _span = debug_span!("commit", shard = self.shard.0, %tx).entered();
-                    let outcome = self.participant.commit(tx, w);
+                    let outcome = self.memory.participant.commit(tx, w);
                     records.push(ShardRecord::Committed {
                         tx,
                         writes: outcome.apply.clone(),
@@ -410,13 +366,13 @@ impl Handler<FromCoordinator> for ShardActor {
                     replies.push(outcome.reply);
                 }
                 ToParticipant::Abort { tx, attempt } => {
-                    self.participant.abort(tx, attempt);
+                    self.memory.participant.abort(tx, attempt);
                     records.push(ShardRecord::Aborted { tx, attempt });
                 }
             }
             // Grants happen on prepare, commit and abort; log them in the
             // order they happened so that replay re-takes the same locks.
-            for grant in self.participant.take_granted() {
+            for grant in self.memory.participant.take_granted() {
                 records.push(ShardRecord::Prepared {
                     tx: grant.tx,
                     attempt: grant.attempt,
@@ -432,7 +388,7 @@ impl Handler<FromCoordinator> for ShardActor {
             return;
         }
         for (key, value) in writes {
-            self.state.set(key, value);
+            self.memory.state.set(key, value);
         }
         self.snapshot_if_due();
         if has_commit && self.crash_at(CrashPoint::AfterCommitApplied, ctx) {
@@ -445,7 +401,11 @@ impl Handler<FromCoordinator> for ShardActor {
         // transaction's keys were released by those commits.
         let voted = !granted.is_empty();
         for grant in granted {
-            let values = grant.keys.iter().map(|k| (*k, self.state.get(k))).collect();
+            let values = grant
+                .keys
+                .iter()
+                .map(|k| (*k, self.memory.state.get(k)))
+                .collect();
             replies.push(ToCoordinator::Prepared {
                 tx: grant.tx,
                 attempt: grant.attempt,
@@ -470,7 +430,7 @@ impl Handler<Read> for ShardActor {
     fn handle(&mut self, msg: Read, _ctx: &mut Context<Self>) {
         let answer = match &self.failed {
             Some(error) => Err(error.clone()),
-            None => Ok(msg.keys.iter().map(|k| self.state.get(k)).collect()),
+            None => Ok(msg.keys.iter().map(|k| self.memory.state.get(k)).collect()),
         };
         let _ = msg.reply.send(answer);
     }
@@ -481,8 +441,8 @@ impl Handler<CountPending> for ShardActor {
 
     fn handle(&mut self, _msg: CountPending, _ctx: &mut Context<Self>) -> Self::Result {
         MessageResult(ShardPending {
-            locked: self.participant.prepared().count(),
-            queued_prepares: self.participant.queued(),
+            locked: self.memory.participant.prepared().count(),
+            queued_prepares: self.memory.participant.queued(),
             deferred: self.deferred.len(),
         })
     }

@@ -14,46 +14,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-
-use parashard_protocols::model::{Key, TxId, Value};
-use parashard_protocols::twopc::{Attempt, Finished};
+use serde::Serialize;
 
 pub mod disk;
 
 pub use disk::DiskStorage;
-pub use parashard_protocols::records::{CoordinatorRecord, ShardRecord};
-
-/// A shard's snapshot: its whole state and the locks of its prepared
-/// cross-shard transactions, as of the last record appended before it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardSnapshot {
-    /// Every live key with its value.
-    pub state: Vec<(Key, Value)>,
-    /// Prepared transactions, the prepare round that locked them, and the
-    /// keys they lock on this shard.
-    pub prepared: Vec<(TxId, Attempt, Vec<Key>)>,
-    /// The finished transactions the shard remembers, oldest first, so
-    /// that after a restart it still ignores late prepares of them.
-    pub finished: Vec<(TxId, Finished)>,
-    /// Local commits remembered to answer re-submissions, oldest first
-    /// (see [`parashard_protocols::committed`]).
-    pub committed: Vec<(TxId, Value)>,
-}
-
-/// A coordinator's snapshot: the commit decisions not yet done, as
-/// [`CoordinatorRecord::Commit`] records. Done transactions are dropped,
-/// which is what compacts the decision log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CoordinatorSnapshot {
-    /// The open commit decisions.
-    pub commits: Vec<CoordinatorRecord>,
-    /// Finished commits remembered to answer re-submissions, oldest first
-    /// (see [`parashard_protocols::committed`]).
-    pub committed: Vec<(TxId, Value)>,
-    /// The epoch of the incarnation that wrote the snapshot.
-    pub epoch: u32,
-}
+pub use parashard_protocols::records::{
+    CoordinatorRecord, CoordinatorSnapshot, ShardRecord, ShardSnapshot,
+};
 
 /// A type of log record, and the snapshot that replaces a prefix of them.
 pub trait Record:

@@ -15,6 +15,7 @@ pub mod locks;
 pub mod model;
 pub mod placement;
 pub mod records;
+pub mod recovery;
 pub mod sim;
 pub mod state;
 pub mod twopc;

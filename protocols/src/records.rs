@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Key, ShardId, Transaction, TxId, Value};
-use crate::twopc::Attempt;
+use crate::twopc::{Attempt, Finished};
 
 /// A shard's log record. Recovery replays them in order: blocks are
 /// re-executed (execution is deterministic), cross-shard commits applied,
@@ -62,4 +62,35 @@ pub enum CoordinatorRecord {
         /// The epoch.
         epoch: u32,
     },
+}
+
+/// A shard's snapshot: its whole state and the locks of its prepared
+/// cross-shard transactions, as of the last record appended before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardSnapshot {
+    /// Every live key with its value.
+    pub state: Vec<(Key, Value)>,
+    /// Prepared transactions, the prepare round that locked them, and the
+    /// keys they lock on this shard.
+    pub prepared: Vec<(TxId, Attempt, Vec<Key>)>,
+    /// The finished transactions the shard remembers, oldest first, so
+    /// that after a restart it still ignores late prepares of them.
+    pub finished: Vec<(TxId, Finished)>,
+    /// Local commits remembered to answer re-submissions, oldest first
+    /// (see [`crate::committed`]).
+    pub committed: Vec<(TxId, Value)>,
+}
+
+/// A coordinator's snapshot: the commit decisions not yet done, as
+/// [`CoordinatorRecord::Commit`] records. Done transactions are dropped,
+/// which is what compacts the decision log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinatorSnapshot {
+    /// The open commit decisions.
+    pub commits: Vec<CoordinatorRecord>,
+    /// Finished commits remembered to answer re-submissions, oldest first
+    /// (see [`crate::committed`]).
+    pub committed: Vec<(TxId, Value)>,
+    /// The epoch of the incarnation that wrote the snapshot.
+    pub epoch: u32,
 }

@@ -24,7 +24,8 @@ use crate::contracts::Registry;
 use crate::exec::{BlockExecutor, SequentialExecutor};
 use crate::model::{AccountId, AssetId, Key, Receipt, ShardId, Status, Transaction, TxId, Value};
 use crate::placement::Placement;
-use crate::records::{CoordinatorRecord, ShardRecord};
+use crate::records::{CoordinatorRecord, ShardRecord, ShardSnapshot};
+use crate::recovery::{recover_coordinator, ShardMemory};
 use crate::state::State;
 use crate::twopc::{
     Command, Coordinator, CoordinatorConfig, Participant, ParticipantConfig, ToCoordinator,
@@ -353,38 +354,31 @@ struct ShardNode {
 }
 
 impl ShardNode {
-    /// Rebuilds memory from the log exactly as the shard actor does.
+    /// Rebuilds memory from the log with the shard actor's own recovery
+    /// ([`ShardMemory::recover`]); the genesis entry is the snapshot the
+    /// log starts from.
     fn recover(&mut self, executor: &SequentialExecutor, config: &ParticipantConfig) {
-        self.state = State::new();
-        self.participant = Participant::with_config(self.id, config.clone());
         self.deferred.clear();
         self.timer_ms = None;
+        let mut snapshot = None;
+        let mut records = Vec::with_capacity(self.log.len());
         for logged in &self.log {
-            let record = match logged {
+            match logged {
                 Logged::Genesis(values) => {
-                    for (key, value) in values {
-                        self.state.set(*key, *value);
-                    }
-                    continue;
+                    snapshot = Some(ShardSnapshot {
+                        state: values.clone(),
+                        prepared: Vec::new(),
+                        finished: Vec::new(),
+                        committed: Vec::new(),
+                    });
                 }
-                Logged::Record { record, .. } => record,
-            };
-            match record {
-                ShardRecord::Block(txs) => {
-                    let _ = executor.execute_block(&mut self.state, txs);
-                }
-                ShardRecord::Prepared { tx, attempt, keys } => {
-                    self.participant.restore(*tx, *attempt, keys.clone());
-                }
-                ShardRecord::Committed { tx, writes } => {
-                    for (key, value) in self.participant.commit(*tx, writes.clone()).apply {
-                        self.state.set(key, value);
-                    }
-                }
-                ShardRecord::Aborted { tx, attempt } => self.participant.abort(*tx, *attempt),
+                Logged::Record { record, .. } => records.push(record.clone()),
             }
-            self.participant.take_granted();
         }
+        // The simulated clients never resubmit: no commit memory.
+        let memory = ShardMemory::recover(self.id, config.clone(), 0, snapshot, records, executor);
+        self.state = memory.state;
+        self.participant = memory.participant;
     }
 }
 
@@ -835,43 +829,24 @@ impl<'c> Sim<'c> {
         }
     }
 
-    /// Rebuilds the coordinator from its log exactly as the coordinator
-    /// actor does: unfinished commits are re-driven, everything else is
-    /// presumed aborted.
+    /// Rebuilds the coordinator from its log with the coordinator actor's
+    /// own recovery ([`recover_coordinator`]): unfinished commits are
+    /// re-driven, everything else is presumed aborted.
     fn recover_coordinator(&mut self) {
         let c = &mut self.coordinator;
         c.up = true;
-        // The incarnation counts restarts, which is what the actor's
+        // The incarnation counts restarts, which is what the actor's logged
         // epoch guarantees: greater than every earlier incarnation's.
-        c.machine = Coordinator::new(
+        c.machine = recover_coordinator(
             self.coordinator_config.clone(),
             self.placement.clone(),
             self.registry.clone(),
-        )
-        .with_epoch(c.incarnation);
+            c.incarnation,
+            self.now_ms,
+            None,
+            c.log.clone(),
+        );
         c.timers.clear();
-        let mut open: HashMap<TxId, (Transaction, Vec<_>, Value)> = HashMap::new();
-        let mut order = Vec::new();
-        for record in &c.log {
-            match record {
-                CoordinatorRecord::Commit { tx, writes, output } => {
-                    order.push(tx.id);
-                    open.insert(tx.id, ((**tx).clone(), writes.clone(), *output));
-                }
-                CoordinatorRecord::Done { tx } => {
-                    if let Some((_, _, output)) = open.remove(tx) {
-                        c.machine.restore_committed(*tx, output);
-                    }
-                }
-                // The simulator numbers incarnations itself.
-                CoordinatorRecord::Epoch { .. } => {}
-            }
-        }
-        for id in order {
-            if let Some((tx, writes, output)) = open.remove(&id) {
-                c.machine.recover_commit(self.now_ms, tx, writes, output);
-            }
-        }
     }
 
     fn run_coordinator_commands(&mut self) {

@@ -210,7 +210,7 @@ fn mix(seed: u64, n: u64) -> u64 {
 /// Whether random account `a` exists at genesis in the world of `seed`:
 /// the two hot accounts always, about 15 in 16 of the others.
 pub fn exists_at_genesis(seed: u64, a: u64) -> bool {
-    a < 2 || mix(seed, a) % 16 != 0
+    a < 2 || !mix(seed, a).is_multiple_of(16)
 }
 
 /// The genesis coin and token balance of existing random account `a`.
