@@ -165,7 +165,8 @@ impl ClusterBuilder {
     /// lost a receipt (a timeout, a crash). The memory survives crashes and
     /// restarts (logs and snapshots keep it). Failed transactions are not
     /// remembered: they changed nothing, and a retry runs them again. 0
-    /// turns the memory off. Overrides `remember_committed` of
+    /// turns the memory off; more than [`MAX_REMEMBERED`] is refused by
+    /// [`ClusterBuilder::start`]. Overrides `remember_committed` of
     /// [`ClusterBuilder::coordinator`]'s config.
     pub fn remember_committed(mut self, commits: usize) -> Self {
         self.remember_committed = commits;
@@ -208,6 +209,12 @@ impl ClusterBuilder {
 
     /// Starts the cluster.
     pub fn start(self) -> Result<Cluster, ClusterError> {
+        if self.remember_committed > MAX_REMEMBERED {
+            return Err(ClusterError::Config(format!(
+                "remember_committed {} above the maximum of {MAX_REMEMBERED}",
+                self.remember_committed
+            )));
+        }
         if self.max_in_flight == 0 || self.max_in_flight > Semaphore::MAX_PERMITS {
             return Err(ClusterError::Config(format!(
                 "max_in_flight {} out of range",
@@ -272,6 +279,10 @@ impl ClusterBuilder {
 
 type ShardLogs = Vec<Arc<dyn Storage<ShardRecord>>>;
 type CoordinatorLog = Arc<dyn Storage<CoordinatorRecord>>;
+
+/// The most commits a shard or the coordinator may be asked to remember
+/// (each costs about 40 bytes).
+pub const MAX_REMEMBERED: usize = 1 << 28;
 
 /// The file in a data directory that records its shard count: placement
 /// hashes by it, so a directory only makes sense with the same count.

@@ -353,6 +353,12 @@ fn bad_input_gets_typed_errors() {
         Cluster::builder().workers(0).start(),
         Err(ClusterError::Runtime(_))
     ));
+    assert!(matches!(
+        Cluster::builder()
+            .remember_committed(parashard::MAX_REMEMBERED + 1)
+            .start(),
+        Err(ClusterError::Config(_))
+    ));
 }
 
 /// Locks left by a coordinator crash are released: the restarted

@@ -145,6 +145,11 @@ impl<R: Record> DiskStorage<R> {
             Err(fs::TryLockError::WouldBlock) => {
                 return Err(StorageError::Locked { path: dir });
             }
+            // A file system without advisory locks (some network ones):
+            // work on, unguarded, rather than not at all.
+            Err(fs::TryLockError::Error(e)) if e.kind() == ErrorKind::Unsupported => {
+                warn!(path = %lock_path.display(), "file locks unsupported; directory not guarded");
+            }
             Err(fs::TryLockError::Error(e)) => return Err(io_error(&lock_path, "lock", e)),
         }
         Ok(DiskStorage {
