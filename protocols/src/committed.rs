@@ -22,6 +22,9 @@ use crate::model::{Receipt, Status, TxId, Value};
 /// about a second of history per shard; about 40 MB when full.
 pub const DEFAULT_REMEMBERED: usize = 1 << 20;
 
+/// The largest capacity: ring positions must fit the table's 32 bits.
+pub const MAX_CAPACITY: usize = (1 << 31) - 1;
+
 /// The ids and outputs of the most recent commits; see the module docs.
 ///
 /// Every transaction a shard receives is looked up here and every commit
@@ -44,15 +47,10 @@ pub struct CommittedMemory {
 }
 
 impl CommittedMemory {
-    /// A memory of the last `capacity` commits (0: remember nothing).
-    ///
-    /// # Panics
-    /// If `capacity` is 2^31 or more (positions must fit the table).
+    /// A memory of the last `capacity` commits (0: remember nothing). At
+    /// most [`MAX_CAPACITY`] are remembered: a larger capacity is that.
     pub fn new(capacity: usize) -> CommittedMemory {
-        assert!(
-            capacity < 1 << 31,
-            "commit memory capacity {capacity} too large"
-        );
+        let capacity = capacity.min(MAX_CAPACITY);
         let buckets = if capacity == 0 {
             0
         } else {
