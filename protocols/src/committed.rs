@@ -41,7 +41,7 @@ pub struct CommittedMemory {
     ring: Vec<(TxId, Value)>,
     oldest: usize,
     /// `hash << 32 | ring position + 1`, or 0 for an empty bucket; at most
-    /// half full, linear probing.
+    /// half full, linear probing; grows with the ring.
     table: Vec<u64>,
     hasher: foldhash::fast::RandomState,
 }
@@ -50,17 +50,11 @@ impl CommittedMemory {
     /// A memory of the last `capacity` commits (0: remember nothing). At
     /// most [`MAX_CAPACITY`] are remembered: a larger capacity is that.
     pub fn new(capacity: usize) -> CommittedMemory {
-        let capacity = capacity.min(MAX_CAPACITY);
-        let buckets = if capacity == 0 {
-            0
-        } else {
-            (capacity * 2).next_power_of_two()
-        };
         CommittedMemory {
-            capacity,
+            capacity: capacity.min(MAX_CAPACITY),
             ring: Vec::new(),
             oldest: 0,
-            table: vec![0; buckets],
+            table: Vec::new(),
             hasher: Default::default(),
         }
     }
@@ -125,6 +119,9 @@ impl CommittedMemory {
         if self.capacity == 0 || self.find(&id).is_some() {
             return;
         }
+        if (self.ring.len() + 1) * 2 > self.table.len() {
+            self.grow();
+        }
         let position = if self.ring.len() < self.capacity {
             self.ring.push((id, output));
             self.ring.len() - 1
@@ -143,6 +140,22 @@ impl CommittedMemory {
             at = (at + 1) & mask;
         }
         self.table[at] = u64::from(hash) << 32 | (position as u64 + 1);
+    }
+
+    /// Doubles the table (it starts empty: a memory costs what it holds)
+    /// and puts every remembered commit back in.
+    fn grow(&mut self) {
+        let buckets = (self.table.len() * 2).max(16);
+        self.table = vec![0; buckets];
+        let mask = buckets - 1;
+        for position in 0..self.ring.len() {
+            let hash = self.hash(&self.ring[position].0);
+            let mut at = self.home(hash);
+            while self.table[at] != 0 {
+                at = (at + 1) & mask;
+            }
+            self.table[at] = u64::from(hash) << 32 | (position as u64 + 1);
+        }
     }
 
     /// Removes the table entry of `id` (at ring `position`), shifting the
