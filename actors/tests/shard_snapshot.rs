@@ -43,7 +43,11 @@ async fn submit(
     receiver
 }
 
-async fn read(shard: &Addr<ShardActor>, keys: &[Key]) -> Vec<Option<Value>> {
+/// What the shard answers to a read of `keys`.
+async fn try_read(
+    shard: &Addr<ShardActor>,
+    keys: &[Key],
+) -> Result<Vec<Option<Value>>, StorageError> {
     let (reply, receiver) = oneshot::channel();
     shard
         .send(Read {
@@ -52,10 +56,42 @@ async fn read(shard: &Addr<ShardActor>, keys: &[Key]) -> Vec<Option<Value>> {
         })
         .await
         .unwrap();
-    receiver
+    receiver.await.unwrap()
+}
+
+async fn read(shard: &Addr<ShardActor>, keys: &[Key]) -> Vec<Option<Value>> {
+    try_read(shard, keys)
         .await
-        .unwrap()
         .expect("a healthy shard answers reads")
+}
+
+/// A supervised shard 0 on `storage` whose messages for the coordinator go
+/// to `inbox`, with accounts 1 and 2 created holding 100 coins each;
+/// returns it and the two accounts' balance keys.
+async fn shard_with_two_accounts(
+    storage: Arc<dyn Storage<ShardRecord>>,
+    inbox: Arc<Mutex<Vec<ToCoordinator>>>,
+) -> (Addr<ShardActor>, [Key; 2]) {
+    let coordinator = Inbox(inbox).start().recipient();
+    let executor = Arc::new(ParallelExecutor::new(1, Arc::new(Registry::new())).unwrap());
+    let shard = actix::Supervisor::start(move |_| {
+        let faults = Arc::new(parashard_actors::faults::Faults::new(0, 1));
+        ShardActor::new(ShardId(0), executor, storage, coordinator, faults)
+    });
+    let (a, b) = (AccountId(1), AccountId(2));
+    let genesis = vec![
+        Transaction::create_account(TxId::from_u128(1), a, 100),
+        Transaction::create_account(TxId::from_u128(2), b, 100),
+    ];
+    let receipts = submit(&shard, genesis).await.await.unwrap();
+    assert!(receipts.iter().all(Receipt::is_committed), "{receipts:?}");
+    (
+        shard,
+        [
+            Key::balance(a, AssetId::COIN),
+            Key::balance(b, AssetId::COIN),
+        ],
+    )
 }
 
 /// A prepared transaction's lock is in the shard's snapshot: after a crash
@@ -71,24 +107,8 @@ async fn prepared_lock_survives_snapshot_and_crash() {
     };
     let storage = Arc::new(DiskStorage::<ShardRecord>::open(dir.path(), every_record).unwrap());
     let inbox = Arc::new(Mutex::new(Vec::new()));
-    let coordinator = Inbox(inbox.clone()).start().recipient();
-    let executor = Arc::new(ParallelExecutor::new(1, Arc::new(Registry::new())).unwrap());
-    let shard_storage: Arc<dyn Storage<ShardRecord>> = storage.clone();
-    let shard = actix::Supervisor::start(move |_| {
-        let faults = Arc::new(parashard_actors::faults::Faults::new(0, 1));
-        ShardActor::new(ShardId(0), executor, shard_storage, coordinator, faults)
-    });
+    let (shard, [ka, kb]) = shard_with_two_accounts(storage.clone(), inbox.clone()).await;
     let (a, b) = (AccountId(1), AccountId(2));
-    let (ka, kb) = (
-        Key::balance(a, AssetId::COIN),
-        Key::balance(b, AssetId::COIN),
-    );
-    let genesis = vec![
-        Transaction::create_account(TxId::from_u128(1), a, 100),
-        Transaction::create_account(TxId::from_u128(2), b, 100),
-    ];
-    let receipts = submit(&shard, genesis).await.await.unwrap();
-    assert!(receipts.iter().all(Receipt::is_committed), "{receipts:?}");
 
     let cross = TxId::from_u128(10);
     shard
@@ -180,25 +200,8 @@ async fn failed_append_leaves_nothing_observable() {
         inner: Default::default(),
         armed: Default::default(),
     });
-    let inbox = Arc::new(Mutex::new(Vec::new()));
-    let coordinator = Inbox(inbox).start().recipient();
-    let executor = Arc::new(ParallelExecutor::new(1, Arc::new(Registry::new())).unwrap());
-    let shard_storage: Arc<dyn Storage<ShardRecord>> = storage.clone();
-    let shard = actix::Supervisor::start(move |_| {
-        let faults = Arc::new(parashard_actors::faults::Faults::new(0, 1));
-        ShardActor::new(ShardId(0), executor, shard_storage, coordinator, faults)
-    });
+    let (shard, keys) = shard_with_two_accounts(storage.clone(), Default::default()).await;
     let (a, b) = (AccountId(1), AccountId(2));
-    let keys = [
-        Key::balance(a, AssetId::COIN),
-        Key::balance(b, AssetId::COIN),
-    ];
-    let genesis = vec![
-        Transaction::create_account(TxId::from_u128(1), a, 100),
-        Transaction::create_account(TxId::from_u128(2), b, 100),
-    ];
-    let receipts = submit(&shard, genesis).await.await.unwrap();
-    assert!(receipts.iter().all(Receipt::is_committed), "{receipts:?}");
 
     storage
         .armed
@@ -206,16 +209,8 @@ async fn failed_append_leaves_nothing_observable() {
     let lost = Transaction::transfer(TxId::from_u128(3), a, b, 30);
     let receipts = submit(&shard, vec![lost.clone()]).await.await.unwrap();
     assert!(!receipts[0].is_committed(), "{receipts:?}");
-    let (reply, answer) = oneshot::channel();
-    shard
-        .send(Read {
-            keys: keys.to_vec(),
-            reply,
-        })
-        .await
-        .unwrap();
     assert!(
-        answer.await.unwrap().is_err(),
+        try_read(&shard, &keys).await.is_err(),
         "a failed shard refuses reads"
     );
 
