@@ -69,10 +69,13 @@ impl CommittedMemory {
 
     /// The bucket holding `id`, if remembered.
     fn find(&self, id: &TxId) -> Option<usize> {
+        self.find_hashed(id, self.hash(id))
+    }
+
+    fn find_hashed(&self, id: &TxId, hash: u32) -> Option<usize> {
         if self.table.is_empty() {
             return None;
         }
-        let hash = self.hash(id);
         let mask = self.table.len() - 1;
         let mut at = self.home(hash);
         loop {
@@ -116,7 +119,8 @@ impl CommittedMemory {
     /// commit if the memory is full. An id remembered already keeps its
     /// first output (an id commits once).
     pub fn remember(&mut self, id: TxId, output: Value) {
-        if self.capacity == 0 || self.find(&id).is_some() {
+        let hash = self.hash(&id);
+        if self.capacity == 0 || self.find_hashed(&id, hash).is_some() {
             return;
         }
         if (self.ring.len() + 1) * 2 > self.table.len() {
@@ -133,7 +137,12 @@ impl CommittedMemory {
             self.oldest = (position + 1) % self.capacity;
             position
         };
-        let hash = self.hash(&id);
+        self.place(hash, position);
+    }
+
+    /// Puts the entry of the commit at ring `position` (whose id has
+    /// `hash`) in the first free bucket from its home on.
+    fn place(&mut self, hash: u32, position: usize) {
         let mask = self.table.len() - 1;
         let mut at = self.home(hash);
         while self.table[at] != 0 {
@@ -145,16 +154,10 @@ impl CommittedMemory {
     /// Doubles the table (it starts empty: a memory costs what it holds)
     /// and puts every remembered commit back in.
     fn grow(&mut self) {
-        let buckets = (self.table.len() * 2).max(16);
-        self.table = vec![0; buckets];
-        let mask = buckets - 1;
+        self.table = vec![0; (self.table.len() * 2).max(16)];
         for position in 0..self.ring.len() {
             let hash = self.hash(&self.ring[position].0);
-            let mut at = self.home(hash);
-            while self.table[at] != 0 {
-                at = (at + 1) & mask;
-            }
-            self.table[at] = u64::from(hash) << 32 | (position as u64 + 1);
+            self.place(hash, position);
         }
     }
 
