@@ -884,21 +884,20 @@ impl Coordinator {
             .in_flight
             .values()
             .filter_map(|flight| match &flight.phase {
-                Phase::Committing { writes, output } => {
-                    Some(crate::records::CoordinatorRecord::Commit {
-                        tx: Box::new(flight.tx.clone()),
-                        writes: writes.iter().map(|(s, w)| (*s, w.clone())).collect(),
-                        output: *output,
-                    })
-                }
+                Phase::Committing { writes, output } => Some((flight, writes, *output)),
                 _ => None,
             })
             .collect();
-        open.sort_unstable_by_key(|record| match record {
-            crate::records::CoordinatorRecord::Commit { tx, .. } => tx.id,
-            _ => unreachable!("only commits"),
-        });
-        open
+        open.sort_unstable_by_key(|(flight, _, _)| flight.tx.id);
+        open.into_iter()
+            .map(
+                |(flight, writes, output)| crate::records::CoordinatorRecord::Commit {
+                    tx: Box::new(flight.tx.clone()),
+                    writes: writes.iter().map(|(s, w)| (*s, w.clone())).collect(),
+                    output,
+                },
+            )
+            .collect()
     }
 
     /// The commits remembered, oldest first (for snapshots).
