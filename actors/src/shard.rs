@@ -304,22 +304,13 @@ impl Handler<SubmitLocal> for ShardActor {
     fn handle(&mut self, msg: SubmitLocal, _ctx: &mut Context<Self>) {
         let _span = debug_span!("submit", shard = self.shard.0, txs = msg.txs.len()).entered();
         let (_, proceed) = self.batches.open(msg.txs.iter().map(|tx| tx.id), msg.reply);
-        // Fetched a few ahead: most lookups are of ids never seen, at
-        // random places in the memory.
-        const AHEAD: usize = 8;
-        for tx in msg.txs.iter().take(AHEAD) {
-            self.memory.committed.prefetch(&tx.id);
-        }
-        let ahead: Vec<TxId> = msg.txs.iter().skip(AHEAD).map(|tx| tx.id).collect();
-        for (n, (tx, ok)) in msg.txs.into_iter().zip(proceed).enumerate() {
-            if let Some(id) = ahead.get(n) {
-                self.memory.committed.prefetch(id);
-            }
+        let known = self.memory.committed.receipts(&msg.txs);
+        for ((tx, ok), known) in msg.txs.into_iter().zip(proceed).zip(known) {
             if !ok {
                 continue;
             }
             // A retry of a committed transaction gets its receipt again.
-            match self.memory.committed.receipt(&tx.id) {
+            match known {
                 Some(receipt) => self.batches.complete(receipt),
                 None => self.deferred.push_back(tx),
             }

@@ -16,11 +16,15 @@
 
 use std::hash::BuildHasher;
 
-use crate::model::{Receipt, Status, TxId, Value};
+use crate::model::{Receipt, Status, Transaction, TxId, Value};
 
 /// Commits remembered by default: at a million transactions per second,
 /// about a second of history per shard; about 40 MB when full.
 pub const DEFAULT_REMEMBERED: usize = 1 << 20;
+
+/// How many ids ahead lookups fetch their buckets: enough to cover a
+/// memory access, few enough to stay in the L1 cache.
+const AHEAD: usize = 8;
 
 /// The largest capacity: ring positions must fit the table's 32 bits.
 pub const MAX_CAPACITY: usize = (1 << 31) - 1;
@@ -115,6 +119,23 @@ impl CommittedMemory {
         })
     }
 
+    /// [`CommittedMemory::receipt`] of each of `txs`, in order, looked up
+    /// a few ahead (most are ids never seen, at random places).
+    pub fn receipts(&self, txs: &[Transaction]) -> Vec<Option<Receipt>> {
+        for tx in txs.iter().take(AHEAD) {
+            self.prefetch(&tx.id);
+        }
+        txs.iter()
+            .enumerate()
+            .map(|(n, tx)| {
+                if let Some(ahead) = txs.get(n + AHEAD) {
+                    self.prefetch(&ahead.id);
+                }
+                self.receipt(&tx.id)
+            })
+            .collect()
+    }
+
     /// Remembers that `id` committed with `output`, forgetting the oldest
     /// commit if the memory is full. An id remembered already keeps its
     /// first output (an id commits once).
@@ -190,8 +211,6 @@ impl CommittedMemory {
 
     /// Remembers the committed ones of `receipts`, in order.
     pub fn remember_receipts(&mut self, receipts: &[Receipt]) {
-        /// How many receipts ahead the buckets are fetched.
-        const AHEAD: usize = 8;
         for (n, receipt) in receipts.iter().enumerate() {
             if let Some(ahead) = receipts.get(n + AHEAD) {
                 self.prefetch(&ahead.tx_id);
