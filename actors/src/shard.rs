@@ -9,14 +9,13 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 use tracing::{debug_span, warn};
 
+use parashard_protocols::committed::{CommittedMemory, DEFAULT_REMEMBERED};
 use parashard_protocols::exec::{BlockExecutor, ParallelExecutor};
 use parashard_protocols::model::{
     Key, Receipt, ShardId, Status, Transaction, TxError, TxId, Value,
 };
 use parashard_protocols::recovery::ShardMemory;
 use parashard_protocols::twopc::{ParticipantConfig, ToCoordinator, ToParticipant};
-
-use parashard_protocols::committed::{CommittedMemory, DEFAULT_REMEMBERED};
 
 use crate::batch::{BatchReply, Batches};
 use crate::faults::{self, CrashPoint, Faults, Target};
