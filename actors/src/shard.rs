@@ -303,15 +303,21 @@ impl Handler<SubmitLocal> for ShardActor {
     fn handle(&mut self, msg: SubmitLocal, _ctx: &mut Context<Self>) {
         let _span = debug_span!("submit", shard = self.shard.0, txs = msg.txs.len()).entered();
         let (_, proceed) = self.batches.open(msg.txs.iter().map(|tx| tx.id), msg.reply);
-        let known = self.memory.committed.receipts(&msg.txs);
-        for ((tx, ok), known) in msg.txs.into_iter().zip(proceed).zip(known) {
-            if !ok {
-                continue;
-            }
-            // A retry of a committed transaction gets its receipt again.
-            match known {
-                Some(receipt) => self.batches.complete(receipt),
-                None => self.deferred.push_back(tx),
+        // A retry of a committed transaction gets its receipt again.
+        let mut known = self
+            .memory
+            .committed
+            .receipts(&msg.txs)
+            .into_iter()
+            .peekable();
+        for (n, (tx, ok)) in msg.txs.into_iter().zip(proceed).enumerate() {
+            let receipt = known
+                .next_if(|(at, _)| *at == n)
+                .map(|(_, receipt)| receipt);
+            match (ok, receipt) {
+                (false, _) => {}
+                (true, Some(receipt)) => self.batches.complete(receipt),
+                (true, None) => self.deferred.push_back(tx),
             }
         }
         self.run_ready();

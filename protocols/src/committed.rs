@@ -119,19 +119,20 @@ impl CommittedMemory {
         })
     }
 
-    /// [`CommittedMemory::receipt`] of each of `txs`, in order, looked up
-    /// a few ahead (most are ids never seen, at random places).
-    pub fn receipts(&self, txs: &[Transaction]) -> Vec<Option<Receipt>> {
+    /// The receipts of those of `txs` remembered, with their positions in
+    /// `txs`, in order. Looked up a few ahead: most are ids never seen, at
+    /// random places.
+    pub fn receipts(&self, txs: &[Transaction]) -> Vec<(usize, Receipt)> {
         for tx in txs.iter().take(AHEAD) {
             self.prefetch(&tx.id);
         }
         txs.iter()
             .enumerate()
-            .map(|(n, tx)| {
+            .filter_map(|(n, tx)| {
                 if let Some(ahead) = txs.get(n + AHEAD) {
                     self.prefetch(&ahead.id);
                 }
-                self.receipt(&tx.id)
+                Some((n, self.receipt(&tx.id)?))
             })
             .collect()
     }
@@ -276,6 +277,22 @@ mod tests {
                 tx_id: id(3),
                 status: Status::Committed { output: 30 },
             })
+        );
+        let batch: Vec<Transaction> = [5, 3, 1, 4]
+            .map(|n| {
+                let (from, to) = (crate::model::AccountId(1), crate::model::AccountId(2));
+                Transaction::transfer(id(n), from, to, 1)
+            })
+            .into();
+        let known: Vec<_> = memory
+            .receipts(&batch)
+            .into_iter()
+            .map(|(n, r)| (n, r.tx_id))
+            .collect();
+        assert_eq!(
+            known,
+            vec![(1, id(3)), (3, id(4))],
+            "positions of the remembered ones"
         );
         let saved: Vec<_> = memory.iter().collect();
         assert_eq!(saved, vec![(id(2), 20), (id(3), 30), (id(4), 40)]);
