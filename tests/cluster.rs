@@ -222,17 +222,7 @@ fn crash_everything(cluster: &Cluster, model: &mut [Value]) {
         cluster.crash_shard(ShardId(shard)).unwrap();
     }
     cluster.crash_coordinator();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (a, b) = common::cross_pair(cluster, SNAP_ACCOUNTS);
-    loop {
-        match cluster.submit_blocking(Transaction::transfer(TxId::random(), a, b, 1)) {
-            Ok(receipt) if receipt.is_committed() => break,
-            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            other => panic!("cluster never came back: {other:?}"),
-        }
-    }
-    model[a.0 as usize] -= 1;
-    model[b.0 as usize] += 1;
+    common::cross_transfer_once_back(cluster, SNAP_ACCOUNTS, model);
 }
 
 /// In-memory logs snapshot by the cluster's policy (they would otherwise

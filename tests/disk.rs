@@ -162,17 +162,7 @@ fn crashed_coordinator_recovers_from_disk() {
     transfer_batches(&cluster, 12, 3, &mut model);
     assert!(cluster.storage_stats().coordinator.snapshots > 0);
     cluster.crash_coordinator();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (a, b) = common::cross_pair(&cluster, ACCOUNTS);
-    loop {
-        match cluster.submit_blocking(Transaction::transfer(TxId::random(), a, b, 1)) {
-            Ok(receipt) if receipt.is_committed() => break,
-            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            other => panic!("coordinator never came back: {other:?}"),
-        }
-    }
-    model[a.0 as usize] -= 1;
-    model[b.0 as usize] += 1;
+    common::cross_transfer_once_back(&cluster, ACCOUNTS, &mut model);
     transfer_batches(&cluster, 13, 2, &mut model);
     assert_eq!(common::balances(&cluster, ACCOUNTS), model);
 }

@@ -67,6 +67,25 @@ pub fn wait_quiet(
     Err(last)
 }
 
+/// Commits one cross-shard transfer of 1 coin between two of accounts
+/// `0..accounts`, retrying for up to 10 s while restarted actors come back,
+/// and applies it to `model`.
+pub fn cross_transfer_once_back(cluster: &Cluster, accounts: u64, model: &mut [Value]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (a, b) = cross_pair(cluster, accounts);
+    loop {
+        match cluster.submit_blocking(Transaction::transfer(TxId::random(), a, b, 1)) {
+            Ok(receipt) if receipt.is_committed() => break,
+            _ if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            other => panic!("the cluster never came back: {other:?}"),
+        }
+    }
+    model[a.0 as usize] -= 1;
+    model[b.0 as usize] += 1;
+}
+
 /// What a client learnt about a transfer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
