@@ -1,6 +1,7 @@
 //! Criterion benchmark of the block executors: coin transfers over 2, 100,
 //! 10k and 1M accounts, blocks of 10k transactions, the sequential
-//! reference against the parallel executor with 1 and 2 workers.
+//! reference against the parallel executor with 1 and 2 workers (its
+//! parallel path: the adaptive choice off) and the adaptive executor with 2.
 //!
 //! Run with `cargo bench --bench executor`.
 
@@ -22,10 +23,22 @@ fn executors(c: &mut Criterion) {
         ),
         (
             "parallel-1",
-            Box::new(ParallelExecutor::new(1, registry.clone()).expect("1 worker")),
+            Box::new(
+                ParallelExecutor::new(1, registry.clone())
+                    .expect("1 worker")
+                    .adaptive(false),
+            ),
         ),
         (
             "parallel-2",
+            Box::new(
+                ParallelExecutor::new(2, registry.clone())
+                    .expect("2 workers")
+                    .adaptive(false),
+            ),
+        ),
+        (
+            "adaptive-2",
             Box::new(ParallelExecutor::new(2, registry).expect("2 workers")),
         ),
     ];

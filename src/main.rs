@@ -180,35 +180,33 @@ fn median(samples: &mut [f64]) -> f64 {
     samples[samples.len() / 2]
 }
 
-/// Runs each block through both executors, alternately so that the
-/// machine's ups and downs hit both alike, checks that they agree, and
-/// returns the median transactions per second of one block for each. Which
-/// executor goes first alternates too: the second finds the block in cache.
-fn measure_pair(
-    sequential: &dyn BlockExecutor,
-    parallel: &dyn BlockExecutor,
+/// Runs each block through every executor, in turn so that the machine's
+/// ups and downs hit all alike, checks that they agree, and returns the
+/// median transactions per second of one block for each. Which executor
+/// goes first rotates too: the later ones find the block in cache.
+fn measure(
+    executors: &[&dyn BlockExecutor],
     state: State,
     blocks: impl Iterator<Item = Vec<Transaction>>,
-) -> Result<(f64, f64), CliError> {
-    let mut states = [state.clone(), state];
-    let executors = [sequential, parallel];
-    let mut tps = [Vec::new(), Vec::new()];
+) -> Result<Vec<f64>, CliError> {
+    let k = executors.len();
+    let mut states = vec![state; k];
+    let mut tps = vec![Vec::new(); k];
     for (n, block) in blocks.enumerate() {
-        let mut receipts = [Vec::new(), Vec::new()];
-        for turn in 0..2 {
-            let e = (n + turn) % 2;
+        let mut receipts = vec![Vec::new(); k];
+        for turn in 0..k {
+            let e = (n + turn) % k;
             let start = Instant::now();
             receipts[e] = executors[e].execute_block(&mut states[e], &block)?;
             tps[e].push(block.len() as f64 / start.elapsed().as_secs_f64());
         }
-        if receipts[0] != receipts[1] {
+        if receipts.windows(2).any(|pair| pair[0] != pair[1]) {
             return Err(CliError::Argument(
                 "the executors disagree on a block's receipts (a bug: please report it)".into(),
             ));
         }
     }
-    let [seq_tps, par_tps] = &mut tps;
-    Ok((median(seq_tps), median(par_tps)))
+    Ok(tps.iter_mut().map(|samples| median(samples)).collect())
 }
 
 fn bench(args: &BenchArgs) -> Result<(), CliError> {
@@ -236,14 +234,19 @@ fn bench(args: &BenchArgs) -> Result<(), CliError> {
         move || workload::transfers(&mut rng, &mut ids, args.accounts, args.block, 100);
     let registry = Arc::new(Registry::new());
     let sequential = SequentialExecutor::new(registry.clone());
-    let parallel = ParallelExecutor::new(args.workers, registry)?;
-    let (seq_tps, par_tps) = if args.cold {
+    // The parallel path itself, and the executor as shards use it: choosing
+    // per block whichever way measures faster.
+    let parallel = ParallelExecutor::new(args.workers, registry.clone())?.adaptive(false);
+    let adaptive = ParallelExecutor::new(args.workers, registry)?;
+    let executors: [&dyn BlockExecutor; 3] = [&sequential, &parallel, &adaptive];
+    let tps = if args.cold {
         let blocks: Vec<_> = (0..args.blocks).map(|_| next_block()).collect();
-        measure_pair(&sequential, &parallel, state, blocks.into_iter())?
+        measure(&executors, state, blocks.into_iter())?
     } else {
         let blocks = (0..args.blocks).map(|_| next_block());
-        measure_pair(&sequential, &parallel, state, blocks)?
+        measure(&executors, state, blocks)?
     };
+    let (seq_tps, par_tps, adaptive_tps) = (tps[0], tps[1], tps[2]);
     println!(
         "  sequential executor           {:>12.0} tx/s (median block)",
         seq_tps
@@ -256,8 +259,19 @@ fn bench(args: &BenchArgs) -> Result<(), CliError> {
     );
     let stats = parallel.stats();
     println!(
-        "  parallel blocks {}, sequential fallbacks {}, extra rounds {}, dependency waits {}",
+        "    parallel blocks {}, sequential fallbacks {}, extra rounds {}, dependency waits {}",
         stats.parallel_blocks, stats.sequential_blocks, stats.extra_rounds, stats.waits
+    );
+    let stats = adaptive.stats();
+    println!(
+        "  adaptive executor, {} workers {:>12.0} tx/s (median block)  {:.2}x sequential",
+        args.workers,
+        adaptive_tps,
+        adaptive_tps / seq_tps
+    );
+    println!(
+        "    parallel blocks {}, chosen in order {}, sequential fallbacks {}",
+        stats.parallel_blocks, stats.chosen_in_order, stats.sequential_blocks
     );
     Ok(())
 }

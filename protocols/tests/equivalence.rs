@@ -86,13 +86,25 @@ struct Executors {
 }
 
 impl Executors {
+    /// Parallel executors that always take the parallel path (the one
+    /// under test) when a block allows it.
     fn new(workers: &[usize]) -> Executors {
+        Executors::with_choice(workers, false)
+    }
+
+    /// Parallel executors that, if `adaptive`, also run blocks in order
+    /// when that measures faster.
+    fn with_choice(workers: &[usize], adaptive: bool) -> Executors {
         let registry = common::registry();
         Executors {
             sequential: SequentialExecutor::new(registry.clone()),
             parallel: workers
                 .iter()
-                .map(|&w| ParallelExecutor::new(w, registry.clone()).expect("valid workers"))
+                .map(|&w| {
+                    ParallelExecutor::new(w, registry.clone())
+                        .expect("valid workers")
+                        .adaptive(adaptive)
+                })
                 .collect(),
         }
     }
@@ -412,7 +424,11 @@ fn defi_workload_matches_sequential_and_conserves() {
 fn one_executor_serves_two_threads() {
     common::quiet_test_panics();
     let registry = common::registry();
-    let parallel = Arc::new(ParallelExecutor::new(2, registry.clone()).expect("2 workers"));
+    let parallel = Arc::new(
+        ParallelExecutor::new(2, registry.clone())
+            .expect("2 workers")
+            .adaptive(false),
+    );
     let threads: Vec<_> = (0..2u64)
         .map(|seed| {
             let (parallel, registry) = (Arc::clone(&parallel), registry.clone());
@@ -488,4 +504,40 @@ fn hot_tail_runs_in_parallel_and_matches_sequential() {
         let stats = executor.stats();
         assert_eq!(stats.parallel_blocks, 10, "{stats:?}");
     }
+}
+
+/// Proves an adaptive executor, which picks per block between its parallel
+/// path and in-order execution by measured speed, gives the sequential
+/// result whichever it picks and keeps its stats straight: over 3 seeds of
+/// 12 light blocks, every block is counted once, and both ways ran (the
+/// first 2 blocks run in parallel, the 3rd checks in-order execution).
+#[test]
+fn adaptive_executor_matches_sequential_either_way() {
+    common::quiet_test_panics();
+    let executors = Executors::with_choice(&[2], true);
+    let spec = BlockSpec {
+        len: 1_000,
+        accounts: 1_000_000,
+        hot_percent: 0,
+        mix: Mix::Light,
+        failure_percent: 5,
+        hot_tail: false,
+    };
+    for seed in 0..3 {
+        let case = Case {
+            seed,
+            blocks: vec![spec.clone(); 12],
+        };
+        if let Err(error) = check_equivalence(&case, &executors) {
+            panic!("{error}");
+        }
+    }
+    let stats = executors.parallel[0].stats();
+    assert_eq!(
+        stats.parallel_blocks + stats.chosen_in_order + stats.sequential_blocks,
+        36,
+        "{stats:?}"
+    );
+    assert!(stats.parallel_blocks >= 2, "{stats:?}");
+    assert!(stats.chosen_in_order >= 1, "{stats:?}");
 }

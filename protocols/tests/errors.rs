@@ -114,7 +114,9 @@ fn assert_only_these_fail(
     common::quiet_test_panics();
     let registry = common::registry();
     let sequential = SequentialExecutor::new(registry.clone());
-    let parallel = ParallelExecutor::new(2, registry).expect("2 workers");
+    let parallel = ParallelExecutor::new(2, registry)
+        .expect("2 workers")
+        .adaptive(false);
     let full: Vec<Transaction> = block.iter().cloned().chain(padding()).collect();
     let failing = |i: usize| failures.iter().any(|(f, _)| *f == i);
     let without: Vec<Transaction> = full

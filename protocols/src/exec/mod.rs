@@ -1,6 +1,7 @@
 //! Block executors: a sequential reference and a parallel executor whose
 //! state and receipts equal the reference's for every block.
 
+mod adaptive;
 mod parallel;
 mod sequential;
 

@@ -47,12 +47,15 @@
 //!
 //! When a sample of the block shows dense conflicts (a few hot accounts),
 //! workers would mostly wait on each other, so the block runs sequentially
-//! instead. See the README for the measurements behind this design.
+//! instead. An adaptive executor (the default) also runs blocks in order
+//! while that measures faster on this machine (see [`super::adaptive`]).
+//! See the README for the measurements behind this design.
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::adaptive::{Chooser, Way};
 use super::sequential::execute_in_order;
 use super::{check_block_size, prefetch_transaction, run_and_store, BlockExecutor, ExecutorError};
 use crate::contracts::Registry;
@@ -105,6 +108,9 @@ pub struct ParallelStats {
     pub parallel_blocks: u64,
     /// Blocks executed sequentially because they were small or contended.
     pub sequential_blocks: u64,
+    /// Blocks an adaptive executor ran sequentially because that measured
+    /// faster on recent blocks, or to check whether it still does.
+    pub chosen_in_order: u64,
     /// Transactions that had to wait for a dependency held by another worker.
     pub waits: u64,
     /// Extra rounds: a block's claims filled a state partition, which had to
@@ -122,8 +128,11 @@ pub struct ParallelExecutor {
     /// The epoch of the last round. Locked for a whole block: blocks on one
     /// executor run one at a time.
     epoch: Mutex<u32>,
+    /// Which way blocks run, for an adaptive executor.
+    chooser: Option<Mutex<Chooser>>,
     parallel_blocks: AtomicU64,
     sequential_blocks: AtomicU64,
+    chosen_in_order: AtomicU64,
     waits: AtomicU64,
     extra_rounds: AtomicU64,
     /// Bumped whenever work is handed to the pool; see [`Self::keep_warm`].
@@ -140,8 +149,9 @@ impl std::fmt::Debug for ParallelExecutor {
 }
 
 impl ParallelExecutor {
-    /// An executor with `workers` threads (at least 1, at most
-    /// [`PARTITIONS`]) that can call the contracts in `registry`.
+    /// An adaptive executor with `workers` threads (at least 1, at most
+    /// [`PARTITIONS`]) that can call the contracts in `registry`; see
+    /// [`Self::adaptive`].
     pub fn new(workers: usize, registry: Arc<Registry>) -> Result<ParallelExecutor, ExecutorError> {
         if workers == 0 || workers > PARTITIONS {
             return Err(ExecutorError::NoWorkers { workers });
@@ -161,12 +171,28 @@ impl ParallelExecutor {
             workers,
             pool,
             epoch: Mutex::new(0),
+            chooser: Some(Mutex::new(Chooser::default())),
             parallel_blocks: AtomicU64::new(0),
             sequential_blocks: AtomicU64::new(0),
+            chosen_in_order: AtomicU64::new(0),
             waits: AtomicU64::new(0),
             extra_rounds: AtomicU64::new(0),
             handoffs: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Whether blocks that could run in parallel also run in order while
+    /// that measures faster (on by default). Which is faster depends on the
+    /// machine as much as on the block: on a virtual machine whose cores
+    /// are far apart, or with the cores busy with other work, parallel
+    /// execution can be slower than in order. An adaptive executor measures
+    /// both ways as it goes (each block costs what it costs; now and then a
+    /// block runs the way not taken, to see whether that changed) and runs
+    /// the faster. Results are the same either way. Turn it off to measure
+    /// or test the parallel path itself.
+    pub fn adaptive(mut self, on: bool) -> ParallelExecutor {
+        self.chooser = on.then(|| Mutex::new(Chooser::default()));
+        self
     }
 
     /// The number of worker threads, the caller's included.
@@ -179,6 +205,7 @@ impl ParallelExecutor {
         ParallelStats {
             parallel_blocks: self.parallel_blocks.load(Ordering::Relaxed),
             sequential_blocks: self.sequential_blocks.load(Ordering::Relaxed),
+            chosen_in_order: self.chosen_in_order.load(Ordering::Relaxed),
             waits: self.waits.load(Ordering::Relaxed),
             extra_rounds: self.extra_rounds.load(Ordering::Relaxed),
         }
@@ -199,6 +226,39 @@ impl BlockExecutor for ParallelExecutor {
                 return Ok(execute_in_order(state, block, &self.registry));
             }
         };
+        let Some(chooser) = &self.chooser else {
+            let receipts = self.execute_parallel(pool, state, block);
+            self.keep_warm(pool);
+            return Ok(receipts);
+        };
+        let way = lock(chooser).choose();
+        let started = std::time::Instant::now();
+        let receipts = match way {
+            Way::Parallel => self.execute_parallel(pool, state, block),
+            Way::InOrder => {
+                self.chosen_in_order.fetch_add(1, Ordering::Relaxed);
+                execute_in_order(state, block, &self.registry)
+            }
+        };
+        let mut chooser = lock(chooser);
+        chooser.record(block.len(), started.elapsed());
+        if chooser.parallel_next() {
+            // Blocks follow each other closely: keep the workers awake for
+            // the next, or it measures (and pays for) their waking.
+            self.keep_warm(pool);
+        }
+        Ok(receipts)
+    }
+}
+
+impl ParallelExecutor {
+    /// Runs `block` on all workers.
+    fn execute_parallel(
+        &self,
+        pool: &rayon::ThreadPool,
+        state: &mut State,
+        block: &[Transaction],
+    ) -> Vec<Receipt> {
         self.parallel_blocks.fetch_add(1, Ordering::Relaxed);
         let mut epoch = lock(&self.epoch);
         let mut receipts: Vec<Receipt> = Vec::with_capacity(block.len());
@@ -228,8 +288,7 @@ impl BlockExecutor for ParallelExecutor {
             unsafe { receipts.set_len(done + ran) };
             done += ran;
         }
-        self.keep_warm(pool);
-        Ok(receipts)
+        receipts
     }
 }
 
@@ -670,7 +729,11 @@ mod tests {
         const ACCOUNTS: u64 = 20_000;
         const NEW: u64 = 12_000;
         let registry = Arc::new(Registry::new());
-        let parallel = Arc::new(ParallelExecutor::new(2, registry.clone()).expect("2 workers"));
+        let parallel = Arc::new(
+            ParallelExecutor::new(2, registry.clone())
+                .expect("2 workers")
+                .adaptive(false),
+        );
         let sequential = SequentialExecutor::new(registry);
         let mut rng = Rng::new(12);
         let mut ids = TxIds::default();
@@ -709,7 +772,9 @@ mod tests {
     fn stale_stamps_after_epoch_wraparound_are_harmless() {
         const ACCOUNTS: u64 = 5_000;
         let registry = Arc::new(Registry::new());
-        let parallel = ParallelExecutor::new(2, registry.clone()).expect("2 workers");
+        let parallel = ParallelExecutor::new(2, registry.clone())
+            .expect("2 workers")
+            .adaptive(false);
         let sequential = SequentialExecutor::new(registry);
         let mut rng = Rng::new(77);
         let mut ids = TxIds::default();

@@ -1,0 +1,236 @@
+//! Choosing, block by block, between running in parallel and in order, by
+//! what each way measurably costs on this machine now.
+//!
+//! Both ways give the same receipts and state, so the choice only changes
+//! speed. Which is faster depends on more than the block: how far apart
+//! the cores are (on a virtual machine that changes while the program
+//! runs: the parallel executor's workers exchange cache lines, and a
+//! round trip between two cores measured here swings between 50 and 500
+//! ns), and what else runs on them (a shard's workers share the cores with
+//! the other shards). So the executor keeps the cost per transaction of
+//! each way, as recently measured, runs the cheaper, and now and then runs
+//! the other to see whether that has changed. A probe that confirms the
+//! choice doubles the wait until the next one, so a steady machine pays
+//! for probing on fewer than one block in a hundred.
+
+use std::time::Duration;
+
+/// How a block runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Way {
+    /// On all the executor's workers.
+    Parallel,
+    /// One transaction after another on the calling thread.
+    InOrder,
+}
+
+impl Way {
+    fn index(self) -> usize {
+        match self {
+            Way::Parallel => 0,
+            Way::InOrder => 1,
+        }
+    }
+
+    fn other(self) -> Way {
+        match self {
+            Way::Parallel => Way::InOrder,
+            Way::InOrder => Way::Parallel,
+        }
+    }
+}
+
+/// Blocks run in parallel before in-order execution is first measured:
+/// the first block after start pays for cold caches and sleeping workers.
+const FIRST_CHOICE: u32 = 2;
+/// Blocks between probes of the way not taken, after the first and after
+/// the choice changed ...
+const FIRST_PROBE: u32 = 8;
+/// ... and at most, after probes kept confirming it.
+const MAX_PROBE: u32 = 256;
+/// Parallel execution is chosen only when it costs less than this share of
+/// in-order execution: two cores for a gain within the measurements' noise
+/// would take a core from other work for nothing.
+const PARALLEL_MARGIN: f64 = 0.95;
+/// The weight of a new measurement in a way's running cost.
+const WEIGHT: f64 = 0.5;
+
+/// The measured costs of both ways and when to probe next.
+#[derive(Debug, Clone)]
+pub(crate) struct Chooser {
+    /// Nanoseconds per transaction, per way (index [`Way::index`]).
+    cost: [Option<f64>; 2],
+    /// Blocks to run the preferred way before the next probe.
+    until_probe: u32,
+    /// What `until_probe` is reset to after a probe.
+    interval: u32,
+    /// The way the last block ran, and whether it was a probe.
+    last: Option<(Way, bool)>,
+}
+
+impl Default for Chooser {
+    fn default() -> Chooser {
+        Chooser {
+            cost: [None, None],
+            until_probe: FIRST_CHOICE,
+            interval: FIRST_PROBE,
+            last: None,
+        }
+    }
+}
+
+impl Chooser {
+    /// The way that costs less as measured so far; parallel until in-order
+    /// execution has been measured.
+    pub(crate) fn preferred(&self) -> Way {
+        match self.cost {
+            [Some(parallel), Some(in_order)] if parallel >= in_order * PARALLEL_MARGIN => {
+                Way::InOrder
+            }
+            _ => Way::Parallel,
+        }
+    }
+
+    /// The way to run the next block.
+    pub(crate) fn choose(&mut self) -> Way {
+        let preferred = self.preferred();
+        let way = if self.until_probe == 0 {
+            self.until_probe = self.interval;
+            preferred.other()
+        } else {
+            self.until_probe -= 1;
+            preferred
+        };
+        self.last = Some((way, way != preferred));
+        way
+    }
+
+    /// Whether the block after the one just chosen will run in parallel
+    /// (if measurements do not change the preference meanwhile): the
+    /// executor then keeps its workers awake.
+    pub(crate) fn parallel_next(&self) -> bool {
+        let preferred = self.preferred();
+        let next = if self.until_probe == 0 {
+            preferred.other()
+        } else {
+            preferred
+        };
+        next == Way::Parallel
+    }
+
+    /// Records that a block of `len` transactions took `elapsed` the way
+    /// [`Self::choose`] last returned.
+    pub(crate) fn record(&mut self, len: usize, elapsed: Duration) {
+        let Some((way, probe)) = self.last.take() else {
+            return;
+        };
+        if len == 0 {
+            return;
+        }
+        let before = self.preferred();
+        let sample = elapsed.as_nanos() as f64 / len as f64;
+        let cost = &mut self.cost[way.index()];
+        *cost = Some(match *cost {
+            Some(old) => old + WEIGHT * (sample - old),
+            None => sample,
+        });
+        if probe {
+            self.interval = if self.preferred() == before {
+                (self.interval * 2).min(MAX_PROBE)
+            } else {
+                FIRST_PROBE
+            };
+            self.until_probe = self.interval;
+        } else if self.preferred() != before {
+            // The preferred way got slower than the other's last
+            // measurement: that one may be stale too, so check it soon.
+            self.interval = FIRST_PROBE;
+            self.until_probe = self.until_probe.min(FIRST_PROBE);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `blocks` blocks of 1,000 transactions through `chooser` on a
+    /// machine where they cost `parallel` and `in_order` ns each, and
+    /// returns how many ran in parallel.
+    fn run(chooser: &mut Chooser, blocks: usize, parallel: u64, in_order: u64) -> usize {
+        let mut ran_parallel = 0;
+        for _ in 0..blocks {
+            let way = chooser.choose();
+            let cost = match way {
+                Way::Parallel => {
+                    ran_parallel += 1;
+                    parallel
+                }
+                Way::InOrder => in_order,
+            };
+            chooser.record(1_000, Duration::from_nanos(cost * 1_000));
+        }
+        ran_parallel
+    }
+
+    /// Proves the chooser settles on the faster way and probes the other
+    /// ever more rarely: where parallel costs 30 ns and in order 40, at
+    /// most 1 block in 50 runs in order over 2,000 blocks; where parallel
+    /// costs 60, at most 1 in 50 runs in parallel.
+    #[test]
+    fn settles_on_the_faster_way_and_probes_rarely() {
+        let mut chooser = Chooser::default();
+        let parallel = run(&mut chooser, 2_000, 30, 40);
+        assert!(parallel >= 2_000 - 40, "{parallel} of 2000 in parallel");
+        assert_eq!(chooser.preferred(), Way::Parallel);
+
+        let mut chooser = Chooser::default();
+        let parallel = run(&mut chooser, 2_000, 60, 40);
+        assert!(parallel <= 40, "{parallel} of 2000 in parallel");
+        assert_eq!(chooser.preferred(), Way::InOrder);
+    }
+
+    /// Proves the chooser follows a machine that changes: parallel faster,
+    /// then (the cores drift apart) slower, then faster again; within 100
+    /// blocks of each change most blocks take the way that is faster now.
+    #[test]
+    fn follows_a_machine_that_changes() {
+        let mut chooser = Chooser::default();
+        run(&mut chooser, 1_000, 30, 40);
+        assert_eq!(chooser.preferred(), Way::Parallel);
+        // Slower now: the preferred way's own measurements show it.
+        run(&mut chooser, 10, 60, 40);
+        assert_eq!(chooser.preferred(), Way::InOrder);
+        let parallel = run(&mut chooser, 100, 60, 40);
+        assert!(parallel <= 20, "{parallel} of 100 in parallel");
+        // Faster again: only a probe can tell, and probes come back
+        // within the longest interval.
+        let parallel = run(&mut chooser, MAX_PROBE as usize + 100, 30, 40);
+        assert_eq!(chooser.preferred(), Way::Parallel);
+        assert!(parallel >= 90, "{parallel} in parallel");
+    }
+
+    /// Proves parallel execution is not chosen for a gain within the
+    /// margin: 39 ns in parallel against 40 in order runs in order.
+    #[test]
+    fn a_gain_within_the_margin_runs_in_order() {
+        let mut chooser = Chooser::default();
+        run(&mut chooser, 200, 39, 40);
+        assert_eq!(chooser.preferred(), Way::InOrder);
+    }
+
+    /// Proves the hint for keeping workers awake names the next block's
+    /// way: it is true exactly when the following `choose` says parallel.
+    #[test]
+    fn parallel_next_predicts_the_next_choice() {
+        let mut chooser = Chooser::default();
+        for block in 0..2_000u64 {
+            let predicted = chooser.parallel_next();
+            let way = chooser.choose();
+            assert_eq!(predicted, way == Way::Parallel, "block {block}");
+            let parallel = if (block / 300) % 2 == 0 { 30 } else { 60 };
+            let cost = if way == Way::Parallel { parallel } else { 40 };
+            chooser.record(1_000, Duration::from_nanos(cost * 1_000));
+        }
+    }
+}
