@@ -101,7 +101,8 @@ struct BenchArgs {
     /// Transactions per block.
     #[arg(long, default_value_t = 10_000)]
     block: usize,
-    /// Blocks measured per executor (the median is reported).
+    /// Blocks measured per executor (the median is reported), after three
+    /// that warm up.
     #[arg(long, default_value_t = 30)]
     blocks: usize,
     /// Parallel executor workers.
@@ -180,10 +181,15 @@ fn median(samples: &mut [f64]) -> f64 {
     samples[samples.len() / 2]
 }
 
+/// Blocks each pass of `parashard bench` runs before it measures: the first
+/// blocks pay for starting the pool's threads and for cold caches.
+const WARM_UP_BLOCKS: usize = 3;
+
 /// Runs each block through every executor, in turn so that the machine's
 /// ups and downs hit all alike, checks that they agree, and returns the
-/// median transactions per second of one block for each. Which executor
-/// goes first rotates too: the later ones find the block in cache.
+/// median transactions per second of one block for each, the first
+/// [`WARM_UP_BLOCKS`] not counted. Which executor goes first rotates too:
+/// the later ones find the block in cache.
 fn measure(
     executors: &[&dyn BlockExecutor],
     state: State,
@@ -198,7 +204,9 @@ fn measure(
             let e = (n + turn) % k;
             let start = Instant::now();
             receipts[e] = executors[e].execute_block(&mut states[e], &block)?;
-            tps[e].push(block.len() as f64 / start.elapsed().as_secs_f64());
+            if n >= WARM_UP_BLOCKS {
+                tps[e].push(block.len() as f64 / start.elapsed().as_secs_f64());
+            }
         }
         if receipts.windows(2).any(|pair| pair[0] != pair[1]) {
             return Err(CliError::Argument(
@@ -228,25 +236,14 @@ fn bench(args: &BenchArgs) -> Result<(), CliError> {
         }
     );
     let state = workload::bank_state(args.accounts, 1 << 40);
-    let mut rng = Rng::new(args.seed);
-    let mut ids = TxIds::default();
-    let mut next_block =
-        move || workload::transfers(&mut rng, &mut ids, args.accounts, args.block, 100);
     let registry = Arc::new(Registry::new());
     let sequential = SequentialExecutor::new(registry.clone());
-    // The parallel path itself, and the executor as shards use it: choosing
-    // per block whichever way measures faster.
+    // Two passes over the same blocks, each against the sequential
+    // executor: the parallel path itself, then the executor as shards use
+    // it (adaptive: each block the way that measures faster). One pool per
+    // pass: two pools in one run would take each other's cores.
     let parallel = ParallelExecutor::new(args.workers, registry.clone())?.adaptive(false);
-    let adaptive = ParallelExecutor::new(args.workers, registry)?;
-    let executors: [&dyn BlockExecutor; 3] = [&sequential, &parallel, &adaptive];
-    let tps = if args.cold {
-        let blocks: Vec<_> = (0..args.blocks).map(|_| next_block()).collect();
-        measure(&executors, state, blocks.into_iter())?
-    } else {
-        let blocks = (0..args.blocks).map(|_| next_block());
-        measure(&executors, state, blocks)?
-    };
-    let (seq_tps, par_tps, adaptive_tps) = (tps[0], tps[1], tps[2]);
+    let [seq_tps, par_tps] = run_pass(args, &state, [&sequential, &parallel])?;
     println!(
         "  sequential executor           {:>12.0} tx/s (median block)",
         seq_tps
@@ -262,18 +259,45 @@ fn bench(args: &BenchArgs) -> Result<(), CliError> {
         "    parallel blocks {}, sequential fallbacks {}, extra rounds {}, dependency waits {}",
         stats.parallel_blocks, stats.sequential_blocks, stats.extra_rounds, stats.waits
     );
+    drop(parallel);
+    let adaptive = ParallelExecutor::new(args.workers, registry)?;
+    let [seq_tps, adaptive_tps] = run_pass(args, &state, [&sequential, &adaptive])?;
     let stats = adaptive.stats();
     println!(
-        "  adaptive executor, {} workers {:>12.0} tx/s (median block)  {:.2}x sequential",
+        "  adaptive executor, {} workers {:>12.0} tx/s (median block)  {:.2}x sequential ({:.0} tx/s in this pass)",
         args.workers,
         adaptive_tps,
-        adaptive_tps / seq_tps
+        adaptive_tps / seq_tps,
+        seq_tps
     );
     println!(
         "    parallel blocks {}, chosen in order {}, sequential fallbacks {}",
         stats.parallel_blocks, stats.chosen_in_order, stats.sequential_blocks
     );
     Ok(())
+}
+
+/// One pass of `parashard bench`: the blocks of `args` (the same ones on
+/// every pass) through both `executors`, each from `state`; the median
+/// transactions per second of each.
+fn run_pass(
+    args: &BenchArgs,
+    state: &State,
+    executors: [&dyn BlockExecutor; 2],
+) -> Result<[f64; 2], CliError> {
+    let mut rng = Rng::new(args.seed);
+    let mut ids = TxIds::default();
+    let mut next_block =
+        move || workload::transfers(&mut rng, &mut ids, args.accounts, args.block, 100);
+    let count = WARM_UP_BLOCKS + args.blocks;
+    let tps = if args.cold {
+        let blocks: Vec<_> = (0..count).map(|_| next_block()).collect();
+        measure(&executors, state.clone(), blocks.into_iter())?
+    } else {
+        let blocks = (0..count).map(|_| next_block());
+        measure(&executors, state.clone(), blocks)?
+    };
+    Ok([tps[0], tps[1]])
 }
 
 /// Transfers whose two accounts are on the same shard (`cross` false) or on

@@ -40,8 +40,10 @@ impl Way {
     }
 }
 
-/// Blocks run in parallel before in-order execution is first measured.
-const FIRST_CHOICE: u32 = 3;
+/// Blocks run in parallel before in-order execution is first measured:
+/// the first ones are slow (the pool's threads start, caches are cold), and
+/// by then they are out of the median.
+const FIRST_CHOICE: u32 = 5;
 /// Blocks between probes of the way not taken, after the first and after
 /// the choice changed ...
 const FIRST_PROBE: u32 = 8;
@@ -168,6 +170,12 @@ impl Chooser {
         let samples = &mut self.samples[way.index()];
         samples.rotate_right(1);
         samples[0] = Some(elapsed.as_nanos() as f64 / len as f64);
+        if std::env::var_os("CHOOSER").is_some() {
+            eprintln!(
+                "{way:?} probe={probe} {:.1} ns/tx",
+                elapsed.as_nanos() as f64 / len as f64
+            );
+        }
         if probe {
             if self.probing.is_none() {
                 // The probe's last block: a probe that confirms the choice

@@ -135,9 +135,11 @@ pub struct ParallelExecutor {
     chosen_in_order: AtomicU64,
     waits: AtomicU64,
     extra_rounds: AtomicU64,
-    /// Bumped whenever work is handed to the pool; see [`Self::keep_warm`].
-    handoffs: Arc<AtomicU64>,
 }
+
+/// Bumped whenever any executor of the process hands work to its pool; see
+/// [`ParallelExecutor::keep_warm`].
+static HANDOFFS: AtomicU64 = AtomicU64::new(0);
 
 impl std::fmt::Debug for ParallelExecutor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -177,7 +179,6 @@ impl ParallelExecutor {
             chosen_in_order: AtomicU64::new(0),
             waits: AtomicU64::new(0),
             extra_rounds: AtomicU64::new(0),
-            handoffs: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -612,16 +613,15 @@ impl ParallelExecutor {
     /// sleep. A sleeping thread's core halts, and on a virtual machine
     /// waking it again can take a tenth of a block's time; blocks follow
     /// each other closely, so a short spin keeps the workers ready. The spin
-    /// ends at the next hand-off or after [`KEEP_WARM`], and yields the core
+    /// ends at the next hand-off of any executor or after [`KEEP_WARM`], and yields the core
     /// between rounds of spinning: a thread with real work gets it at once,
     /// while this one stays runnable rather than asleep.
     fn keep_warm(&self, pool: &rayon::ThreadPool) {
-        let seen = self.handoffs.load(Ordering::Relaxed);
+        let seen = HANDOFFS.load(Ordering::Relaxed);
         for _ in 1..self.workers {
-            let handoffs = Arc::clone(&self.handoffs);
             pool.spawn(move || {
                 let deadline = std::time::Instant::now() + KEEP_WARM;
-                while handoffs.load(Ordering::Relaxed) == seen
+                while HANDOFFS.load(Ordering::Relaxed) == seen
                     && std::time::Instant::now() < deadline
                 {
                     for _ in 0..64 {
@@ -633,9 +633,12 @@ impl ParallelExecutor {
         }
     }
 
-    /// Ends the spin of [`Self::keep_warm`]: work for the pool follows.
+    /// Ends the spin of [`Self::keep_warm`] in every executor of the
+    /// process: work for this one's pool follows, and the others' spinning
+    /// threads would take cores from it (several shards' executors share
+    /// the machine's cores).
     fn handoff(&self) {
-        self.handoffs.fetch_add(1, Ordering::Relaxed);
+        HANDOFFS.fetch_add(1, Ordering::Relaxed);
     }
 }
 
