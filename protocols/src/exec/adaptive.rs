@@ -170,12 +170,6 @@ impl Chooser {
         let samples = &mut self.samples[way.index()];
         samples.rotate_right(1);
         samples[0] = Some(elapsed.as_nanos() as f64 / len as f64);
-        if std::env::var_os("CHOOSER").is_some() {
-            eprintln!(
-                "{way:?} probe={probe} {:.1} ns/tx",
-                elapsed.as_nanos() as f64 / len as f64
-            );
-        }
         if probe {
             if self.probing.is_none() {
                 // The probe's last block: a probe that confirms the choice
