@@ -11,7 +11,7 @@
 //! each way, as recently measured, runs the cheaper, and now and then runs
 //! the other to see whether that has changed. A probe that confirms the
 //! choice doubles the wait until the next one, so a steady machine pays
-//! for probing on fewer than one block in a hundred.
+//! for probing on about one block in 65 (4 every 256).
 
 use std::time::Duration;
 
@@ -54,8 +54,10 @@ const MAX_PROBE: u32 = 256;
 /// something else (a cold start, the thread descheduled, a block found in
 /// cache) does not decide alone.
 const SAMPLES: usize = 3;
-/// Blocks one probe runs the other way: enough for a median of its own.
-const PROBE_BLOCKS: u32 = SAMPLES as u32;
+/// Blocks one probe runs the other way: the first after a switch is not
+/// measured (it pays for moving the state's lines between the cores, and
+/// for waking or idling the workers), the rest make a median of their own.
+const PROBE_BLOCKS: u32 = SAMPLES as u32 + 1;
 /// Parallel execution is chosen only when it costs less than this share of
 /// in-order execution: two cores for a gain within the measurements' noise
 /// would take a core from other work for nothing.
@@ -77,6 +79,8 @@ pub(crate) struct Chooser {
     preferred_before_probe: Way,
     /// The way the last block ran, and whether as a probe.
     last: Option<(Way, bool)>,
+    /// The way the block before it ran.
+    previous: Option<Way>,
 }
 
 impl Default for Chooser {
@@ -88,6 +92,7 @@ impl Default for Chooser {
             probing: None,
             preferred_before_probe: Way::Parallel,
             last: None,
+            previous: None,
         }
     }
 }
@@ -163,7 +168,11 @@ impl Chooser {
         let Some((way, probe)) = self.last.take() else {
             return;
         };
-        if len == 0 {
+        let switched = self
+            .previous
+            .replace(way)
+            .is_some_and(|previous| previous != way);
+        if len == 0 || switched {
             return;
         }
         let before = self.preferred();
@@ -215,18 +224,18 @@ mod tests {
 
     /// Proves the chooser settles on the faster way and probes the other
     /// ever more rarely: where parallel costs 30 ns and in order 40, at
-    /// most 1 block in 50 runs in order over 2,000 blocks; where parallel
-    /// costs 60, at most 1 in 50 runs in parallel.
+    /// most 1 block in 40 runs in order over 2,000 blocks; where parallel
+    /// costs 60, at most 1 in 40 runs in parallel.
     #[test]
     fn settles_on_the_faster_way_and_probes_rarely() {
         let mut chooser = Chooser::default();
         let parallel = run(&mut chooser, 2_000, 30, 40);
-        assert!(parallel >= 2_000 - 40, "{parallel} of 2000 in parallel");
+        assert!(parallel >= 2_000 - 50, "{parallel} of 2000 in parallel");
         assert_eq!(chooser.preferred(), Way::Parallel);
 
         let mut chooser = Chooser::default();
         let parallel = run(&mut chooser, 2_000, 60, 40);
-        assert!(parallel <= 40, "{parallel} of 2000 in parallel");
+        assert!(parallel <= 50, "{parallel} of 2000 in parallel");
         assert_eq!(chooser.preferred(), Way::InOrder);
     }
 
@@ -261,6 +270,37 @@ mod tests {
         let parallel = run(&mut chooser, 49, 30, 40);
         assert!(parallel >= 39, "{parallel} of 49 in parallel");
         assert_eq!(chooser.preferred(), Way::Parallel);
+    }
+
+    /// Proves the blocks that follow a switch of way do not decide: on a
+    /// machine where the first two blocks after each switch cost three
+    /// times as much (the state's lines move between the cores), parallel
+    /// at 30 ns still wins over in order at 40 on at least 97% of 2,000
+    /// blocks. Measuring the first of them too would make each return from
+    /// an in-order probe look like 90 ns and settle on in-order execution.
+    #[test]
+    fn switching_costs_do_not_decide() {
+        let mut chooser = Chooser::default();
+        let (mut previous, mut since_switch, mut parallel) = (None, 0, 0);
+        for _ in 0..2_000 {
+            let way = chooser.choose();
+            since_switch = if previous == Some(way) {
+                since_switch + 1
+            } else {
+                0
+            };
+            previous = Some(way);
+            let base = match way {
+                Way::Parallel => {
+                    parallel += 1;
+                    30
+                }
+                Way::InOrder => 40,
+            };
+            let cost = if since_switch < 2 { base * 3 } else { base };
+            chooser.record(1_000, Duration::from_nanos(cost * 1_000));
+        }
+        assert!(parallel >= 1_940, "{parallel} of 2000 in parallel");
     }
 
     /// Proves parallel execution is not chosen for a gain within the
