@@ -63,6 +63,18 @@ const PROBE_BLOCKS: u32 = SAMPLES as u32 + 1;
 /// would take a core from other work for nothing.
 const PARALLEL_MARGIN: f64 = 0.97;
 
+/// The way chosen for one block, handed back with the block's measurement:
+/// an executor shared by several threads has several blocks under way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Choice {
+    /// How the block runs.
+    pub(crate) way: Way,
+    /// Whether it probes the way not preferred ...
+    probe: bool,
+    /// ... and is the probe's last block.
+    ends_probe: bool,
+}
+
 /// The measured costs of both ways and when to probe next.
 #[derive(Debug, Clone)]
 pub(crate) struct Chooser {
@@ -77,9 +89,7 @@ pub(crate) struct Chooser {
     probing: Option<(Way, u32)>,
     /// The preferred way when the current probe began.
     preferred_before_probe: Way,
-    /// The way the last block ran, and whether as a probe.
-    last: Option<(Way, bool)>,
-    /// The way the block before it ran.
+    /// The way the last recorded block ran.
     previous: Option<Way>,
 }
 
@@ -91,7 +101,6 @@ impl Default for Chooser {
             interval: FIRST_PROBE,
             probing: None,
             preferred_before_probe: Way::Parallel,
-            last: None,
             previous: None,
         }
     }
@@ -140,8 +149,8 @@ impl Chooser {
         }
     }
 
-    /// The way to run the next block.
-    pub(crate) fn choose(&mut self) -> Way {
+    /// How to run the next block.
+    pub(crate) fn choose(&mut self) -> Choice {
         let (way, probe) = self.next();
         match self.probing {
             Some((way, left)) => self.probing = (left > 1).then_some((way, left - 1)),
@@ -151,8 +160,11 @@ impl Chooser {
             }
             None => self.until_probe -= 1,
         }
-        self.last = Some((way, probe));
-        way
+        Choice {
+            way,
+            probe,
+            ends_probe: probe && self.probing.is_none(),
+        }
     }
 
     /// Whether the block after the one just chosen and recorded will run
@@ -162,12 +174,14 @@ impl Chooser {
         self.next().0 == Way::Parallel
     }
 
-    /// Records that a block of `len` transactions took `elapsed` the way
-    /// [`Self::choose`] last returned.
-    pub(crate) fn record(&mut self, len: usize, elapsed: Duration) {
-        let Some((way, probe)) = self.last.take() else {
-            return;
-        };
+    /// Records that a block of `len` transactions run as `choice` said
+    /// took `elapsed`.
+    pub(crate) fn record(&mut self, choice: Choice, len: usize, elapsed: Duration) {
+        let Choice {
+            way,
+            probe,
+            ends_probe,
+        } = choice;
         let switched = self
             .previous
             .replace(way)
@@ -180,9 +194,9 @@ impl Chooser {
         samples.rotate_right(1);
         samples[0] = Some(elapsed.as_nanos() as f64 / len as f64);
         if probe {
-            if self.probing.is_none() {
-                // The probe's last block: a probe that confirms the choice
-                // makes the next one wait twice as long.
+            if ends_probe {
+                // A probe that confirms the choice makes the next one wait
+                // twice as long.
                 self.interval = if self.preferred() == self.preferred_before_probe {
                     (self.interval * 2).min(MAX_PROBE)
                 } else {
@@ -209,15 +223,15 @@ mod tests {
     fn run(chooser: &mut Chooser, blocks: usize, parallel: u64, in_order: u64) -> usize {
         let mut ran_parallel = 0;
         for _ in 0..blocks {
-            let way = chooser.choose();
-            let cost = match way {
+            let choice = chooser.choose();
+            let cost = match choice.way {
                 Way::Parallel => {
                     ran_parallel += 1;
                     parallel
                 }
                 Way::InOrder => in_order,
             };
-            chooser.record(1_000, Duration::from_nanos(cost * 1_000));
+            chooser.record(choice, 1_000, Duration::from_nanos(cost * 1_000));
         }
         ran_parallel
     }
@@ -265,8 +279,9 @@ mod tests {
     #[test]
     fn one_slow_block_does_not_decide() {
         let mut chooser = Chooser::default();
-        assert_eq!(chooser.choose(), Way::Parallel);
-        chooser.record(1_000, Duration::from_nanos(300 * 1_000));
+        let first = chooser.choose();
+        assert_eq!(first.way, Way::Parallel);
+        chooser.record(first, 1_000, Duration::from_nanos(300 * 1_000));
         let parallel = run(&mut chooser, 49, 30, 40);
         assert!(parallel >= 39, "{parallel} of 49 in parallel");
         assert_eq!(chooser.preferred(), Way::Parallel);
@@ -283,7 +298,8 @@ mod tests {
         let mut chooser = Chooser::default();
         let (mut previous, mut since_switch, mut parallel) = (None, 0, 0);
         for _ in 0..2_000 {
-            let way = chooser.choose();
+            let choice = chooser.choose();
+            let way = choice.way;
             since_switch = if previous == Some(way) {
                 since_switch + 1
             } else {
@@ -298,7 +314,7 @@ mod tests {
                 Way::InOrder => 40,
             };
             let cost = if since_switch < 2 { base * 3 } else { base };
-            chooser.record(1_000, Duration::from_nanos(cost * 1_000));
+            chooser.record(choice, 1_000, Duration::from_nanos(cost * 1_000));
         }
         assert!(parallel >= 1_940, "{parallel} of 2000 in parallel");
     }
@@ -319,11 +335,15 @@ mod tests {
         let mut chooser = Chooser::default();
         for block in 0..2_000u64 {
             let predicted = chooser.parallel_next();
-            let way = chooser.choose();
-            assert_eq!(predicted, way == Way::Parallel, "block {block}");
+            let choice = chooser.choose();
+            assert_eq!(predicted, choice.way == Way::Parallel, "block {block}");
             let parallel = if (block / 300) % 2 == 0 { 30 } else { 60 };
-            let cost = if way == Way::Parallel { parallel } else { 40 };
-            chooser.record(1_000, Duration::from_nanos(cost * 1_000));
+            let cost = if choice.way == Way::Parallel {
+                parallel
+            } else {
+                40
+            };
+            chooser.record(choice, 1_000, Duration::from_nanos(cost * 1_000));
         }
     }
 }

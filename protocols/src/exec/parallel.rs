@@ -232,9 +232,9 @@ impl BlockExecutor for ParallelExecutor {
             self.keep_warm(pool);
             return Ok(receipts);
         };
-        let way = lock(chooser).choose();
+        let choice = lock(chooser).choose();
         let started = std::time::Instant::now();
-        let receipts = match way {
+        let receipts = match choice.way {
             Way::Parallel => self.execute_parallel(pool, state, block),
             Way::InOrder => {
                 self.chosen_in_order.fetch_add(1, Ordering::Relaxed);
@@ -242,7 +242,7 @@ impl BlockExecutor for ParallelExecutor {
             }
         };
         let mut chooser = lock(chooser);
-        chooser.record(block.len(), started.elapsed());
+        chooser.record(choice, block.len(), started.elapsed());
         if chooser.parallel_next() {
             // Blocks follow each other closely: keep the workers awake for
             // the next, or it measures (and pays for) their waking.
