@@ -141,6 +141,15 @@ pub struct ParallelExecutor {
 /// [`ParallelExecutor::keep_warm`].
 static HANDOFFS: AtomicU64 = AtomicU64::new(0);
 
+impl Drop for ParallelExecutor {
+    /// Ends the pool threads' keep-warm spin: they would otherwise go on
+    /// holding a core for up to [`KEEP_WARM`] after the executor is gone,
+    /// and the threads of an executor created next start on the other.
+    fn drop(&mut self) {
+        self.handoff();
+    }
+}
+
 impl std::fmt::Debug for ParallelExecutor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ParallelExecutor")
