@@ -378,7 +378,8 @@ fn bench_cluster(args: &ClusterArgs) -> Result<(), CliError> {
     let blocks: Vec<_> = (0..args.txs.div_ceil(args.batch))
         .map(|_| workload::transfers(&mut rng, &mut ids, args.accounts, args.batch, 100))
         .collect();
-    let executor = ParallelExecutor::new(args.workers.max(2), Arc::new(Registry::new()))?;
+    let executor =
+        ParallelExecutor::new(args.workers.max(2), Arc::new(Registry::new()))?.adaptive(false);
     let mut state = workload::bank_state(args.accounts, 1 << 40);
     let start = Instant::now();
     for block in &blocks {
