@@ -99,7 +99,7 @@ pub struct ClusterBuilder {
     max_in_flight: usize,
     coordinator: CoordinatorConfig,
     data_dir: Option<PathBuf>,
-    snapshot_policy: SnapshotPolicy,
+    snapshot_policy: Option<SnapshotPolicy>,
     fault_seed: Option<u64>,
     remember_committed: usize,
 }
@@ -114,7 +114,7 @@ impl Default for ClusterBuilder {
             max_in_flight: 1 << 20,
             coordinator: CoordinatorConfig::default(),
             data_dir: None,
-            snapshot_policy: SnapshotPolicy::default(),
+            snapshot_policy: None,
             fault_seed: None,
             remember_committed: parashard_protocols::committed::DEFAULT_REMEMBERED,
         }
@@ -190,11 +190,13 @@ impl ClusterBuilder {
     }
 
     /// When shards and the coordinator snapshot their state and start a
-    /// new log (default [`SnapshotPolicy::default`]), on disk and in
-    /// memory alike: without snapshots an in-memory log would keep every
-    /// record of the cluster's life. In memory only records count.
+    /// new log, on disk and in memory alike (default
+    /// [`SnapshotPolicy::default`] on disk, [`SnapshotPolicy::IN_MEMORY`]
+    /// in memory): without snapshots an in-memory log would keep every
+    /// record of the cluster's life. In memory, bytes are the records'
+    /// estimated size there.
     pub fn snapshot_policy(mut self, policy: SnapshotPolicy) -> Self {
-        self.snapshot_policy = policy;
+        self.snapshot_policy = Some(policy);
         self
     }
 
@@ -226,16 +228,21 @@ impl ClusterBuilder {
             placement.place(account, shard)?;
         }
         let (shard_storage, coordinator_storage) = match &self.data_dir {
-            Some(dir) => open_data_dir(dir, self.shards, self.snapshot_policy)?,
-            None => (
-                (0..self.shards)
-                    .map(|_| {
-                        Arc::new(MemoryStorage::with_policy(self.snapshot_policy))
-                            as Arc<dyn Storage<_>>
-                    })
-                    .collect(),
-                Arc::new(MemoryStorage::with_policy(self.snapshot_policy)) as Arc<dyn Storage<_>>,
-            ),
+            Some(dir) => {
+                let policy = self.snapshot_policy.unwrap_or_default();
+                open_data_dir(dir, self.shards, policy)?
+            }
+            None => {
+                let policy = self.snapshot_policy.unwrap_or(SnapshotPolicy::IN_MEMORY);
+                (
+                    (0..self.shards)
+                        .map(|_| {
+                            Arc::new(MemoryStorage::with_policy(policy)) as Arc<dyn Storage<_>>
+                        })
+                        .collect(),
+                    Arc::new(MemoryStorage::with_policy(policy)) as Arc<dyn Storage<_>>,
+                )
+            }
         };
         let storage = ClusterStorage {
             shards: shard_storage.clone(),

@@ -20,18 +20,20 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 const _: () = assert!(MI_OPTION_PURGE_DELAY + 1 == libmimalloc_sys::mi_option_use_numa_nodes);
 
-/// Keeps freed memory for two seconds before returning it to the kernel
-/// (mimalloc's default is 10 ms). The benchmarks allocate and free block-
-/// and batch-sized buffers continuously (workloads, batches, receipts);
-/// returned to the kernel after 10 ms they came back as freshly zeroed
-/// transparent huge pages. In a 300,000-transfer `bench-cluster` run this
-/// cut page faults from 16,271 to 1,699 and the process's CPU time from
-/// 5.8 s to 3.4 s (most of the zeroing was in the workload generation, not
-/// the timed cluster phases). `MIMALLOC_PURGE_DELAY` still overrides it.
+/// Never returns freed memory to the kernel (mimalloc's default is after
+/// 10 ms). The benchmarks allocate and free block- and batch-sized buffers
+/// continuously (workloads, batches, receipts, log records); returned to
+/// the kernel, they came back as freshly zeroed transparent huge pages. A
+/// delay of 10 ms cost a 300,000-transfer `bench-cluster` run 16,271 page
+/// faults; 2 s brought that to ~670 in most runs but still to 5,000-7,000
+/// in about one run in four (whichever phase the purge fell into ran at a
+/// third of its speed: 1.0M instead of 3-4M local transfers/s); never
+/// purging keeps it at ~670. The commands are short-lived, so the memory
+/// they keep is their peak. `MIMALLOC_PURGE_DELAY` still overrides it.
 fn tune_allocator() {
     // SAFETY: sets a plain integer option, read by mimalloc at each purge;
     // any value is valid (negative: never purge).
-    unsafe { libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, 2_000) };
+    unsafe { libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, -1) };
 }
 
 mod bench_recovery;

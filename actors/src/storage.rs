@@ -29,14 +29,26 @@ pub trait Record:
 {
     /// What a snapshot of the log's owner holds.
     type Snapshot: Serialize + DeserializeOwned + Clone + PartialEq + Debug + Send + Sync + 'static;
+
+    /// Roughly how many bytes the record holds in memory: what a
+    /// [`MemoryStorage`] counts towards [`SnapshotPolicy::log_bytes`].
+    fn footprint(&self) -> u64;
 }
 
 impl Record for ShardRecord {
     type Snapshot = ShardSnapshot;
+
+    fn footprint(&self) -> u64 {
+        ShardRecord::footprint(self)
+    }
 }
 
 impl Record for CoordinatorRecord {
     type Snapshot = CoordinatorSnapshot;
+
+    fn footprint(&self) -> u64 {
+        CoordinatorRecord::footprint(self)
+    }
 }
 
 /// What [`Storage::load`] finds: the last snapshot, if any, and every
@@ -67,6 +79,16 @@ impl SnapshotPolicy {
         log_records: u64::MAX,
     };
 
+    /// What a cluster's logs kept in memory use unless told otherwise:
+    /// 16 MiB of records (as [`Record::footprint`] estimates them) or 1M
+    /// records. An in-memory log holds every record since its snapshot, so
+    /// this bounds its memory; a snapshot costs one pass over the state,
+    /// and 16 MiB of transfers is about 70,000 transactions.
+    pub const IN_MEMORY: SnapshotPolicy = SnapshotPolicy {
+        log_bytes: 16 << 20,
+        log_records: 1 << 20,
+    };
+
     /// Whether a log of `bytes` bytes and `records` records is due.
     pub fn is_due(&self, bytes: u64, records: u64) -> bool {
         bytes >= self.log_bytes || records >= self.log_records
@@ -92,7 +114,8 @@ pub struct StorageStats {
     pub appends: u64,
     /// Records appended.
     pub records: u64,
-    /// Bytes written to the log (frames included).
+    /// Bytes written to the log (frames included); for a
+    /// [`MemoryStorage`], the records' estimated size in memory.
     pub bytes: u64,
     /// Durability barriers (`fsync`/`fdatasync`) of the log.
     pub syncs: u64,
@@ -181,6 +204,8 @@ pub trait Storage<R: Record>: Send + Sync + 'static {
 struct MemoryLog<R: Record> {
     snapshot: Option<R::Snapshot>,
     records: Vec<R>,
+    /// The records' footprint since the snapshot.
+    bytes: u64,
     stats: StorageStats,
 }
 
@@ -201,13 +226,16 @@ impl<R: Record> Default for MemoryStorage<R> {
 }
 
 impl<R: Record> MemoryStorage<R> {
-    /// An empty log that asks for snapshots by `policy` (records only;
-    /// nothing is encoded, so bytes are not counted).
+    /// An empty log that asks for snapshots by `policy`. Nothing is
+    /// encoded: bytes are the records' estimated size in memory
+    /// ([`Record::footprint`]), so the policy bounds the memory the log
+    /// holds.
     pub fn with_policy(policy: SnapshotPolicy) -> Self {
         MemoryStorage {
             log: Arc::new(Mutex::new(MemoryLog {
                 snapshot: None,
                 records: Vec::new(),
+                bytes: 0,
                 stats: StorageStats::default(),
             })),
             policy,
@@ -235,9 +263,12 @@ impl<R: Record> Storage<R> for MemoryStorage<R> {
         if records.is_empty() {
             return Ok(());
         }
+        let bytes: u64 = records.iter().map(Record::footprint).sum();
         let mut log = self.lock()?;
         log.stats.appends += 1;
         log.stats.records += records.len() as u64;
+        log.stats.bytes += bytes;
+        log.bytes += bytes;
         log.records.extend(records);
         Ok(())
     }
@@ -252,7 +283,7 @@ impl<R: Record> Storage<R> for MemoryStorage<R> {
 
     fn snapshot_due(&self) -> bool {
         self.lock()
-            .map(|log| self.policy.is_due(0, log.records.len() as u64))
+            .map(|log| self.policy.is_due(log.bytes, log.records.len() as u64))
             .unwrap_or(false)
     }
 
@@ -260,11 +291,62 @@ impl<R: Record> Storage<R> for MemoryStorage<R> {
         let mut log = self.lock()?;
         log.snapshot = Some(snapshot);
         log.records.clear();
+        log.bytes = 0;
         log.stats.snapshots += 1;
         Ok(())
     }
 
     fn stats(&self) -> StorageStats {
         self.lock().map(|log| log.stats).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use parashard_protocols::model::{AccountId, Transaction};
+    use parashard_protocols::workload::TxIds;
+
+    use super::*;
+
+    fn block(txs: u64) -> ShardRecord {
+        let mut ids = TxIds::default();
+        ShardRecord::Block(
+            (0..txs)
+                .map(|i| Transaction::transfer(ids.next_id(), AccountId(i), AccountId(i + 1), 1))
+                .collect(),
+        )
+    }
+
+    /// An in-memory log is due for a snapshot by the memory its records
+    /// hold: one record of many transactions counts as much as many small
+    /// records, and a snapshot starts the count again.
+    #[test]
+    fn memory_log_counts_what_records_hold() {
+        let record = block(1_000);
+        let footprint = record.footprint();
+        assert!(footprint >= 1_000 * std::mem::size_of::<Transaction>() as u64);
+        let policy = SnapshotPolicy {
+            log_bytes: 3 * footprint,
+            log_records: 1_000,
+        };
+        let storage = MemoryStorage::with_policy(policy);
+        storage
+            .append(vec![record.clone(), record.clone()])
+            .unwrap();
+        assert!(!storage.snapshot_due(), "two of three blocks' worth");
+        storage.append(vec![record.clone()]).unwrap();
+        assert!(storage.snapshot_due(), "three blocks' worth");
+        assert_eq!(storage.stats().bytes, 3 * footprint);
+        let empty = ShardSnapshot {
+            state: Vec::new(),
+            prepared: Vec::new(),
+            finished: Vec::new(),
+            committed: Vec::new(),
+        };
+        storage.snapshot(empty).unwrap();
+        assert!(!storage.snapshot_due(), "counted again from the snapshot");
+        storage.append(vec![record]).unwrap();
+        assert!(!storage.snapshot_due());
+        assert_eq!(storage.load().unwrap().records.len(), 1);
     }
 }

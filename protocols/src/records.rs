@@ -94,3 +94,61 @@ pub struct CoordinatorSnapshot {
     /// The epoch of the incarnation that wrote the snapshot.
     pub epoch: u32,
 }
+
+/// Roughly how many bytes `tx` holds in memory: the transaction itself
+/// and what it owns on the heap.
+fn transaction_footprint(tx: &Transaction) -> usize {
+    use std::mem::size_of;
+    let access = &tx.access;
+    let spilled_reads = if access.reads.spilled() {
+        access.reads.capacity()
+    } else {
+        0
+    };
+    let spilled_writes = if access.writes.spilled() {
+        access.writes.capacity()
+    } else {
+        0
+    };
+    let args = match &tx.call {
+        crate::model::Call::Custom { args, .. } => args.capacity() * size_of::<Value>(),
+        _ => 0,
+    };
+    size_of::<Transaction>() + (spilled_reads + spilled_writes) * size_of::<Key>() + args
+}
+
+impl ShardRecord {
+    /// Roughly how many bytes the record holds in memory (itself and what
+    /// it owns on the heap): what an in-memory log counts towards its
+    /// snapshot threshold, so that a log kept in memory stays bounded.
+    pub fn footprint(&self) -> u64 {
+        use std::mem::size_of_val;
+        let owned = match self {
+            ShardRecord::Block(txs) => txs.iter().map(transaction_footprint).sum(),
+            ShardRecord::Prepared { keys, .. } => size_of_val(keys.as_slice()),
+            ShardRecord::Committed { writes, .. } => size_of_val(writes.as_slice()),
+            ShardRecord::Aborted { .. } => 0,
+        };
+        (std::mem::size_of::<Self>() + owned) as u64
+    }
+}
+
+impl CoordinatorRecord {
+    /// Roughly how many bytes the record holds in memory; see
+    /// [`ShardRecord::footprint`].
+    pub fn footprint(&self) -> u64 {
+        use std::mem::size_of_val;
+        let owned = match self {
+            CoordinatorRecord::Commit { tx, writes, .. } => {
+                transaction_footprint(tx)
+                    + size_of_val(writes.as_slice())
+                    + writes
+                        .iter()
+                        .map(|(_, writes)| size_of_val(writes.as_slice()))
+                        .sum::<usize>()
+            }
+            CoordinatorRecord::Done { .. } | CoordinatorRecord::Epoch { .. } => 0,
+        };
+        (std::mem::size_of::<Self>() + owned) as u64
+    }
+}
