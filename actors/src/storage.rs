@@ -33,6 +33,9 @@ pub trait Record:
     /// Roughly how many bytes the record holds in memory: what a
     /// [`MemoryStorage`] counts towards [`SnapshotPolicy::log_bytes`].
     fn footprint(&self) -> u64;
+
+    /// Roughly how many bytes `snapshot` holds in memory.
+    fn snapshot_footprint(snapshot: &Self::Snapshot) -> u64;
 }
 
 impl Record for ShardRecord {
@@ -41,6 +44,10 @@ impl Record for ShardRecord {
     fn footprint(&self) -> u64 {
         ShardRecord::footprint(self)
     }
+
+    fn snapshot_footprint(snapshot: &ShardSnapshot) -> u64 {
+        snapshot.footprint()
+    }
 }
 
 impl Record for CoordinatorRecord {
@@ -48,6 +55,10 @@ impl Record for CoordinatorRecord {
 
     fn footprint(&self) -> u64 {
         CoordinatorRecord::footprint(self)
+    }
+
+    fn snapshot_footprint(snapshot: &CoordinatorSnapshot) -> u64 {
+        snapshot.footprint()
     }
 }
 
@@ -206,6 +217,8 @@ struct MemoryLog<R: Record> {
     records: Vec<R>,
     /// The records' footprint since the snapshot.
     bytes: u64,
+    /// The snapshot's footprint.
+    snapshot_bytes: u64,
     stats: StorageStats,
 }
 
@@ -229,13 +242,17 @@ impl<R: Record> MemoryStorage<R> {
     /// An empty log that asks for snapshots by `policy`. Nothing is
     /// encoded: bytes are the records' estimated size in memory
     /// ([`Record::footprint`]), so the policy bounds the memory the log
-    /// holds.
+    /// holds. The log also grows to twice the last snapshot's size before
+    /// it asks for the next: a snapshot copies the owner's whole state
+    /// (and the commits it remembers), and a log at least that large keeps
+    /// the copying to a small share of the work.
     pub fn with_policy(policy: SnapshotPolicy) -> Self {
         MemoryStorage {
             log: Arc::new(Mutex::new(MemoryLog {
                 snapshot: None,
                 records: Vec::new(),
                 bytes: 0,
+                snapshot_bytes: 0,
                 stats: StorageStats::default(),
             })),
             policy,
@@ -283,15 +300,21 @@ impl<R: Record> Storage<R> for MemoryStorage<R> {
 
     fn snapshot_due(&self) -> bool {
         self.lock()
-            .map(|log| self.policy.is_due(log.bytes, log.records.len() as u64))
+            .map(|log| {
+                let (bytes, records) = (log.bytes, log.records.len() as u64);
+                self.policy.is_due(bytes, records)
+                    && (bytes >= 2 * log.snapshot_bytes || records >= self.policy.log_records)
+            })
             .unwrap_or(false)
     }
 
     fn snapshot(&self, snapshot: R::Snapshot) -> Result<(), StorageError> {
+        let snapshot_bytes = R::snapshot_footprint(&snapshot);
         let mut log = self.lock()?;
         log.snapshot = Some(snapshot);
         log.records.clear();
         log.bytes = 0;
+        log.snapshot_bytes = snapshot_bytes;
         log.stats.snapshots += 1;
         Ok(())
     }
@@ -337,16 +360,38 @@ mod tests {
         storage.append(vec![record.clone()]).unwrap();
         assert!(storage.snapshot_due(), "three blocks' worth");
         assert_eq!(storage.stats().bytes, 3 * footprint);
-        let empty = ShardSnapshot {
-            state: Vec::new(),
+        storage.snapshot(snapshot(0)).unwrap();
+        assert!(!storage.snapshot_due(), "counted again from the snapshot");
+        storage.append(vec![record.clone()]).unwrap();
+        assert!(!storage.snapshot_due());
+        assert_eq!(storage.load().unwrap().records.len(), 1);
+
+        // A snapshot larger than the policy's bytes: the log grows to twice
+        // its size first.
+        let big = snapshot(5 * footprint / 24);
+        let big_bytes = big.footprint();
+        assert!(big_bytes > 4 * footprint);
+        storage.snapshot(big).unwrap();
+        for blocks in 1..=12 {
+            storage.append(vec![record.clone()]).unwrap();
+            let due = blocks * footprint >= 2 * big_bytes;
+            assert_eq!(storage.snapshot_due(), due, "{blocks} blocks");
+        }
+        assert!(
+            storage.snapshot_due(),
+            "twelve blocks are over twice the snapshot"
+        );
+    }
+
+    /// A shard snapshot holding `keys` keys.
+    fn snapshot(keys: u64) -> ShardSnapshot {
+        ShardSnapshot {
+            state: (0..keys)
+                .map(|a| (parashard_protocols::model::Key::field(AccountId(a), 0), 1))
+                .collect(),
             prepared: Vec::new(),
             finished: Vec::new(),
             committed: Vec::new(),
-        };
-        storage.snapshot(empty).unwrap();
-        assert!(!storage.snapshot_due(), "counted again from the snapshot");
-        storage.append(vec![record]).unwrap();
-        assert!(!storage.snapshot_due());
-        assert_eq!(storage.load().unwrap().records.len(), 1);
+        }
     }
 }

@@ -152,3 +152,33 @@ impl CoordinatorRecord {
         (std::mem::size_of::<Self>() + owned) as u64
     }
 }
+
+impl ShardSnapshot {
+    /// Roughly how many bytes the snapshot holds in memory; see
+    /// [`ShardRecord::footprint`].
+    pub fn footprint(&self) -> u64 {
+        use std::mem::size_of_val;
+        let locks: usize = self
+            .prepared
+            .iter()
+            .map(|(_, _, keys)| size_of_val(keys.as_slice()))
+            .sum();
+        (std::mem::size_of::<Self>()
+            + size_of_val(self.state.as_slice())
+            + size_of_val(self.prepared.as_slice())
+            + locks
+            + size_of_val(self.finished.as_slice())
+            + size_of_val(self.committed.as_slice())) as u64
+    }
+}
+
+impl CoordinatorSnapshot {
+    /// Roughly how many bytes the snapshot holds in memory; see
+    /// [`ShardRecord::footprint`].
+    pub fn footprint(&self) -> u64 {
+        let commits: u64 = self.commits.iter().map(CoordinatorRecord::footprint).sum();
+        std::mem::size_of::<Self>() as u64
+            + commits
+            + std::mem::size_of_val(self.committed.as_slice()) as u64
+    }
+}
