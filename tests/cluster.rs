@@ -338,6 +338,45 @@ fn resubmitted_commits_run_once() {
     );
 }
 
+/// A local batch that mixes new transactions, a retry of a committed one
+/// and an id given twice is answered in batch order: the retry gets the
+/// commit's receipt without running, the second copy of the doubled id is
+/// refused as in flight, and each of the others runs once.
+#[test]
+fn a_local_batch_answers_retries_and_duplicates_in_order() {
+    let mut builder = Cluster::builder().shards(2).workers(1);
+    for a in 0..3 {
+        builder = builder.place(AccountId(a), ShardId(0));
+    }
+    let cluster = builder.start().expect("cluster starts");
+    let genesis: Vec<_> = (0..3).map(|a| (AccountId(a), 1_000)).collect();
+    cluster.create_accounts_blocking(&genesis).expect("genesis");
+    let pay = |id: u128, from: u64, to: u64, amount: Value| {
+        Transaction::transfer(TxId::from_u128(id), AccountId(from), AccountId(to), amount)
+    };
+    let first = cluster.submit_blocking(pay(1, 0, 1, 10)).unwrap();
+    assert!(first.is_committed(), "{first:?}");
+    let batch = vec![
+        pay(1, 0, 1, 10),
+        pay(2, 1, 2, 20),
+        pay(2, 1, 2, 20),
+        pay(3, 2, 0, 5),
+    ];
+    let receipts = cluster.submit_batch_blocking(batch.clone()).unwrap();
+    let ids: Vec<TxId> = receipts.iter().map(|r| r.tx_id).collect();
+    let expected: Vec<TxId> = batch.iter().map(|tx| tx.id).collect();
+    assert_eq!(ids, expected, "receipts in batch order");
+    assert_eq!(receipts[0], first, "the retry gets the commit's receipt");
+    assert!(receipts[1].is_committed(), "{receipts:?}");
+    assert!(
+        matches!(receipts[2].error(), Some(TxError::InvalidInput { reason }) if reason.contains("in flight")),
+        "{receipts:?}"
+    );
+    assert!(receipts[3].is_committed(), "{receipts:?}");
+    // 0 paid 10 once and got 5; 1 got 10 and paid 20 once; 2 got 20, paid 5.
+    assert_eq!(common::balances(&cluster, 3), vec![995, 990, 1_015]);
+}
+
 /// Bad input gets typed errors, never a hang: a duplicate id in flight, an
 /// unknown account across shards, an empty access set, a bad placement.
 #[test]

@@ -49,15 +49,7 @@ impl Batches {
             #[allow(clippy::map_entry)] // the duplicate branch needs `self` whole
             if self.waiting.contains_key(&id) {
                 proceed.push(false);
-                let reason = format!("{id} is already in flight");
-                self.finish_entry(
-                    batch,
-                    index,
-                    Receipt {
-                        tx_id: id,
-                        status: Status::Failed(TxError::InvalidInput { reason }),
-                    },
-                );
+                self.finish_entry(batch, index, in_flight(id));
             } else {
                 self.waiting.insert(id, (batch, index));
                 proceed.push(true);
@@ -74,6 +66,11 @@ impl Batches {
             );
         }
         (batch, proceed)
+    }
+
+    /// Whether `id` is in an open batch, waiting for its receipt.
+    pub fn is_waiting(&self, id: &TxId) -> bool {
+        self.waiting.contains_key(id)
     }
 
     /// Records `receipt` for its transaction, if it is awaited.
@@ -107,5 +104,16 @@ impl Batches {
     /// Transactions awaited.
     pub fn pending(&self) -> usize {
         self.waiting.len()
+    }
+}
+
+/// The receipt of a transaction submitted while the same id is in flight:
+/// it is refused rather than left waiting forever (or run twice).
+pub fn in_flight(id: TxId) -> Receipt {
+    Receipt {
+        tx_id: id,
+        status: Status::Failed(TxError::InvalidInput {
+            reason: format!("{id} is already in flight"),
+        }),
     }
 }

@@ -11,13 +11,14 @@ use tracing::{debug_span, warn};
 
 use parashard_protocols::committed::{CommittedMemory, DEFAULT_REMEMBERED};
 use parashard_protocols::exec::{BlockExecutor, ParallelExecutor};
+use parashard_protocols::fastmap::FastSet;
 use parashard_protocols::model::{
     Key, Receipt, ShardId, Status, Transaction, TxError, TxId, Value,
 };
 use parashard_protocols::recovery::ShardMemory;
 use parashard_protocols::twopc::{ParticipantConfig, ToCoordinator, ToParticipant};
 
-use crate::batch::{BatchReply, Batches};
+use crate::batch::{self, BatchReply, Batches};
 use crate::faults::{self, CrashPoint, Faults, Target};
 use crate::storage::{Recovered, ShardRecord, Storage, StorageError};
 
@@ -222,13 +223,12 @@ impl ShardActor {
         }
     }
 
-    fn fail_all(&mut self, ids: impl IntoIterator<Item = TxId>, error: &StorageError) {
-        for tx_id in ids {
-            let reason = format!("{} failed: {error}", self.shard);
-            self.batches.complete(Receipt {
-                tx_id,
-                status: Status::Failed(TxError::CrossShardAborted { reason }),
-            });
+    /// The receipt of a transaction the shard cannot run: its log failed.
+    fn failed_receipt(&self, tx_id: TxId, error: &StorageError) -> Receipt {
+        let reason = format!("{} failed: {error}", self.shard);
+        Receipt {
+            tx_id,
+            status: Status::Failed(TxError::CrossShardAborted { reason }),
         }
     }
 
@@ -236,12 +236,22 @@ impl ShardActor {
     /// block (see [`parashard_protocols::twopc::Participant::take_unblocked`]).
     fn run_ready(&mut self) {
         let ready = self.memory.participant.take_unblocked(&mut self.deferred);
+        for receipt in self.run_block(ready) {
+            self.batches.complete(receipt);
+        }
+    }
+
+    /// Executes `ready` (transactions no lock holds back) as one block and
+    /// logs it; returns their receipts, in order.
+    fn run_block(&mut self, ready: Vec<Transaction>) -> Vec<Receipt> {
         if ready.is_empty() {
-            return;
+            return Vec::new();
         }
         if let Some(error) = self.failed.clone() {
-            self.fail_all(ready.iter().map(|tx| tx.id), &error);
-            return;
+            return ready
+                .iter()
+                .map(|tx| self.failed_receipt(tx.id, &error))
+                .collect();
         }
         let _span = debug_span!("execute_block", shard = self.shard.0, txs = ready.len()).entered();
         let receipts = match self.executor.execute_block(&mut self.memory.state, &ready) {
@@ -249,15 +259,14 @@ impl ShardActor {
             Err(error) => {
                 // Rejected whole, before anything was applied: nothing to log.
                 let reason = error.to_string();
-                for tx in ready {
-                    self.batches.complete(Receipt {
+                let status = Status::Failed(TxError::InvalidInput { reason });
+                return ready
+                    .iter()
+                    .map(|tx| Receipt {
                         tx_id: tx.id,
-                        status: Status::Failed(TxError::InvalidInput {
-                            reason: reason.clone(),
-                        }),
-                    });
-                }
-                return;
+                        status: status.clone(),
+                    })
+                    .collect();
             }
         };
         // Log before any receipt leaves: a receipt is only sent for a block
@@ -268,12 +277,53 @@ impl ShardActor {
         // its log.)
         if let Err(error) = self.storage.append(vec![ShardRecord::Block(ready)]) {
             self.failed = Some(error.clone());
-            self.fail_all(receipts.iter().map(|r| r.tx_id), &error);
-            return;
+            return receipts
+                .iter()
+                .map(|r| self.failed_receipt(r.tx_id, &error))
+                .collect();
         }
         self.memory.committed.remember_receipts(&receipts);
-        receipts.into_iter().for_each(|r| self.batches.complete(r));
         self.snapshot_if_due();
+        receipts
+    }
+
+    /// Runs a batch that nothing holds back (no queued transactions, no
+    /// locks) at once, as one block, and answers it from the block's
+    /// receipts: the batch finishes inside this call, so it is not
+    /// tracked as open. Answers exactly as the tracked path would.
+    fn run_batch_now(&mut self, SubmitLocal { txs, reply }: SubmitLocal) {
+        let len = txs.len();
+        // Entries answered without running, by position: duplicates of an
+        // id in flight (here or in an open batch) and retries of commits.
+        let mut answered: Vec<(usize, Receipt)> = Vec::new();
+        let mut known = self.memory.committed.receipts(&txs).into_iter().peekable();
+        let mut seen: FastSet<TxId> = FastSet::with_capacity_and_hasher(len, Default::default());
+        let mut txs = txs;
+        let mut n = 0;
+        txs.retain(|tx| {
+            let at = n;
+            n += 1;
+            let retry = known.next_if(|(i, _)| *i == at).map(|(_, receipt)| receipt);
+            if !seen.insert(tx.id) || self.batches.is_waiting(&tx.id) {
+                answered.push((at, batch::in_flight(tx.id)));
+                false
+            } else if let Some(receipt) = retry {
+                answered.push((at, receipt));
+                false
+            } else {
+                true
+            }
+        });
+        let mut ran = self.run_block(txs).into_iter();
+        let mut answered = answered.into_iter().peekable();
+        let receipts = (0..len)
+            .map(|at| match answered.next_if(|(i, _)| *i == at) {
+                Some((_, receipt)) => receipt,
+                None => ran.next().expect("one receipt per transaction run"),
+            })
+            .collect();
+        // The client may have given up; that is its business.
+        let _ = reply.send(receipts);
     }
 }
 
@@ -302,14 +352,15 @@ impl Handler<SubmitLocal> for ShardActor {
 
     fn handle(&mut self, msg: SubmitLocal, _ctx: &mut Context<Self>) {
         let _span = debug_span!("submit", shard = self.shard.0, txs = msg.txs.len()).entered();
+        if self.deferred.is_empty() && !self.memory.participant.has_locks() {
+            // Nothing is held back: the batch is the block.
+            self.run_batch_now(msg);
+            return;
+        }
         let (_, proceed) = self.batches.open(msg.txs.iter().map(|tx| tx.id), msg.reply);
         // A retry of a committed transaction gets its receipt again.
-        let mut known = self
-            .memory
-            .committed
-            .receipts(&msg.txs)
-            .into_iter()
-            .peekable();
+        let known = self.memory.committed.receipts(&msg.txs);
+        let mut known = known.into_iter().peekable();
         for (n, (tx, ok)) in msg.txs.into_iter().zip(proceed).enumerate() {
             let receipt = known
                 .next_if(|(at, _)| *at == n)
