@@ -464,24 +464,35 @@ impl Cluster {
         let start = Instant::now();
         let len = txs.len();
         // Split: one block per shard for local transactions, one batch of
-        // cross-shard transactions for the coordinator.
+        // cross-shard transactions for the coordinator (the last group).
+        // Sized first, so that each transaction moves once.
         let shards = self.placement.shards() as usize;
-        let mut local: Vec<(Vec<usize>, Vec<Transaction>)> =
-            (0..shards).map(|_| (Vec::new(), Vec::new())).collect();
-        let mut cross: (Vec<usize>, Vec<Transaction>) = (Vec::new(), Vec::new());
-        for (i, tx) in txs.into_iter().enumerate() {
-            let target = if tx.access.is_empty() {
-                Some(ShardId(0))
-            } else {
-                single_shard(&self.placement, &tx)
-            };
-            let (positions, group) = match target {
-                Some(shard) => &mut local[shard.0 as usize],
-                None => &mut cross,
-            };
+        let targets: Vec<usize> = txs
+            .iter()
+            .map(|tx| {
+                let target = if tx.access.is_empty() {
+                    Some(ShardId(0))
+                } else {
+                    single_shard(&self.placement, tx)
+                };
+                target.map_or(shards, |shard| shard.0 as usize)
+            })
+            .collect();
+        let mut sizes = vec![0; shards + 1];
+        for &target in &targets {
+            sizes[target] += 1;
+        }
+        let mut groups: Vec<(Vec<usize>, Vec<Transaction>)> = sizes
+            .iter()
+            .map(|&size| (Vec::with_capacity(size), Vec::with_capacity(size)))
+            .collect();
+        for (i, (tx, target)) in txs.into_iter().zip(targets).enumerate() {
+            let (positions, group) = &mut groups[target];
             positions.push(i);
             group.push(tx);
         }
+        let cross = groups.pop().expect("the cross-shard group");
+        let local = groups;
         let mut waiting = Vec::new();
         for (shard, (positions, group)) in local.into_iter().enumerate() {
             if group.is_empty() {

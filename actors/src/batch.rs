@@ -70,7 +70,7 @@ impl Batches {
 
     /// Whether `id` is in an open batch, waiting for its receipt.
     pub fn is_waiting(&self, id: &TxId) -> bool {
-        self.waiting.contains_key(id)
+        !self.waiting.is_empty() && self.waiting.contains_key(id)
     }
 
     /// Records `receipt` for its transaction, if it is awaited.
