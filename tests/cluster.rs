@@ -404,6 +404,10 @@ fn bad_input_gets_typed_errors() {
             .any(|r| matches!(r.error(), Some(TxError::InvalidInput { .. }))),
         "{receipts:?}"
     );
+    assert_eq!(
+        cluster.submit_batch_blocking(Vec::new()).unwrap(),
+        Vec::new()
+    );
     let empty = Transaction::new(
         TxId::random(),
         a,

@@ -33,17 +33,8 @@ impl Batches {
         ids: impl ExactSizeIterator<Item = TxId>,
         reply: BatchReply,
     ) -> (u64, Vec<bool>) {
-        let batch = self.next;
-        self.next += 1;
         let len = ids.len();
-        self.open.insert(
-            batch,
-            Batch {
-                receipts: vec![None; len],
-                remaining: len,
-                reply,
-            },
-        );
+        let batch = self.start(len, reply);
         let mut proceed = Vec::with_capacity(len);
         for (index, id) in ids.enumerate() {
             #[allow(clippy::map_entry)] // the duplicate branch needs `self` whole
@@ -55,17 +46,50 @@ impl Batches {
                 proceed.push(true);
             }
         }
+        (batch, proceed)
+    }
+
+    /// Opens a batch of `len` entries and returns its number; an empty
+    /// one is answered at once.
+    fn start(&mut self, len: usize, reply: BatchReply) -> u64 {
+        let batch = self.next;
+        self.next += 1;
         if len == 0 {
-            self.finish_entry(
+            let _ = reply.send(Vec::new());
+        } else {
+            let receipts = vec![None; len];
+            let remaining = len;
+            self.open.insert(
                 batch,
-                usize::MAX,
-                Receipt {
-                    tx_id: TxId::from_u128(0),
-                    status: Status::Committed { output: 0 },
+                Batch {
+                    receipts,
+                    remaining,
+                    reply,
                 },
             );
         }
-        (batch, proceed)
+        batch
+    }
+
+    /// Opens a batch of `len` entries that a caller has sorted out:
+    /// `answered` are answered already (by position), and `running` (ids
+    /// with their positions, none of them in flight) wait for
+    /// [`Batches::complete`].
+    pub fn track(
+        &mut self,
+        len: usize,
+        answered: Vec<(usize, Receipt)>,
+        running: impl Iterator<Item = (usize, TxId)>,
+        reply: BatchReply,
+    ) {
+        let batch = self.start(len, reply);
+        for (index, id) in running {
+            debug_assert!(!self.waiting.contains_key(&id), "{id} is in flight");
+            self.waiting.insert(id, (batch, index));
+        }
+        for (index, receipt) in answered {
+            self.finish_entry(batch, index, receipt);
+        }
     }
 
     /// Whether `id` is in an open batch, waiting for its receipt.
@@ -115,5 +139,68 @@ pub fn in_flight(id: TxId) -> Receipt {
         status: Status::Failed(TxError::InvalidInput {
             reason: format!("{id} is already in flight"),
         }),
+    }
+}
+
+/// The receipts of a batch of `len` entries answered at once: `answered`
+/// by position, the others from `ran`, in order.
+pub fn assemble(len: usize, answered: Vec<(usize, Receipt)>, ran: Vec<Receipt>) -> Vec<Receipt> {
+    let mut ran = ran.into_iter();
+    let mut answered = answered.into_iter().peekable();
+    (0..len)
+        .map(|at| match answered.next_if(|(i, _)| *i == at) {
+            Some((_, receipt)) => receipt,
+            None => ran.next().expect("one receipt per entry not answered"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn committed(n: u128) -> Receipt {
+        Receipt {
+            tx_id: TxId::from_u128(n),
+            status: Status::Committed { output: n as u64 },
+        }
+    }
+
+    /// A tracked batch is answered once its last entry completes, in
+    /// position order, with the entries answered up front in place; an
+    /// empty one is answered at once.
+    #[test]
+    fn tracked_batches_answer_in_order() {
+        let mut batches = Batches::default();
+        let (reply, mut answer) = oneshot::channel();
+        let running = [(0, TxId::from_u128(0)), (2, TxId::from_u128(2))];
+        batches.track(3, vec![(1, committed(1))], running.into_iter(), reply);
+        assert!(batches.is_waiting(&TxId::from_u128(2)));
+        batches.complete(committed(2));
+        assert!(answer.try_recv().is_err(), "one entry still open");
+        batches.complete(committed(0));
+        assert_eq!(
+            answer.try_recv().unwrap(),
+            vec![committed(0), committed(1), committed(2)]
+        );
+        assert_eq!(batches.pending(), 0);
+
+        let (reply, mut answer) = oneshot::channel();
+        batches.track(0, Vec::new(), std::iter::empty(), reply);
+        assert_eq!(answer.try_recv().unwrap(), Vec::new());
+        let (reply, mut answer) = oneshot::channel();
+        batches.open(std::iter::empty(), reply);
+        assert_eq!(answer.try_recv().unwrap(), Vec::new());
+    }
+
+    /// Receipts of a batch answered at once go back in position order.
+    #[test]
+    fn assemble_interleaves_answered_and_ran() {
+        let ran = vec![committed(0), committed(3)];
+        let answered = vec![(1, committed(1)), (2, in_flight(TxId::from_u128(2)))];
+        let receipts = assemble(4, answered, ran);
+        let ids: Vec<TxId> = receipts.iter().map(|r| r.tx_id).collect();
+        assert_eq!(ids, (0..4).map(TxId::from_u128).collect::<Vec<_>>());
+        assert!(receipts[2].error().is_some());
     }
 }

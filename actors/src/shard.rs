@@ -287,43 +287,38 @@ impl ShardActor {
         receipts
     }
 
-    /// Runs a batch that nothing holds back (no queued transactions, no
-    /// locks) at once, as one block, and answers it from the block's
-    /// receipts: the batch finishes inside this call, so it is not
-    /// tracked as open. Answers exactly as the tracked path would.
-    fn run_batch_now(&mut self, SubmitLocal { txs, reply }: SubmitLocal) {
-        let len = txs.len();
-        // Entries answered without running, by position: duplicates of an
-        // id in flight (here or in an open batch) and retries of commits.
-        let mut answered: Vec<(usize, Receipt)> = Vec::new();
+    /// Sorts out a submitted batch: an id given twice or already in flight
+    /// is refused (the second copy), a retry of a remembered commit gets
+    /// the commit's receipt, and the rest are to run, in order. Returns the
+    /// answered entries by position, and the transactions to run with
+    /// their positions.
+    fn sort_out(
+        &self,
+        txs: Vec<Transaction>,
+    ) -> (Vec<(usize, Receipt)>, Vec<Transaction>, Vec<usize>) {
+        let mut answered = Vec::new();
+        let mut positions = Vec::with_capacity(txs.len());
         let mut known = self.memory.committed.receipts(&txs).into_iter().peekable();
-        let mut seen: FastSet<TxId> = FastSet::with_capacity_and_hasher(len, Default::default());
-        let mut txs = txs;
-        let mut n = 0;
-        txs.retain(|tx| {
-            let at = n;
-            n += 1;
+        let mut seen: FastSet<TxId> =
+            FastSet::with_capacity_and_hasher(txs.len(), Default::default());
+        let mut run = txs;
+        let mut at = 0;
+        run.retain(|tx| {
             let retry = known.next_if(|(i, _)| *i == at).map(|(_, receipt)| receipt);
-            if !seen.insert(tx.id) || self.batches.is_waiting(&tx.id) {
+            let keep = if !seen.insert(tx.id) || self.batches.is_waiting(&tx.id) {
                 answered.push((at, batch::in_flight(tx.id)));
                 false
             } else if let Some(receipt) = retry {
                 answered.push((at, receipt));
                 false
             } else {
+                positions.push(at);
                 true
-            }
+            };
+            at += 1;
+            keep
         });
-        let mut ran = self.run_block(txs).into_iter();
-        let mut answered = answered.into_iter().peekable();
-        let receipts = (0..len)
-            .map(|at| match answered.next_if(|(i, _)| *i == at) {
-                Some((_, receipt)) => receipt,
-                None => ran.next().expect("one receipt per transaction run"),
-            })
-            .collect();
-        // The client may have given up; that is its business.
-        let _ = reply.send(receipts);
+        (answered, run, positions)
     }
 }
 
@@ -350,27 +345,21 @@ impl actix::Supervised for ShardActor {
 impl Handler<SubmitLocal> for ShardActor {
     type Result = ();
 
-    fn handle(&mut self, msg: SubmitLocal, _ctx: &mut Context<Self>) {
-        let _span = debug_span!("submit", shard = self.shard.0, txs = msg.txs.len()).entered();
+    fn handle(&mut self, SubmitLocal { txs, reply }: SubmitLocal, _ctx: &mut Context<Self>) {
+        let _span = debug_span!("submit", shard = self.shard.0, txs = txs.len()).entered();
+        let len = txs.len();
+        let (answered, run, positions) = self.sort_out(txs);
         if self.deferred.is_empty() && !self.memory.participant.has_locks() {
-            // Nothing is held back: the batch is the block.
-            self.run_batch_now(msg);
+            // Nothing is held back: the batch is the block, answered as
+            // soon as it ran, and never tracked as open.
+            let ran = self.run_block(run);
+            // The client may have given up; that is its business.
+            let _ = reply.send(batch::assemble(len, answered, ran));
             return;
         }
-        let (_, proceed) = self.batches.open(msg.txs.iter().map(|tx| tx.id), msg.reply);
-        // A retry of a committed transaction gets its receipt again.
-        let known = self.memory.committed.receipts(&msg.txs);
-        let mut known = known.into_iter().peekable();
-        for (n, (tx, ok)) in msg.txs.into_iter().zip(proceed).enumerate() {
-            let receipt = known
-                .next_if(|(at, _)| *at == n)
-                .map(|(_, receipt)| receipt);
-            match (ok, receipt) {
-                (false, _) => {}
-                (true, Some(receipt)) => self.batches.complete(receipt),
-                (true, None) => self.deferred.push_back(tx),
-            }
-        }
+        let running = positions.into_iter().zip(run.iter().map(|tx| tx.id));
+        self.batches.track(len, answered, running, reply);
+        self.deferred.extend(run);
         self.run_ready();
     }
 }

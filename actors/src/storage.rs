@@ -93,8 +93,9 @@ impl SnapshotPolicy {
     /// What a cluster's logs kept in memory use unless told otherwise:
     /// 16 MiB of records (as [`Record::footprint`] estimates them) or 1M
     /// records. An in-memory log holds every record since its snapshot, so
-    /// this bounds its memory; a snapshot costs one pass over the state,
-    /// and 16 MiB of transfers is about 70,000 transactions.
+    /// this bounds its memory; 16 MiB of transfers is about 70,000
+    /// transactions. (A [`MemoryStorage`] also lets its log grow to twice
+    /// the last snapshot first; see [`MemoryStorage::with_policy`].)
     pub const IN_MEMORY: SnapshotPolicy = SnapshotPolicy {
         log_bytes: 16 << 20,
         log_records: 1 << 20,
