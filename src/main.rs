@@ -405,39 +405,48 @@ fn bench_cluster(args: &ClusterArgs) -> Result<(), CliError> {
         );
         // Each batch is handed over whole (a client submits what it owns):
         // the timed part copies no transaction on the client side.
-        let batches: Vec<std::sync::Mutex<Option<Vec<Transaction>>>> = txs
-            .chunks(args.batch)
-            .map(|batch| std::sync::Mutex::new(Some(batch.to_vec())))
-            .collect();
-        let next = std::sync::atomic::AtomicUsize::new(0);
+        let total = txs.len();
+        let mut batches = Vec::with_capacity(total.div_ceil(args.batch));
+        let mut rest = txs;
+        // From the back, so that each split moves only the batch it takes.
+        while !rest.is_empty() {
+            let last = (rest.len() - 1) / args.batch * args.batch;
+            batches.push(rest.split_off(last));
+        }
+        batches.reverse();
+        let queue = std::sync::Mutex::new(batches.into_iter());
         let committed = std::sync::atomic::AtomicUsize::new(0);
+        let failure = std::sync::Mutex::new(None);
         let start = Instant::now();
         std::thread::scope(|scope| {
             for _ in 0..args.clients {
-                scope.spawn(|| {
-                    while let Some(batch) =
-                        batches.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-                    {
-                        let batch = batch
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .take()
-                            .expect("each batch is taken once");
-                        let receipts = cluster.submit_batch_blocking(batch).expect("submit");
-                        let ok = receipts.iter().filter(|r| r.is_committed()).count();
-                        committed.fetch_add(ok, std::sync::atomic::Ordering::Relaxed);
+                scope.spawn(|| loop {
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                    let Some(batch) = next else { break };
+                    match cluster.submit_batch_blocking(batch) {
+                        Ok(receipts) => {
+                            let ok = receipts.iter().filter(|r| r.is_committed()).count();
+                            committed.fetch_add(ok, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(error) => {
+                            *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+                            break;
+                        }
                     }
                 });
             }
         });
-        let tps = txs.len() as f64 / start.elapsed().as_secs_f64();
+        if let Some(error) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(error.into());
+        }
+        let tps = total as f64 / start.elapsed().as_secs_f64();
         println!(
             "  cluster, {:<11} transfers          {:>11.0} tx/s  {:.3}x executor alone  ({} of {} committed)",
             if cross { "cross-shard" } else { "local" },
             tps,
             tps / baseline,
             committed.into_inner(),
-            txs.len()
+            total
         );
     }
     let metrics = cluster.metrics();
