@@ -85,11 +85,7 @@ impl Market {
         reads: [Key; R],
         writes: [Key; W],
     ) -> Transaction {
-        let call = Call::Custom {
-            contract: MARKET,
-            args,
-        };
-        Transaction::new(id, sender, call, AccessSet::new(reads, writes))
+        Transaction::custom(id, sender, MARKET, args, AccessSet::new(reads, writes))
     }
 }
 
@@ -190,11 +186,7 @@ pub fn run() -> Result<(), ClusterError> {
 
     let show = |what: &str, receipts: &[Receipt]| {
         for receipt in receipts {
-            match &receipt.status {
-                Status::Committed { output } => println!("{what}: committed ({output})"),
-                Status::Failed(error) => println!("{what}: failed: {error}"),
-                other => println!("{what}: {other:?}"),
-            }
+            println!("{what}: {}", receipt.status);
         }
     };
     // The creator mints two tokens with a 5% royalty and lists the first.

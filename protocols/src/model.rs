@@ -581,6 +581,16 @@ pub enum Status {
     Failed(TxError),
 }
 
+impl fmt::Display for Status {
+    /// `committed (output)` or `failed: reason`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Status::Committed { output } => write!(f, "committed ({output})"),
+            Status::Failed(error) => write!(f, "failed: {error}"),
+        }
+    }
+}
+
 /// What a client gets back for a transaction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipt {
