@@ -423,6 +423,9 @@ fn bench_cluster(args: &ClusterArgs) -> Result<(), CliError> {
                 scope.spawn(|| loop {
                     let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
                     let Some(batch) = next else { break };
+                    if failure.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                        break;
+                    }
                     match cluster.submit_batch_blocking(batch) {
                         Ok(receipts) => {
                             let ok = receipts.iter().filter(|r| r.is_committed()).count();

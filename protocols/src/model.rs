@@ -614,3 +614,23 @@ impl Receipt {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A status prints as a reader would say it: the output of a commit,
+    /// the reason of a failure.
+    #[test]
+    fn status_displays_output_or_reason() {
+        assert_eq!(Status::Committed { output: 5 }.to_string(), "committed (5)");
+        let failed = Status::Failed(TxError::UnknownAccount {
+            account: AccountId(9),
+        });
+        let text = failed.to_string();
+        assert!(
+            text.starts_with("failed: ") && text.contains("account 9"),
+            "{text}"
+        );
+    }
+}
