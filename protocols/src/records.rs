@@ -99,22 +99,20 @@ pub struct CoordinatorSnapshot {
 /// and what it owns on the heap.
 fn transaction_footprint(tx: &Transaction) -> usize {
     use std::mem::size_of;
-    let access = &tx.access;
-    let spilled_reads = if access.reads.spilled() {
-        access.reads.capacity()
-    } else {
-        0
-    };
-    let spilled_writes = if access.writes.spilled() {
-        access.writes.capacity()
-    } else {
-        0
-    };
+    /// The keys a set of keys keeps on the heap (none while inline).
+    fn spilled<A: smallvec::Array<Item = Key>>(keys: &smallvec::SmallVec<A>) -> usize {
+        if keys.spilled() {
+            keys.capacity()
+        } else {
+            0
+        }
+    }
+    let keys = spilled(&tx.access.reads) + spilled(&tx.access.writes);
     let args = match &tx.call {
         crate::model::Call::Custom { args, .. } => args.capacity() * size_of::<Value>(),
         _ => 0,
     };
-    size_of::<Transaction>() + (spilled_reads + spilled_writes) * size_of::<Key>() + args
+    size_of::<Transaction>() + keys * size_of::<Key>() + args
 }
 
 impl ShardRecord {
