@@ -488,10 +488,10 @@ fn coordinator_crash_leaves_no_stale_locks() {
     assert_eq!(total, 8 * 1_000);
 }
 
-/// Without the memory (`remember_committed(0)`) a re-submitted local
-/// transfer runs twice, and a re-submitted cross-shard one (whose late
-/// prepare the shards refuse, remembering it finished) is aborted rather
-/// than answered: what the memory changes.
+/// Without the memory (`remember_committed(0)`) a re-submitted transfer,
+/// local or cross-shard, runs again: what the memory changes. (The shards'
+/// own memory of finished cross-shard rounds keeps out late messages of the
+/// first run, not a new run under the same id.)
 #[test]
 fn without_the_memory_a_resubmission_runs_again() {
     const ACCOUNTS: u64 = 8;
@@ -520,9 +520,8 @@ fn without_the_memory_a_resubmission_runs_again() {
         .unwrap();
     assert!(first.iter().all(Receipt::is_committed), "{first:?}");
     let again = cluster.submit_batch_blocking(vec![cross, local]).unwrap();
-    assert!(!again[0].is_committed(), "{again:?}");
-    assert!(again[1].is_committed(), "{again:?}");
+    assert!(again.iter().all(Receipt::is_committed), "{again:?}");
     let balances = common::balances(&cluster, ACCOUNTS);
     let of = |x: AccountId| balances[x.0 as usize];
-    assert_eq!((of(a), of(b), of(c)), (970, 1_010, 1_020));
+    assert_eq!((of(a), of(b), of(c)), (960, 1_020, 1_020));
 }

@@ -405,6 +405,10 @@ impl Handler<FromCoordinator> for ShardActor {
                     self.memory.participant.abort(tx, attempt);
                     records.push(ShardRecord::Aborted { tx, attempt });
                 }
+                // Not logged: a restarted shard goes by its snapshot's
+                // floor and the finishes logged after it, which keep out
+                // at least what the live shard kept out.
+                ToParticipant::Decided { below } => self.memory.participant.decided(below),
             }
             // Grants happen on prepare, commit and abort; log them in the
             // order they happened so that replay re-takes the same locks.

@@ -392,6 +392,7 @@ mod tests {
                 .collect(),
             prepared: Vec::new(),
             finished: Vec::new(),
+            decided_below: 0,
             committed: Vec::new(),
         }
     }

@@ -73,9 +73,13 @@ pub struct ShardSnapshot {
     /// Prepared transactions, the prepare round that locked them, and the
     /// keys they lock on this shard.
     pub prepared: Vec<(TxId, Attempt, Vec<Key>)>,
-    /// The finished transactions the shard remembers, oldest first, so
-    /// that after a restart it still ignores late prepares of them.
-    pub finished: Vec<(TxId, Finished)>,
+    /// The finished transactions the shard remembers, oldest first, each
+    /// with the round it is remembered for, so that after a restart it
+    /// still ignores late prepares of them.
+    pub finished: Vec<(TxId, Finished, Attempt)>,
+    /// Every round below this was decided (the coordinator's last word):
+    /// prepares of those rounds are ignored.
+    pub decided_below: Attempt,
     /// Local commits remembered to answer re-submissions, oldest first
     /// (see [`crate::committed`]).
     pub committed: Vec<(TxId, Value)>,

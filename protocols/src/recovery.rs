@@ -53,8 +53,9 @@ impl ShardMemory {
             for (key, value) in snapshot.state {
                 memory.state.set(key, value);
             }
-            for (tx, outcome) in snapshot.finished {
-                memory.participant.restore_finished(tx, outcome);
+            memory.participant.decided(snapshot.decided_below);
+            for (tx, outcome, round) in snapshot.finished {
+                memory.participant.restore_finished(tx, outcome, round);
             }
             for (tx, attempt, keys) in snapshot.prepared {
                 memory.participant.restore(tx, attempt, keys);
@@ -104,6 +105,7 @@ impl ShardMemory {
                 .map(|(tx, attempt, keys)| (*tx, attempt, keys.clone()))
                 .collect(),
             finished: self.participant.finished().collect(),
+            decided_below: self.participant.decided_below(),
             committed: self.committed.iter().collect(),
         }
     }
@@ -246,8 +248,13 @@ mod tests {
                 Command::Send { messages, .. } => messages.clone(),
                 _ => Vec::new(),
             })
-            .map(|m| match m {
-                ToParticipant::Commit { tx, .. } => tx,
+            .filter_map(|m| match m {
+                ToParticipant::Commit { tx, .. } => Some(tx),
+                // Every earlier incarnation's round is decided.
+                ToParticipant::Decided { below } => {
+                    assert_eq!(below, 7 << 32);
+                    None
+                }
                 other => panic!("only commits are re-sent: {other:?}"),
             })
             .collect();

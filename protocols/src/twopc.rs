@@ -39,12 +39,17 @@
 //!   restarts; an abort releases only locks of its round or earlier, a vote
 //!   counts only for the current round, and the coordinator aborts only
 //!   rounds it has heard of;
-//! - a shard remembers finished transactions for longer than a message can
-//!   live ([`ParticipantConfig::remember_finished_ms`]), so a late prepare
-//!   cannot lock a finished transaction again; were it to lock a committed
-//!   one, a re-sent commit would apply its writes twice. The memory
-//!   survives restarts: log replay rebuilds it, and a shard snapshot
-//!   carries it ([`Participant::finished`], [`Participant::restore_finished`]);
+//! - a late prepare must not lock a finished transaction again: were it to
+//!   lock a committed one, a re-sent commit would apply its writes twice.
+//!   Rounds are numbered in the order they begin, and the coordinator tells
+//!   each shard it writes to the lowest round it has not decided
+//!   ([`ToParticipant::Decided`]). A shard ignores prepares of rounds below
+//!   that floor, and remembers the transactions it saw finish only until
+//!   the floor passes their round. So no bound on how long a message can
+//!   stay in the network is assumed, and the memory holds about the rounds
+//!   in flight, whatever the throughput. The floor and the memory survive
+//!   restarts: log replay rebuilds the memory, and a shard snapshot carries
+//!   both ([`Participant::finished`], [`Participant::restore_finished`]);
 //! - commits, aborts and inquiries are idempotent on both sides.
 //!
 //! Neither machine does I/O or reads a clock: the caller passes `now_ms`
@@ -105,6 +110,13 @@ pub enum ToParticipant {
         tx: TxId,
         /// The latest round aborted ([`EVERY_ATTEMPT`]: all of them).
         attempt: Attempt,
+    },
+    /// Every round below `below` is decided: a prepare of one of them is
+    /// late (or duplicated) and must take no lock, and the shard need not
+    /// remember transactions that finished in them.
+    Decided {
+        /// The coordinator's lowest undecided round.
+        below: Attempt,
     },
 }
 
@@ -413,6 +425,28 @@ struct InFlight {
     retries: u32,
 }
 
+/// The coordinator's round numbers.
+#[derive(Debug, Default)]
+struct Rounds {
+    /// The next round to begin; see [`Attempt`].
+    next: Attempt,
+    /// Rounds given out, in order, with their transactions: the front is
+    /// the lowest that may be undecided (entries of decided rounds are
+    /// dropped when they reach the front).
+    begun: VecDeque<(Attempt, TxId)>,
+}
+
+impl Rounds {
+    /// A round of `id` numbered as never before by this incarnation.
+    fn begin(&mut self, id: TxId) -> Attempt {
+        let attempt = self.next;
+        self.next += 1;
+        debug_assert!(self.next & 0xFFFF_FFFF != 0, "rounds overflowed the epoch");
+        self.begun.push_back((attempt, id));
+        attempt
+    }
+}
+
 /// The coordinator state machine.
 #[derive(Debug)]
 pub struct Coordinator {
@@ -427,8 +461,9 @@ pub struct Coordinator {
     due: BTreeMap<u64, Vec<TxId>>,
     outbox: BTreeMap<ShardId, Vec<ToParticipant>>,
     commands: Vec<Command>,
-    /// The next round to begin; see [`Attempt`].
-    next_attempt: Attempt,
+    rounds: Rounds,
+    /// The floor last sent to each shard ([`ToParticipant::Decided`]).
+    floor_sent: BTreeMap<ShardId, Attempt>,
     /// The latest commits, to answer re-submissions.
     committed: CommittedMemory,
 }
@@ -449,7 +484,8 @@ impl Coordinator {
             due: BTreeMap::new(),
             outbox: BTreeMap::new(),
             commands: Vec::new(),
-            next_attempt: 0,
+            rounds: Rounds::default(),
+            floor_sent: BTreeMap::new(),
         }
     }
 
@@ -458,19 +494,25 @@ impl Coordinator {
     /// an earlier incarnation's rounds of the same transaction id, whose
     /// messages may still be in flight.
     pub fn with_epoch(mut self, epoch: u32) -> Coordinator {
-        self.next_attempt = Attempt::from(epoch) << 32;
+        self.rounds.next = Attempt::from(epoch) << 32;
         self
     }
 
-    /// A round number never used before by this incarnation.
-    fn new_attempt(&mut self) -> Attempt {
-        let attempt = self.next_attempt;
-        self.next_attempt += 1;
-        debug_assert!(
-            self.next_attempt & 0xFFFF_FFFF != 0,
-            "rounds overflowed the epoch"
-        );
-        attempt
+    /// The lowest round that may be undecided: one collecting votes or
+    /// waiting to (after a refusal its next round is numbered at once, and
+    /// prepared later). Every earlier round, an earlier incarnation's
+    /// included, is committed or aborted (presumed abort).
+    pub fn decided_below(&mut self) -> Attempt {
+        while let Some(&(attempt, id)) = self.rounds.begun.front() {
+            let open = self.in_flight.get(&id).is_some_and(|flight| {
+                flight.attempt == attempt && !matches!(flight.phase, Phase::Committing { .. })
+            });
+            if open {
+                return attempt;
+            }
+            self.rounds.begun.pop_front();
+        }
+        self.rounds.next
     }
 
     /// The number of transactions not yet answered.
@@ -506,7 +548,7 @@ impl Coordinator {
             keys.entry(self.placement.shard_of(key)).push(*key);
         }
         let id = tx.id;
-        let attempt = self.new_attempt();
+        let attempt = self.rounds.begin(id);
         self.in_flight.insert(
             id,
             InFlight {
@@ -699,8 +741,7 @@ impl Coordinator {
         if refused != flight.attempt || !matches!(flight.phase, Phase::Preparing { .. }) {
             return;
         }
-        flight.attempt = self.next_attempt;
-        self.next_attempt += 1;
+        flight.attempt = self.rounds.begin(id);
         flight.retries += 1;
         let retries = flight.retries;
         self.abort_everywhere(id, refused);
@@ -859,7 +900,7 @@ impl Coordinator {
                 keys,
                 phase: Phase::Committing { writes, output },
                 deadline_ms,
-                attempt: self.next_attempt,
+                attempt: self.rounds.next,
                 retries: 0,
             },
         );
@@ -936,9 +977,18 @@ impl Coordinator {
                 other => rest.push(other),
             }
         }
-        let sends = std::mem::take(&mut self.outbox)
-            .into_iter()
-            .map(|(to, messages)| Command::Send { to, messages });
+        // Each batch tells its shard the current floor, if it rose since
+        // that shard last heard it.
+        let floor = self.decided_below();
+        let mut sends = Vec::with_capacity(self.outbox.len());
+        for (to, mut messages) in std::mem::take(&mut self.outbox) {
+            let sent = self.floor_sent.entry(to).or_default();
+            if *sent < floor {
+                *sent = floor;
+                messages.push(ToParticipant::Decided { below: floor });
+            }
+            sends.push(Command::Send { to, messages });
+        }
         persist.into_iter().chain(sends).chain(rest).collect()
     }
 }
@@ -954,18 +1004,10 @@ pub struct ParticipantConfig {
     /// than the coordinator's own timeout, so that normally the coordinator
     /// resolves first and inquiries only follow lost messages and crashes.
     pub inquire_after_ms: u64,
-    /// How long the shard remembers a finished (committed or aborted)
-    /// transaction, so that a late or duplicated prepare of it takes no
-    /// lock. Must exceed the longest a message can stay in the network:
-    /// every prepare of a transaction is sent before its decision, so once
-    /// this long has passed after the shard learnt the decision, no prepare
-    /// of it can arrive any more. (A stray lock taken after a commit would
-    /// let a re-sent commit apply the same writes twice.)
-    pub remember_finished_ms: u64,
-    /// The most finished transactions remembered. While the memory is
-    /// full, prepares of new transactions are refused (the coordinator
-    /// retries them in a new round) rather than anything being forgotten
-    /// early.
+    /// The most finished transactions remembered (those of rounds the
+    /// coordinator has not yet reported decided). While the memory is full,
+    /// prepares of new transactions are refused (the coordinator retries
+    /// them in a new round) rather than anything being forgotten early.
     pub remember_finished: usize,
     /// The most prepares queued behind held locks; more are refused (and
     /// the coordinator retries them in a new round).
@@ -976,7 +1018,6 @@ impl Default for ParticipantConfig {
     fn default() -> ParticipantConfig {
         ParticipantConfig {
             inquire_after_ms: 2_000,
-            remember_finished_ms: 10_000,
             remember_finished: 1 << 20,
             max_queued_prepares: MAX_QUEUED_PREPARES,
         }
@@ -1025,14 +1066,14 @@ pub struct Participant {
     prepared: FastMap<TxId, Lock>,
     /// Prepares granted since the last [`Participant::take_granted`].
     granted: Vec<Grant>,
-    /// Finished transactions, each with the sequence number of its latest
-    /// entry in `finished_order`.
-    finished: FastMap<TxId, (Finished, u64)>,
-    /// When each transaction finished, oldest first, to forget them in
-    /// order: `None` until the next [`Participant::handle_timeout`] stamps
-    /// the time (later than the true time, so never forgotten too early).
-    finished_order: std::collections::VecDeque<(TxId, u64, Option<u64>)>,
-    finished_seq: u64,
+    /// Finished transactions, each with the round it is remembered for
+    /// (the latest round it finished in here).
+    finished: FastMap<TxId, (Finished, Attempt)>,
+    /// Each finish's round, in the order they happened, to forget them as
+    /// the floor passes: rounds finish roughly in the order they began.
+    finished_order: VecDeque<(Attempt, TxId)>,
+    /// Every round below this is decided (as the coordinator last said).
+    decided_below: Attempt,
     /// Locks granted since the last [`Participant::handle_timeout`], whose
     /// inquiry timers it arms.
     unarmed: Vec<TxId>,
@@ -1119,6 +1160,12 @@ impl Participant {
     /// harmless; a prepare of a transaction remembered as finished (a late
     /// or duplicated message) is ignored.
     pub fn prepare(&mut self, tx: TxId, attempt: Attempt, keys: Vec<Key>) -> Option<ToCoordinator> {
+        if attempt < self.decided_below {
+            // A decided round: a commit would have needed this shard's vote
+            // for it, which it gave (and then holds the lock or has applied
+            // the commit); otherwise the round was aborted.
+            return None;
+        }
         match self.finished.get(&tx) {
             Some((Finished::Committed, _)) => return None,
             Some((Finished::Aborted(through), _)) if attempt <= *through => return None,
@@ -1219,66 +1266,78 @@ impl Participant {
         std::mem::take(&mut self.granted)
     }
 
-    fn release(&mut self, tx: TxId) -> Option<Vec<Key>> {
+    fn release(&mut self, tx: TxId) -> Option<Lock> {
         let lock = self.prepared.remove(&tx)?;
         if let Some(at_ms) = lock.inquire_at_ms {
             self.inquiries.remove(&(at_ms, tx));
         }
         let granted = self.locks.unlock(tx, &lock.keys);
         self.hold_all(granted);
-        Some(lock.keys)
+        Some(lock)
     }
 
-    /// The finished transactions remembered, oldest first. A shard keeps
-    /// them in its snapshot: a shard restarted from a snapshot without
-    /// them would lock a committed transaction again on a late prepare,
-    /// and a re-sent commit would then apply its writes twice.
-    pub fn finished(&self) -> impl Iterator<Item = (TxId, Finished)> + '_ {
-        self.finished_order.iter().filter_map(|(tx, seq, _)| {
+    /// The finished transactions remembered, oldest first, each with the
+    /// round it is remembered for. A shard keeps them in its snapshot, with
+    /// [`Participant::decided_below`]: a shard restarted from a snapshot
+    /// without them would lock a committed transaction again on a late
+    /// prepare, and a re-sent commit would then apply its writes twice.
+    pub fn finished(&self) -> impl Iterator<Item = (TxId, Finished, Attempt)> + '_ {
+        self.finished_order.iter().filter_map(|(round, tx)| {
             self.finished
                 .get(tx)
-                .filter(|(_, latest)| latest == seq)
-                .map(|(outcome, _)| (*tx, *outcome))
+                .filter(|(_, latest)| latest == round)
+                .map(|(outcome, _)| (*tx, *outcome, *round))
         })
     }
 
-    /// Remembers a finished transaction found in a snapshot. Its window
-    /// starts again at the next [`Participant::handle_timeout`]: later
-    /// than the live shard's, so never forgotten too early.
-    pub fn restore_finished(&mut self, tx: TxId, outcome: Finished) {
-        self.remember(tx, outcome);
+    /// Remembers a finished transaction found in a snapshot, with the round
+    /// [`Participant::finished`] gave.
+    pub fn restore_finished(&mut self, tx: TxId, outcome: Finished, round: Attempt) {
+        self.remember(tx, outcome, round);
     }
 
-    fn remember(&mut self, tx: TxId, outcome: Finished) {
-        let merged = match (self.finished.get(&tx), outcome) {
-            (Some((Finished::Committed, _)), _) => Finished::Committed,
-            (Some((Finished::Aborted(a), _)), Finished::Aborted(b)) => {
-                Finished::Aborted((*a).max(b))
-            }
-            (_, outcome) => outcome,
-        };
-        // Every finish restarts the transaction's window: a later abort of
-        // a later round may follow later prepares.
-        self.finished_seq += 1;
-        self.finished.insert(tx, (merged, self.finished_seq));
-        self.finished_order.push_back((tx, self.finished_seq, None));
-    }
-
-    /// Stamps newly finished transactions with `now_ms` and forgets those
-    /// whose window has passed.
-    fn expire_finished(&mut self, now_ms: u64) {
-        for entry in self.finished_order.iter_mut().rev() {
-            if entry.2.is_some() {
-                break;
-            }
-            entry.2 = Some(now_ms);
+    /// Remembers that `tx` finished with `outcome` in `round`. An entry
+    /// that exists already keeps "committed" and the later round.
+    fn remember(&mut self, tx: TxId, outcome: Finished, round: Attempt) {
+        if round < self.decided_below {
+            // Prepares of that round are ignored anyway.
+            return;
         }
-        while let Some(&(tx, seq, Some(at_ms))) = self.finished_order.front() {
-            if at_ms + self.config.remember_finished_ms > now_ms {
+        let entry = match self.finished.get(&tx) {
+            Some(&(before, before_round)) => {
+                let merged = match (before, outcome) {
+                    (Finished::Committed, _) | (_, Finished::Committed) => Finished::Committed,
+                    (Finished::Aborted(a), Finished::Aborted(b)) => Finished::Aborted(a.max(b)),
+                };
+                (merged, before_round.max(round))
+            }
+            None => (outcome, round),
+        };
+        let known = self.finished.insert(tx, entry);
+        if known.is_none_or(|(_, before_round)| before_round != entry.1) {
+            self.finished_order.push_back((entry.1, tx));
+        }
+    }
+
+    /// The lowest round that may still be undecided, as far as this shard
+    /// knows: prepares of earlier rounds are ignored.
+    pub fn decided_below(&self) -> Attempt {
+        self.decided_below
+    }
+
+    /// Learns that every round below `below` is decided (a stale floor is
+    /// ignored) and forgets the finished transactions of those rounds.
+    pub fn decided(&mut self, below: Attempt) {
+        if below <= self.decided_below {
+            return;
+        }
+        self.decided_below = below;
+        while let Some(&(round, tx)) = self.finished_order.front() {
+            if round >= below {
                 break;
             }
             self.finished_order.pop_front();
-            if self.finished.get(&tx).is_some_and(|(_, s)| *s == seq) {
+            if self.finished.get(&tx).is_some_and(|(_, r)| *r == round) {
                 self.finished.remove(&tx);
             }
         }
@@ -1294,17 +1353,26 @@ impl Participant {
     /// still acknowledged.
     pub fn commit(&mut self, tx: TxId, writes: Vec<(Key, Value)>) -> CommitOutcome {
         let (apply, applied) = match self.release(tx) {
-            Some(keys) => {
-                debug_assert!(writes.iter().all(|(k, _)| keys.contains(k)));
+            Some(lock) => {
+                debug_assert!(writes.iter().all(|(k, _)| lock.keys.contains(k)));
+                self.remember(tx, Finished::Committed, lock.attempt);
                 (writes, true)
             }
-            None => (Vec::new(), false),
+            None => {
+                // A duplicate: the first commit released the lock. If the
+                // transaction is still remembered, it is as committed; if
+                // not, its round is below the floor, which keeps its late
+                // prepares out.
+                if let Some(&(_, round)) = self.finished.get(&tx) {
+                    self.remember(tx, Finished::Committed, round);
+                }
+                (Vec::new(), false)
+            }
         };
         // A correct coordinator commits only after this shard's vote, so
         // no prepare of `tx` can still be waiting; drop one defensively.
         let granted = self.locks.withdraw(tx, |_| true);
         self.hold_all(granted);
-        self.remember(tx, Finished::Committed);
         CommitOutcome {
             apply,
             applied,
@@ -1329,16 +1397,15 @@ impl Participant {
         self.hold_all(granted);
         self.granted
             .retain(|g| !(g.tx == tx && g.attempt <= attempt));
-        self.remember(tx, Finished::Aborted(attempt));
+        self.remember(tx, Finished::Aborted(attempt), attempt);
     }
 
     /// Handles the passing of time: arms the inquiry timer of transactions
-    /// prepared since the last call, forgets transactions finished long
-    /// enough ago, and returns an inquiry for each prepared one whose
-    /// decision is overdue, in transaction order. Call it after every
-    /// batch of messages and whenever [`Participant::poll_timeout`] comes.
+    /// prepared since the last call and returns an inquiry for each
+    /// prepared one whose decision is overdue, in transaction order. Call
+    /// it after every batch of messages and whenever
+    /// [`Participant::poll_timeout`] comes.
     pub fn handle_timeout(&mut self, now_ms: u64) -> Vec<ToCoordinator> {
-        self.expire_finished(now_ms);
         let next_ms = now_ms + self.config.inquire_after_ms;
         for tx in std::mem::take(&mut self.unarmed) {
             if let Some(lock) = self.prepared.get_mut(&tx) {
@@ -1397,6 +1464,16 @@ mod tests {
     /// The command that aborts round `attempt` of `tx` on shard `shard`.
     fn abort(shard: u32, tx: TxId, attempt: Attempt) -> Command {
         send(shard, ToParticipant::Abort { tx, attempt })
+    }
+
+    /// `command`, a send, with the news that every round below `below` is
+    /// decided appended.
+    fn and_decided(command: Command, below: Attempt) -> Command {
+        let Command::Send { to, mut messages } = command else {
+            panic!("not a send: {command:?}");
+        };
+        messages.push(ToParticipant::Decided { below });
+        Command::Send { to, messages }
     }
 
     /// The command that commits `tx` on shard `shard` with `writes`.
@@ -1538,8 +1615,8 @@ mod tests {
                     writes,
                     output: 0
                 },
-                commit(0, tx.id, vec![(from, 70)]),
-                commit(1, tx.id, vec![(to, 35)]),
+                and_decided(commit(0, tx.id, vec![(from, 70)]), 1),
+                and_decided(commit(1, tx.id, vec![(to, 35)]), 1),
                 Command::SetTimer { at_ms: 1_002 },
             ]
         );
@@ -1600,8 +1677,8 @@ mod tests {
         assert_eq!(
             c.take_commands(),
             vec![
-                abort(0, tx.id, 0),
-                abort(1, tx.id, 0),
+                and_decided(abort(0, tx.id, 0), 1),
+                and_decided(abort(1, tx.id, 0), 1),
                 Command::Reply(Receipt {
                     tx_id: tx.id,
                     status: Status::Failed(TxError::InsufficientFunds {
@@ -1634,8 +1711,8 @@ mod tests {
         assert_eq!(
             c.take_commands(),
             vec![
-                abort(0, tx.id, 0),
-                abort(1, tx.id, 0),
+                and_decided(abort(0, tx.id, 0), 1),
+                and_decided(abort(1, tx.id, 0), 1),
                 Command::SetTimer { at_ms: 2 },
             ]
         );
@@ -1656,6 +1733,79 @@ mod tests {
                 Command::SetTimer { at_ms: 1_002 },
             ]
         );
+    }
+
+    /// The floor each shard hears is the lowest round not yet decided: a
+    /// refused transaction's next round, numbered at once but prepared
+    /// only after its back-off, holds it down while later rounds commit.
+    /// A shard hears a floor only when it rose since it last heard one.
+    #[test]
+    fn floor_stays_below_every_undecided_round() {
+        let (mut c, a, from, to) = setup();
+        let b = Transaction::transfer(TxId::from_u128(10), AccountId(1), AccountId(2), 5);
+        let floors = |commands: Vec<Command>| -> Vec<(ShardId, Attempt)> {
+            commands
+                .into_iter()
+                .flat_map(|command| match command {
+                    Command::Send { to, messages } => messages
+                        .into_iter()
+                        .filter_map(|m| match m {
+                            ToParticipant::Decided { below } => Some((to, below)),
+                            _ => None,
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                })
+                .collect()
+        };
+        c.begin(0, a.clone());
+        c.begin(0, b.clone());
+        assert_eq!(floors(c.take_commands()), vec![], "rounds 0 and 1 open");
+        assert_eq!(c.decided_below(), 0);
+        c.handle_message(
+            1,
+            ToCoordinator::Refused {
+                tx: a.id,
+                attempt: 0,
+                shard: ShardId(0),
+                key: from,
+                holder: b.id,
+            },
+        );
+        // a's round 0 is aborted and round 2 waits; b's round 1 is open.
+        assert_eq!(
+            floors(c.take_commands()),
+            vec![(ShardId(0), 1), (ShardId(1), 1)]
+        );
+        let vote = |tx: TxId, shard: u32, values| ToCoordinator::Prepared {
+            tx,
+            attempt: 1,
+            shard: ShardId(shard),
+            values,
+        };
+        c.handle_message(2, vote(b.id, 0, vec![(from, Some(100))]));
+        c.handle_message(3, vote(b.id, 1, vec![(to, Some(0))]));
+        let commands = c.take_commands();
+        assert!(commands
+            .iter()
+            .any(|c| matches!(c, Command::PersistCommit { .. })));
+        assert_eq!(
+            floors(commands),
+            vec![(ShardId(0), 2), (ShardId(1), 2)],
+            "b is decided; a's round 2 is not"
+        );
+        c.handle_timeout(1_000);
+        let commands = c.take_commands();
+        assert!(commands.contains(&send(
+            0,
+            ToParticipant::Prepare {
+                tx: a.id,
+                attempt: 2,
+                keys: vec![from]
+            }
+        )));
+        assert_eq!(floors(commands), vec![], "the floor did not rise");
+        assert_eq!(c.decided_below(), 2);
     }
 
     /// Missing votes abort at the deadline; missing commit acks re-send.
@@ -1970,10 +2120,9 @@ mod tests {
         assert_eq!(forgetful.in_flight(), 1, "runs again");
     }
 
-    fn config(inquire_after_ms: u64, remember_finished_ms: u64) -> ParticipantConfig {
+    fn config(inquire_after_ms: u64) -> ParticipantConfig {
         ParticipantConfig {
             inquire_after_ms,
-            remember_finished_ms,
             remember_finished: 4,
             max_queued_prepares: MAX_QUEUED_PREPARES,
         }
@@ -1986,7 +2135,7 @@ mod tests {
     fn participant_inquires_after_timeout_and_repeats() {
         let key = Key::balance(AccountId(1), AssetId::COIN);
         let a = TxId::from_u128(1);
-        let mut p = Participant::with_config(ShardId(2), config(100, 8));
+        let mut p = Participant::with_config(ShardId(2), config(100));
         p.prepare(a, 4, vec![key]);
         p.take_granted();
         assert_eq!(p.poll_timeout(), None);
@@ -2006,52 +2155,63 @@ mod tests {
         assert_eq!(p.handle_timeout(1_000), vec![]);
     }
 
-    /// A late prepare of a finished transaction takes no lock while the
-    /// transaction is remembered; the window starts at the first timeout
-    /// call after the finish and ends `remember_finished_ms` later.
+    /// A late prepare of a finished transaction takes no lock: while the
+    /// transaction is remembered, and once the coordinator's floor has
+    /// passed its round (the memory then forgets it). A later round of an
+    /// aborted transaction, above the floor, locks as usual; a stale floor
+    /// changes nothing.
     #[test]
     fn late_prepare_after_finish_takes_no_lock() {
         let key = Key::balance(AccountId(1), AssetId::COIN);
-        let (a, b) = (TxId::from_u128(1), TxId::from_u128(2));
-        let mut p = Participant::with_config(ShardId(0), config(100, 500));
+        let (a, b, c) = (TxId::from_u128(1), TxId::from_u128(2), TxId::from_u128(3));
+        let mut p = Participant::with_config(ShardId(0), config(100));
         p.abort(a, 0);
         assert_eq!(p.prepare(a, 0, vec![key]), None);
         assert_eq!(p.take_granted(), vec![], "aborted round stays aborted");
         assert!(!p.has_locks());
-        p.prepare(b, 0, vec![key]);
+        p.prepare(b, 1, vec![key]);
         p.commit(b, vec![(key, 1)]);
         p.take_granted();
-        assert_eq!(p.prepare(b, 0, vec![key]), None);
+        p.abort(c, 3);
+        assert_eq!(p.prepare(b, 1, vec![key]), None);
         assert_eq!(p.take_granted(), vec![], "committed stays committed");
-        assert_eq!(p.remembered(), 2);
-        p.handle_timeout(1_000);
-        p.handle_timeout(1_499);
-        assert_eq!(p.remembered(), 2);
-        p.handle_timeout(1_500);
-        assert_eq!(p.remembered(), 0);
-        p.prepare(a, 0, vec![key]);
-        assert_eq!(p.take_granted(), vec![grant(a, 0, vec![key])]);
+        assert_eq!(p.remembered(), 3);
+        p.decided(2);
+        assert_eq!(p.decided_below(), 2);
+        assert_eq!(p.remembered(), 1, "rounds 0 and 1 are forgotten, 3 kept");
+        p.decided(1);
+        assert_eq!(p.decided_below(), 2, "a stale floor is ignored");
+        for (tx, round) in [(a, 0), (b, 1), (c, 3)] {
+            p.prepare(tx, round, vec![key]);
+            assert_eq!(p.take_granted(), vec![], "round {round} stays finished");
+        }
+        p.prepare(a, 4, vec![key]);
+        assert_eq!(p.take_granted(), vec![grant(a, 4, vec![key])]);
     }
 
     /// Regression (found by the simulator, seed 137): a duplicated prepare
     /// arriving after its transaction committed took a fresh lock once the
     /// shard had forgotten the commit, and the coordinator's re-sent commit
-    /// then applied the same writes a second time. Within the window the
-    /// prepare takes no lock, so the re-sent commit applies nothing.
+    /// then applied the same writes a second time. The prepare takes no
+    /// lock, neither while the commit is remembered nor after the floor
+    /// has passed its round, so the re-sent commit applies nothing.
     #[test]
     fn stray_prepare_after_commit_cannot_apply_twice() {
         let key = Key::balance(AccountId(1), AssetId::COIN);
         let a = TxId::from_u128(1);
-        let mut p = Participant::with_config(ShardId(0), config(100, 500));
+        let mut p = Participant::with_config(ShardId(0), config(100));
         p.prepare(a, 0, vec![key]);
         p.take_granted();
         assert!(p.commit(a, vec![(key, 7)]).applied);
-        p.handle_timeout(10);
-        p.prepare(a, 0, vec![key]);
-        assert_eq!(p.take_granted(), vec![]);
-        let resent = p.commit(a, vec![(key, 7)]);
-        assert_eq!(resent.apply, vec![]);
-        assert!(!resent.applied);
+        for floor in [0, 1] {
+            p.decided(floor);
+            p.prepare(a, 0, vec![key]);
+            assert_eq!(p.take_granted(), vec![], "floor {floor}");
+            let resent = p.commit(a, vec![(key, 7)]);
+            assert_eq!(resent.apply, vec![], "floor {floor}");
+            assert!(!resent.applied, "floor {floor}");
+        }
+        assert_eq!(p.remembered(), 0);
     }
 
     /// While the memory of finished transactions is full, prepares of new
@@ -2059,7 +2219,7 @@ mod tests {
     #[test]
     fn full_memory_refuses_new_prepares() {
         let key = Key::balance(AccountId(1), AssetId::COIN);
-        let mut p = Participant::with_config(ShardId(3), config(100, 500));
+        let mut p = Participant::with_config(ShardId(3), config(100));
         for n in 10..14 {
             p.abort(TxId::from_u128(n), 0);
         }
@@ -2074,8 +2234,8 @@ mod tests {
                 holder: a
             })
         );
-        p.handle_timeout(0);
-        p.handle_timeout(500);
+        p.decided(1);
+        assert_eq!(p.remembered(), 0);
         assert_eq!(p.prepare(a, 3, vec![key]), None);
         assert_eq!(p.take_granted(), vec![grant(a, 3, vec![key])]);
     }
@@ -2111,7 +2271,7 @@ mod tests {
             Key::balance(AccountId(2), AssetId::COIN),
         );
         let (a, b) = (TxId::from_u128(1), TxId::from_u128(2));
-        let mut p = Participant::with_config(ShardId(1), config(100, 500));
+        let mut p = Participant::with_config(ShardId(1), config(100));
         p.restore(b, 3, vec![k2]);
         p.restore(a, 0, vec![k1]);
         assert_eq!(p.take_granted(), vec![], "replay sends no votes");
@@ -2151,11 +2311,11 @@ mod tests {
         let remembered: Vec<_> = live.finished().collect();
         assert_eq!(
             remembered,
-            vec![(a, Finished::Committed), (b, Finished::Aborted(3))]
+            vec![(a, Finished::Committed, 0), (b, Finished::Aborted(3), 3)]
         );
         let mut restarted = Participant::new(ShardId(0));
-        for (tx, outcome) in remembered {
-            restarted.restore_finished(tx, outcome);
+        for (tx, outcome, round) in remembered {
+            restarted.restore_finished(tx, outcome, round);
         }
         assert_eq!(restarted.prepare(a, 0, vec![key]), None);
         assert_eq!(

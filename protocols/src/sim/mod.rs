@@ -78,11 +78,13 @@ pub struct SimConfig {
     pub coordinator: CoordinatorConfig,
     /// Every participant's tunables.
     pub participant: ParticipantConfig,
-    /// Whether each run stretches the participants' memory of finished
-    /// transactions past the longest message delay, as the protocol needs.
-    /// Off only to check that the simulator catches the double apply that
-    /// a too short memory allows.
-    pub window_outlives_messages: bool,
+    /// Whether shards remember the transactions they saw finish and the
+    /// floor of decided rounds, as they must. Off only to check that the
+    /// simulator catches the double apply that forgetting allows (a late
+    /// prepare re-locks a committed transaction, and a re-sent commit
+    /// applies it again): after every message a shard keeps its locks and
+    /// forgets the rest.
+    pub shards_remember_finished: bool,
     /// Whether clients re-submit a cross-shard transaction (same id, up to
     /// three times) that got no receipt within this many milliseconds. A
     /// re-submission reaches a restarted coordinator (the first one's was
@@ -123,15 +125,12 @@ impl Default for SimConfig {
             },
             participant: ParticipantConfig {
                 inquire_after_ms: 400,
-                // Short, so that runs also cover forgotten transactions,
-                // but longer than a message can live (`max_delay_ms`).
-                remember_finished_ms: 100,
                 // Small, so that runs also cover refusals while full.
                 remember_finished: 16,
                 // Small, so that runs also cover refusals and new rounds.
                 max_queued_prepares: 32,
             },
-            window_outlives_messages: true,
+            shards_remember_finished: true,
             resubmit_after_ms: None,
         }
     }
@@ -369,6 +368,7 @@ impl ShardNode {
                         state: values.clone(),
                         prepared: Vec::new(),
                         finished: Vec::new(),
+                        decided_below: 0,
                         committed: Vec::new(),
                     });
                 }
@@ -379,6 +379,17 @@ impl ShardNode {
         let memory = ShardMemory::recover(self.id, config.clone(), 0, snapshot, records, executor);
         self.state = memory.state;
         self.participant = memory.participant;
+    }
+
+    /// Breaks the participant on purpose (see
+    /// [`SimConfig::shards_remember_finished`]): keeps the locks and forgets
+    /// the finished transactions and the floor.
+    fn forget_finished(&mut self, config: &ParticipantConfig) {
+        let mut forgetful = Participant::with_config(self.id, config.clone());
+        for (tx, attempt, keys) in self.participant.prepared() {
+            forgetful.restore(*tx, attempt, keys.clone());
+        }
+        self.participant = forgetful;
     }
 }
 
@@ -448,15 +459,6 @@ impl<'c> Sim<'c> {
         coordinator_config.timeout_ms = vary(&mut rng, coordinator_config.timeout_ms);
         let mut participant_config = config.participant.clone();
         participant_config.inquire_after_ms = vary(&mut rng, participant_config.inquire_after_ms);
-        // The window must outlast every message in the network, or a stray
-        // prepare could lock a committed transaction again (see twopc).
-        participant_config.remember_finished_ms =
-            vary(&mut rng, participant_config.remember_finished_ms);
-        if config.window_outlives_messages {
-            participant_config.remember_finished_ms = participant_config
-                .remember_finished_ms
-                .max(config.max_delay_ms + 1);
-        }
         participant_config.remember_finished =
             1 + rng.below(participant_config.remember_finished as u64) as usize;
         participant_config.max_queued_prepares =
@@ -920,6 +922,7 @@ impl<'c> Sim<'c> {
                 node.participant.abort(tx, attempt);
                 records.push(ShardRecord::Aborted { tx, attempt }.into());
             }
+            ToParticipant::Decided { below } => node.participant.decided(below),
         }
         let granted = node.participant.take_granted();
         for grant in &granted {
@@ -944,6 +947,9 @@ impl<'c> Sim<'c> {
                 shard,
                 values,
             });
+        }
+        if !self.config.shards_remember_finished {
+            node.forget_finished(&self.participant_config);
         }
         for reply in replies {
             self.send(|| Event::ToCoordinator(reply.clone()));
@@ -1221,18 +1227,14 @@ mod tests {
         }
     }
 
-    /// The simulator is not vacuous: with the participants' memory of
-    /// finished transactions shorter than a message can live, duplicated
+    /// The simulator is not vacuous: when shards forget the transactions
+    /// they saw finish (and the floor of decided rounds), duplicated
     /// prepares re-lock committed transactions and re-sent commits apply
     /// twice, and some seed among a few hundred shows it.
     #[test]
-    fn catches_double_apply_when_memory_is_too_short() {
+    fn catches_double_apply_when_shards_forget_finished() {
         let config = SimConfig {
-            window_outlives_messages: false,
-            participant: ParticipantConfig {
-                remember_finished_ms: 4,
-                ..SimConfig::default().participant
-            },
+            shards_remember_finished: false,
             ..SimConfig::default()
         };
         let violation = (0..500)

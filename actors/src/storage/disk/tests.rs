@@ -48,7 +48,8 @@ fn snapshot(n: u64) -> ShardSnapshot {
     ShardSnapshot {
         state: (0..n).map(|a| (key(a), a * 10)).collect(),
         prepared: vec![(TxId::from_u128(7), 0, vec![key(n)])],
-        finished: vec![(TxId::from_u128(8), Finished::Aborted(2))],
+        finished: vec![(TxId::from_u128(8), Finished::Aborted(2), 2)],
+        decided_below: 1,
         committed: vec![(TxId::from_u128(9), n)],
     }
 }
