@@ -102,7 +102,7 @@ impl ShardMemory {
             prepared: self
                 .participant
                 .prepared()
-                .map(|(tx, attempt, keys)| (*tx, attempt, keys.clone()))
+                .map(|(tx, attempt, keys)| (*tx, attempt, keys.to_vec()))
                 .collect(),
             finished: self.participant.finished().collect(),
             decided_below: self.participant.decided_below(),

@@ -1039,7 +1039,9 @@ pub struct Grant {
 #[derive(Debug, Clone)]
 struct Lock {
     attempt: Attempt,
-    keys: Vec<Key>,
+    /// Inline: a transaction has a key or two per shard, and a lock read
+    /// on release should not cost a second cache miss.
+    keys: SmallVec<[Key; 2]>,
     /// When to ask the coordinator; `None` until the next
     /// [`Participant::handle_timeout`] arms it.
     inquire_at_ms: Option<u64>,
@@ -1077,8 +1079,8 @@ pub struct Participant {
     /// Locks granted since the last [`Participant::handle_timeout`], whose
     /// inquiry timers it arms.
     unarmed: Vec<TxId>,
-    /// Armed inquiry timers, earliest first.
-    inquiries: std::collections::BTreeSet<(u64, TxId)>,
+    /// Armed inquiry timers, by when they expire.
+    inquiries: Timers,
 }
 
 /// What a shard does with a commit.
@@ -1149,8 +1151,10 @@ impl Participant {
     }
 
     /// Prepared transactions with their rounds and keys, in no order.
-    pub fn prepared(&self) -> impl Iterator<Item = (&TxId, Attempt, &Vec<Key>)> {
-        self.prepared.iter().map(|(tx, l)| (tx, l.attempt, &l.keys))
+    pub fn prepared(&self) -> impl Iterator<Item = (&TxId, Attempt, &[Key])> {
+        self.prepared
+            .iter()
+            .map(|(tx, l)| (tx, l.attempt, l.keys.as_slice()))
     }
 
     /// Asks to lock `keys` for round `attempt` of `tx`. Granted at once if
@@ -1179,7 +1183,7 @@ impl Participant {
                 self.granted.push(Grant {
                     tx,
                     attempt,
-                    keys: lock.keys.clone(),
+                    keys: lock.keys.to_vec(),
                 });
             }
             return None;
@@ -1237,14 +1241,18 @@ impl Participant {
 
     /// Records a granted prepare whose keys the lock table gave it.
     fn hold(&mut self, grant: Grant) {
-        self.prepared.insert(
-            grant.tx,
-            Lock {
-                attempt: grant.attempt,
-                keys: grant.keys.clone(),
-                inquire_at_ms: None,
-            },
-        );
+        let lock = Lock {
+            attempt: grant.attempt,
+            keys: SmallVec::from_slice(&grant.keys),
+            inquire_at_ms: None,
+        };
+        if let Some(at_ms) = self
+            .prepared
+            .insert(grant.tx, lock)
+            .and_then(|l| l.inquire_at_ms)
+        {
+            self.inquiries.disarm(at_ms);
+        }
         self.unarmed.push(grant.tx);
         self.granted.push(grant);
     }
@@ -1269,7 +1277,7 @@ impl Participant {
     fn release(&mut self, tx: TxId) -> Option<Lock> {
         let lock = self.prepared.remove(&tx)?;
         if let Some(at_ms) = lock.inquire_at_ms {
-            self.inquiries.remove(&(at_ms, tx));
+            self.inquiries.disarm(at_ms);
         }
         let granted = self.locks.unlock(tx, &lock.keys);
         self.hold_all(granted);
@@ -1411,26 +1419,28 @@ impl Participant {
             if let Some(lock) = self.prepared.get_mut(&tx) {
                 if lock.inquire_at_ms.is_none() {
                     lock.inquire_at_ms = Some(next_ms);
-                    self.inquiries.insert((next_ms, tx));
+                    self.inquiries.arm(next_ms, tx);
                 }
             }
         }
         let mut due = Vec::new();
-        while let Some(&(at_ms, tx)) = self.inquiries.first() {
-            if at_ms > now_ms {
-                break;
-            }
-            self.inquiries.pop_first();
-            due.push(tx);
+        while let Some((at_ms, txs)) = self.inquiries.pop_due(now_ms) {
+            // Entries of released (or re-armed) locks are stale: skipped.
+            due.extend(txs.into_iter().filter(|tx| {
+                self.prepared
+                    .get(tx)
+                    .is_some_and(|lock| lock.inquire_at_ms == Some(at_ms))
+            }));
         }
         // In transaction order, so that the output does not depend on
         // when each timer was armed within one call.
         due.sort_unstable();
+        due.dedup();
         due.into_iter()
             .map(|tx| {
                 let lock = self.prepared.get_mut(&tx).expect("armed locks are held");
                 lock.inquire_at_ms = Some(next_ms);
-                self.inquiries.insert((next_ms, tx));
+                self.inquiries.arm(next_ms, tx);
                 ToCoordinator::Inquire {
                     tx,
                     attempt: lock.attempt,
@@ -1443,7 +1453,53 @@ impl Participant {
     /// When [`Participant::handle_timeout`] next has something to do, if
     /// ever: the earliest armed inquiry.
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.inquiries.first().map(|(at_ms, _)| *at_ms)
+        self.inquiries.first()
+    }
+}
+
+/// Timers by when they expire, one bucket per millisecond (a batch's
+/// prepares share one). Disarming a timer costs a lookup among the few
+/// buckets rather than among every lock's timer: it only counts the
+/// bucket's live timers down, and a bucket none are left in goes.
+#[derive(Debug, Default, Clone)]
+struct Timers(BTreeMap<u64, Bucket>);
+
+#[derive(Debug, Default, Clone)]
+struct Bucket {
+    /// Every transaction armed here; some may have been disarmed since.
+    txs: Vec<TxId>,
+    /// How many are still armed here.
+    live: usize,
+}
+
+impl Timers {
+    fn arm(&mut self, at_ms: u64, tx: TxId) {
+        let bucket = self.0.entry(at_ms).or_default();
+        bucket.txs.push(tx);
+        bucket.live += 1;
+    }
+
+    /// Counts down a timer armed at `at_ms`.
+    fn disarm(&mut self, at_ms: u64) {
+        if let Some(bucket) = self.0.get_mut(&at_ms) {
+            bucket.live -= 1;
+            if bucket.live == 0 {
+                self.0.remove(&at_ms);
+            }
+        }
+    }
+
+    /// When the earliest live timer expires.
+    fn first(&self) -> Option<u64> {
+        self.0.keys().next().copied()
+    }
+
+    /// Takes the earliest bucket if it is due at `now_ms`: its time and
+    /// the transactions armed there (stale ones included).
+    fn pop_due(&mut self, now_ms: u64) -> Option<(u64, Vec<TxId>)> {
+        let entry = self.0.first_entry().filter(|e| *e.key() <= now_ms)?;
+        let (at_ms, bucket) = entry.remove_entry();
+        Some((at_ms, bucket.txs))
     }
 }
 

@@ -387,7 +387,7 @@ impl ShardNode {
     fn forget_finished(&mut self, config: &ParticipantConfig) {
         let mut forgetful = Participant::with_config(self.id, config.clone());
         for (tx, attempt, keys) in self.participant.prepared() {
-            forgetful.restore(*tx, attempt, keys.clone());
+            forgetful.restore(*tx, attempt, keys.to_vec());
         }
         self.participant = forgetful;
     }
