@@ -216,8 +216,17 @@ pub struct CoordinatorConfig {
     pub max_retries: u32,
     /// Back-off before the first retry; doubles with every retry.
     pub retry_backoff_ms: u64,
-    /// The most cross-shard transactions in flight; more are refused.
+    /// The most cross-shard transactions in flight, waiting ones included;
+    /// more are refused.
     pub max_in_flight: usize,
+    /// The most transactions in two-phase commit at once; more wait, in
+    /// arrival order, and start together once a quarter of the room is
+    /// free (so that their prepares travel in batches). Every active
+    /// transaction holds locks and records on its shards and here, and
+    /// with fewer of them those stay in the caches: on 2 cores, four
+    /// clients' batches of 10,000 transfers over 100k accounts commit 1.7x
+    /// as fast with 2,048 active as with all 40,000 (`bench-cluster`).
+    pub max_active: usize,
     /// How many of its latest commits the coordinator remembers, to answer
     /// a re-submitted transaction id with its receipt instead of running it
     /// again (see [`crate::committed`]).
@@ -231,6 +240,7 @@ impl Default for CoordinatorConfig {
             max_retries: 16,
             retry_backoff_ms: 1,
             max_in_flight: 100_000,
+            max_active: 2_048,
             remember_committed: crate::committed::DEFAULT_REMEMBERED,
         }
     }
@@ -454,6 +464,11 @@ pub struct Coordinator {
     placement: Placement,
     registry: std::sync::Arc<Registry>,
     in_flight: Flights,
+    /// Transactions waiting for room among the active ones
+    /// ([`CoordinatorConfig::max_active`]), in arrival order.
+    waiting: VecDeque<Transaction>,
+    /// The ids in `waiting`.
+    waiting_ids: FastSet<TxId>,
     /// Timers set, by time (one bucket per millisecond: a batch's
     /// transactions share one): what [`Coordinator::handle_timeout`]
     /// visits. An entry may be stale (its transaction answered or
@@ -481,6 +496,8 @@ impl Coordinator {
             placement,
             registry,
             in_flight: Flights::default(),
+            waiting: VecDeque::new(),
+            waiting_ids: FastSet::default(),
             due: BTreeMap::new(),
             outbox: BTreeMap::new(),
             commands: Vec::new(),
@@ -515,26 +532,22 @@ impl Coordinator {
         self.rounds.next
     }
 
-    /// The number of transactions not yet answered.
+    /// The number of transactions not yet answered, waiting ones included.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.in_flight.len() + self.waiting.len()
     }
 
-    /// Starts a cross-shard transaction, or answers it at once if it
-    /// committed already (a client's retry).
+    /// Starts a cross-shard transaction (or queues it while
+    /// [`CoordinatorConfig::max_active`] are active), or answers it at once
+    /// if it committed already (a client's retry).
     pub fn begin(&mut self, now_ms: u64, tx: Transaction) {
-        if self.in_flight.contains_key(&tx.id) {
-            // A duplicate submission: the first one will be answered.
+        if self.answered_already(&tx) {
             return;
         }
-        if let Some(receipt) = self.committed.receipt(&tx.id) {
-            self.commands.push(Command::Reply(receipt));
-            return;
-        }
-        if self.in_flight.len() >= self.config.max_in_flight {
+        if self.in_flight() >= self.config.max_in_flight {
             let reason = format!(
                 "coordinator has {} transactions in flight",
-                self.in_flight.len()
+                self.in_flight()
             );
             self.reply_failed(tx.id, TxError::CrossShardAborted { reason });
             return;
@@ -543,6 +556,48 @@ impl Coordinator {
             self.reply_failed(tx.id, error);
             return;
         }
+        if self.in_flight.len() >= self.config.max_active || !self.waiting.is_empty() {
+            self.waiting_ids.insert(tx.id);
+            self.waiting.push_back(tx);
+            return;
+        }
+        self.start(now_ms, tx);
+    }
+
+    /// Whether `tx` needs no new round: it is active or waiting (a
+    /// duplicate submission; the first will be answered), or it committed
+    /// already (a client's retry), which is answered now.
+    fn answered_already(&mut self, tx: &Transaction) -> bool {
+        if self.in_flight.contains_key(&tx.id) || self.waiting_ids.contains(&tx.id) {
+            return true;
+        }
+        if let Some(receipt) = self.committed.receipt(&tx.id) {
+            self.commands.push(Command::Reply(receipt));
+            return true;
+        }
+        false
+    }
+
+    /// Starts waiting transactions while there is room among the active,
+    /// once a quarter of it is free: they start together, and their
+    /// prepares travel in batches.
+    fn admit(&mut self, now_ms: u64) {
+        if self.waiting.is_empty()
+            || self.in_flight.len() + self.config.max_active / 4 > self.config.max_active
+        {
+            return;
+        }
+        while self.in_flight.len() < self.config.max_active {
+            let Some(tx) = self.waiting.pop_front() else {
+                return;
+            };
+            self.waiting_ids.remove(&tx.id);
+            self.start(now_ms, tx);
+        }
+    }
+
+    /// Begins the first round of a validated transaction.
+    fn start(&mut self, now_ms: u64, tx: Transaction) {
         let mut keys: PerShard<Vec<Key>> = PerShard::default();
         for key in tx.access.keys() {
             keys.entry(self.placement.shard_of(key)).push(*key);
@@ -625,6 +680,7 @@ impl Coordinator {
             ToCoordinator::Committed { tx, shard } => self.on_committed(tx, shard),
             ToCoordinator::Inquire { tx, attempt, shard } => self.on_inquire(tx, attempt, shard),
         }
+        self.admit(now_ms);
     }
 
     fn on_prepared(
@@ -862,6 +918,7 @@ impl Coordinator {
                 self.due.entry(flight.deadline_ms).or_default().push(id);
             }
         }
+        self.admit(now_ms);
     }
 
     /// When [`Coordinator::handle_timeout`] next has something to do, if
@@ -1862,6 +1919,96 @@ mod tests {
         )));
         assert_eq!(floors(commands), vec![], "the floor did not rise");
         assert_eq!(c.decided_below(), 2);
+    }
+
+    /// Beyond `max_active` transactions wait, in arrival order, and count
+    /// as in flight; they start when there is room. A duplicate of a
+    /// waiting transaction is ignored like one of an active transaction
+    /// (the first is answered), not refused nor run again.
+    #[test]
+    fn transactions_beyond_max_active_wait_their_turn() {
+        let (_, a, from, to) = setup();
+        let mut placement = Placement::hashed(2).unwrap();
+        placement.place(AccountId(1), ShardId(0)).unwrap();
+        placement.place(AccountId(2), ShardId(1)).unwrap();
+        let config = CoordinatorConfig {
+            max_active: 1,
+            max_in_flight: 2,
+            ..CoordinatorConfig::default()
+        };
+        let mut c = Coordinator::new(config, placement, Arc::new(Registry::new()));
+        let b = Transaction::transfer(TxId::from_u128(10), AccountId(1), AccountId(2), 5);
+        let late = Transaction::transfer(TxId::from_u128(11), AccountId(1), AccountId(2), 5);
+        let prepared = |commands: &[Command]| -> Vec<(TxId, Attempt)> {
+            commands
+                .iter()
+                .flat_map(|command| match command {
+                    Command::Send { messages, .. } => messages
+                        .iter()
+                        .filter_map(|m| match m {
+                            ToParticipant::Prepare { tx, attempt, .. } => Some((*tx, *attempt)),
+                            _ => None,
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                })
+                .collect()
+        };
+        c.begin(0, a.clone());
+        c.begin(0, b.clone());
+        c.begin(0, b.clone());
+        assert_eq!(prepared(&c.take_commands()), vec![(a.id, 0)]);
+        assert_eq!(c.in_flight(), 2, "one active, one waiting");
+        c.begin(0, late.clone());
+        assert!(matches!(
+            c.take_commands().as_slice(),
+            [Command::Reply(Receipt {
+                status: Status::Failed(TxError::CrossShardAborted { .. }),
+                ..
+            })]
+        ));
+        let commit_everywhere = |c: &mut Coordinator, tx: TxId, attempt: Attempt| {
+            let values = [vec![(from, Some(100))], vec![(to, Some(0))]];
+            for (shard, values) in values.into_iter().enumerate() {
+                let shard = ShardId(shard as u32);
+                c.handle_message(
+                    1,
+                    ToCoordinator::Prepared {
+                        tx,
+                        attempt,
+                        shard,
+                        values,
+                    },
+                );
+            }
+            c.take_commands();
+            for shard in [ShardId(0), ShardId(1)] {
+                c.handle_message(2, ToCoordinator::Committed { tx, shard });
+            }
+            c.take_commands()
+        };
+        let commands = commit_everywhere(&mut c, a.id, 0);
+        assert_eq!(
+            prepared(&commands),
+            vec![(b.id, 1)],
+            "b starts once a is done"
+        );
+        assert_eq!(c.in_flight(), 1);
+        let commands = commit_everywhere(&mut c, b.id, 1);
+        assert_eq!(prepared(&commands), vec![], "b's duplicate does not run");
+        let replies: Vec<_> = commands
+            .iter()
+            .filter_map(|command| match command {
+                Command::Reply(receipt) => Some(receipt.clone()),
+                _ => None,
+            })
+            .collect();
+        let committed = Receipt {
+            tx_id: b.id,
+            status: Status::Committed { output: 0 },
+        };
+        assert_eq!(replies, vec![committed]);
+        assert_eq!(c.in_flight(), 0);
     }
 
     /// Missing votes abort at the deadline; missing commit acks re-send.

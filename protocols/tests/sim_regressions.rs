@@ -45,3 +45,18 @@ fn resubmission_to_restarted_coordinator_stays_atomic() {
     };
     assert_seeds_pass(&config, &[74, 1323]);
 }
+
+/// With transactions waiting for room among the active ones, a client's
+/// re-submission of a waiting transaction was not recognised as a
+/// duplicate: refused while the coordinator was full, it drew a failed
+/// receipt while the original later committed (seed 8 while the simulator
+/// drew 1 to 40 active; 6495, 23279 and 41292 with 8 to 39). Duplicates of
+/// waiting transactions are now ignored like those of active ones.
+#[test]
+fn resubmission_of_a_waiting_transaction_has_one_outcome() {
+    let config = SimConfig {
+        resubmit_after_ms: Some(300),
+        ..SimConfig::default()
+    };
+    assert_seeds_pass(&config, &[6495, 23279, 41292]);
+}

@@ -457,6 +457,11 @@ impl<'c> Sim<'c> {
         // after it; memory and queue sizes vary down to none.
         let mut coordinator_config = config.coordinator.clone();
         coordinator_config.timeout_ms = vary(&mut rng, coordinator_config.timeout_ms);
+        // Few active transactions, so that runs cover transactions waiting
+        // for room as well as none waiting; at least 8, so that a heavy
+        // run's queue drains within the quiet bound (with 1 it takes up to
+        // a minute of simulated time, and 1,000 heavy seeds still pass).
+        coordinator_config.max_active = 8 + rng.below(32) as usize;
         let mut participant_config = config.participant.clone();
         participant_config.inquire_after_ms = vary(&mut rng, participant_config.inquire_after_ms);
         participant_config.remember_finished =
