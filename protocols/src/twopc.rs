@@ -1579,6 +1579,14 @@ mod tests {
         send(shard, ToParticipant::Abort { tx, attempt })
     }
 
+    /// Every message `commands` send, with its shard, in order.
+    fn sent(commands: Vec<Command>) -> impl Iterator<Item = (ShardId, ToParticipant)> {
+        commands.into_iter().flat_map(|command| match command {
+            Command::Send { to, messages } => messages.into_iter().map(|m| (to, m)).collect(),
+            _ => Vec::new(),
+        })
+    }
+
     /// `command`, a send, with the news that every round below `below` is
     /// decided appended.
     fn and_decided(command: Command, below: Attempt) -> Command {
@@ -1857,17 +1865,10 @@ mod tests {
         let (mut c, a, from, to) = setup();
         let b = Transaction::transfer(TxId::from_u128(10), AccountId(1), AccountId(2), 5);
         let floors = |commands: Vec<Command>| -> Vec<(ShardId, Attempt)> {
-            commands
-                .into_iter()
-                .flat_map(|command| match command {
-                    Command::Send { to, messages } => messages
-                        .into_iter()
-                        .filter_map(|m| match m {
-                            ToParticipant::Decided { below } => Some((to, below)),
-                            _ => None,
-                        })
-                        .collect(),
-                    _ => Vec::new(),
+            sent(commands)
+                .filter_map(|(to, m)| match m {
+                    ToParticipant::Decided { below } => Some((to, below)),
+                    _ => None,
                 })
                 .collect()
         };
@@ -1939,25 +1940,18 @@ mod tests {
         let mut c = Coordinator::new(config, placement, Arc::new(Registry::new()));
         let b = Transaction::transfer(TxId::from_u128(10), AccountId(1), AccountId(2), 5);
         let late = Transaction::transfer(TxId::from_u128(11), AccountId(1), AccountId(2), 5);
-        let prepared = |commands: &[Command]| -> Vec<(TxId, Attempt)> {
-            commands
-                .iter()
-                .flat_map(|command| match command {
-                    Command::Send { messages, .. } => messages
-                        .iter()
-                        .filter_map(|m| match m {
-                            ToParticipant::Prepare { tx, attempt, .. } => Some((*tx, *attempt)),
-                            _ => None,
-                        })
-                        .collect(),
-                    _ => Vec::new(),
+        let prepared = |commands: Vec<Command>| -> Vec<(TxId, Attempt)> {
+            sent(commands)
+                .filter_map(|(_, m)| match m {
+                    ToParticipant::Prepare { tx, attempt, .. } => Some((tx, attempt)),
+                    _ => None,
                 })
                 .collect()
         };
         c.begin(0, a.clone());
         c.begin(0, b.clone());
         c.begin(0, b.clone());
-        assert_eq!(prepared(&c.take_commands()), vec![(a.id, 0)]);
+        assert_eq!(prepared(c.take_commands()), vec![(a.id, 0)]);
         assert_eq!(c.in_flight(), 2, "one active, one waiting");
         c.begin(0, late.clone());
         assert!(matches!(
@@ -1989,13 +1983,17 @@ mod tests {
         };
         let commands = commit_everywhere(&mut c, a.id, 0);
         assert_eq!(
-            prepared(&commands),
+            prepared(commands),
             vec![(b.id, 1)],
             "b starts once a is done"
         );
         assert_eq!(c.in_flight(), 1);
         let commands = commit_everywhere(&mut c, b.id, 1);
-        assert_eq!(prepared(&commands), vec![], "b's duplicate does not run");
+        assert_eq!(
+            prepared(commands.clone()),
+            vec![],
+            "b's duplicate does not run"
+        );
         let replies: Vec<_> = commands
             .iter()
             .filter_map(|command| match command {
