@@ -7,7 +7,7 @@ pub use parashard_protocols as protocols;
 mod cluster;
 pub use cluster::{
     failed, Cluster, ClusterBuilder, ClusterError, ClusterStorageStats, MetricsSnapshot, Pending,
-    MAX_REMEMBERED,
+    MAX_REMEMBERED, ON_DISK_MAX_ACTIVE,
 };
 pub use parashard_actors::faults::{
     CrashPoint, FaultError, FaultStats, Faults, LinkFaults, Target as FaultTarget,

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use parashard::prelude::*;
+use parashard::protocols::twopc::CoordinatorConfig;
 use parashard::protocols::workload::{self, Rng, TxIds};
 
 // glibc returns a freed block of a block's size (receipts, plans) to the
@@ -93,6 +94,10 @@ struct ClusterArgs {
     /// directory instead of in memory.
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
+    /// The most cross-shard transactions in two-phase commit at once
+    /// (default: the cluster's; see `CoordinatorConfig::max_active`).
+    #[arg(long)]
+    max_active: Option<usize>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -363,6 +368,12 @@ fn bench_cluster(args: &ClusterArgs) -> Result<(), CliError> {
         bench_recovery::require_empty(dir)?;
         println!("  storage: on disk in {}", dir.display());
         builder = builder.data_dir(dir);
+    }
+    if let Some(max_active) = args.max_active {
+        builder = builder.coordinator(CoordinatorConfig {
+            max_active,
+            ..CoordinatorConfig::default()
+        });
     }
     let cluster = builder.start()?;
     let genesis: Vec<_> = (0..args.accounts)

@@ -143,7 +143,7 @@ static HANDOFFS: AtomicU64 = AtomicU64::new(0);
 
 impl Drop for ParallelExecutor {
     /// Ends the pool threads' keep-warm spin: they would otherwise go on
-    /// holding a core for up to [`KEEP_WARM`] after the executor is gone,
+    /// holding a core for up to `KEEP_WARM` after the executor is gone,
     /// and the threads of an executor created next start on the other.
     fn drop(&mut self) {
         self.handoff();
