@@ -206,6 +206,49 @@ mod tests {
         }
     }
 
+    /// A shard recovered from its snapshot and the records after it keeps
+    /// out late prepares as the live shard did: rounds below the snapshot's
+    /// floor, and finished transactions it remembered or logged since,
+    /// while a new round of an aborted transaction still locks.
+    #[test]
+    fn recovered_shard_keeps_its_floor_and_finished_memory() {
+        use crate::exec::SequentialExecutor;
+        use crate::twopc::Finished;
+        let key = |a| Key::balance(AccountId(a), crate::model::AssetId::COIN);
+        let executor = SequentialExecutor::default();
+        let (old, kept, logged) = (TxId::from_u128(1), TxId::from_u128(2), TxId::from_u128(3));
+        let mut live = ShardMemory::new(ShardId(0), ParticipantConfig::default(), 0);
+        let p = &mut live.participant;
+        for (tx, round) in [(old, 3), (kept, 7)] {
+            assert_eq!(p.prepare(tx, round, vec![key(round)]), None);
+            p.commit(tx, vec![(key(round), 1)]);
+        }
+        p.decided(5);
+        let snapshot = live.snapshot();
+        assert_eq!(snapshot.decided_below, 5);
+        assert_eq!(snapshot.finished, vec![(kept, Finished::Committed, 7)]);
+        let after = vec![ShardRecord::Aborted {
+            tx: logged,
+            attempt: 8,
+        }];
+        let mut recovered = ShardMemory::recover(
+            ShardId(0),
+            ParticipantConfig::default(),
+            0,
+            Some(snapshot),
+            after,
+            &executor,
+        );
+        let p = &mut recovered.participant;
+        assert_eq!(p.decided_below(), 5);
+        for (tx, round) in [(old, 3), (kept, 7), (logged, 8)] {
+            assert_eq!(p.prepare(tx, round, vec![key(round)]), None);
+            assert_eq!(p.take_granted(), vec![], "{tx} round {round}");
+        }
+        assert_eq!(p.prepare(logged, 9, vec![key(9)]), None);
+        assert_eq!(p.take_granted().len(), 1, "a later round locks");
+    }
+
     /// Proves a coordinator log recovers as documented: the greatest
     /// logged epoch (snapshot or records) is found; a commit marked done is
     /// remembered (its re-submission is answered at once, with its output)
