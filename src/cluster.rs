@@ -218,6 +218,11 @@ impl ClusterBuilder {
                 self.remember_committed
             )));
         }
+        if self.coordinator.as_ref().is_some_and(|c| c.max_active == 0) {
+            return Err(ClusterError::Config(
+                "coordinator max_active 0: no cross-shard transaction could start".into(),
+            ));
+        }
         if self.max_in_flight == 0 || self.max_in_flight > Semaphore::MAX_PERMITS {
             return Err(ClusterError::Config(format!(
                 "max_in_flight {} out of range",

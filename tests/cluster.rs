@@ -436,6 +436,17 @@ fn bad_input_gets_typed_errors() {
             .start(),
         Err(ClusterError::Config(_))
     ));
+    // No room for any active transaction would leave every cross-shard
+    // one waiting forever.
+    assert!(matches!(
+        Cluster::builder()
+            .coordinator(parashard::protocols::twopc::CoordinatorConfig {
+                max_active: 0,
+                ..Default::default()
+            })
+            .start(),
+        Err(ClusterError::Config(_))
+    ));
 }
 
 /// Locks left by a coordinator crash are released: the restarted

@@ -226,6 +226,7 @@ pub struct CoordinatorConfig {
     /// with fewer of them those stay in the caches: on 2 cores, four
     /// clients' batches of 10,000 transfers over 100k accounts commit 1.7x
     /// as fast with 2,048 active as with all 40,000 (`bench-cluster`).
+    /// 0 counts as 1 (nothing could ever start).
     pub max_active: usize,
     /// How many of its latest commits the coordinator remembers, to answer
     /// a re-submitted transaction id with its receipt instead of running it
@@ -492,7 +493,10 @@ impl Coordinator {
     ) -> Coordinator {
         Coordinator {
             committed: CommittedMemory::new(config.remember_committed),
-            config,
+            config: CoordinatorConfig {
+                max_active: config.max_active.max(1),
+                ..config
+            },
             placement,
             registry,
             in_flight: Flights::default(),
@@ -2007,6 +2011,30 @@ mod tests {
         };
         assert_eq!(replies, vec![committed]);
         assert_eq!(c.in_flight(), 0);
+    }
+
+    /// A `max_active` of 0 counts as 1: the transaction starts rather than
+    /// waiting forever.
+    #[test]
+    fn zero_max_active_still_starts_transactions() {
+        let (c, tx, from, _) = setup();
+        let config = CoordinatorConfig {
+            max_active: 0,
+            ..CoordinatorConfig::default()
+        };
+        let mut c = Coordinator::new(config, c.placement.clone(), c.registry.clone());
+        c.begin(0, tx.clone());
+        assert_eq!(
+            c.take_commands()[0],
+            send(
+                0,
+                ToParticipant::Prepare {
+                    tx: tx.id,
+                    attempt: 0,
+                    keys: vec![from]
+                }
+            )
+        );
     }
 
     /// Missing votes abort at the deadline; missing commit acks re-send.
