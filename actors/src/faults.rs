@@ -129,9 +129,9 @@ pub enum FaultError {
     },
 }
 
-/// The longest delay the fault layer adds to a message. Shards remember
-/// finished transactions for 10 s so that a late prepare takes no lock;
-/// a message must never live longer than that.
+/// The longest delay the fault layer adds to a message: it keeps fault
+/// tests short. The protocol itself assumes no bound (a late prepare is
+/// kept out by the coordinator's floor of decided rounds, however late).
 pub const MAX_DELAY_MS: u64 = 2_000;
 
 /// Random faults on the coordinator<->shard links, each with its own
