@@ -44,6 +44,9 @@ fn start(seed: u64, dir: Option<&std::path::Path>) -> Cluster {
         .fault_seed(seed)
         .coordinator(CoordinatorConfig {
             timeout_ms: 250,
+            // Few active transactions, so that some always wait for room
+            // (and are lost with a coordinator crash like active ones).
+            max_active: 4 + (seed % 8) as usize,
             ..CoordinatorConfig::default()
         });
     for a in 0..PLACED {
