@@ -1,0 +1,173 @@
+//! Criterion benchmark of the two-phase commit state machines alone: a
+//! coordinator and four participants in one thread, messages handed over
+//! directly (no actors, no logs), 10,000 cross-shard transfers over 100k
+//! accounts per iteration, by how many may be active at once
+//! (`CoordinatorConfig::max_active`). What the protocol itself costs per
+//! transaction, apart from the runtime around it.
+//!
+//! Run with `cargo bench --bench twopc`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use parashard::prelude::*;
+use parashard::protocols::placement::Placement;
+use parashard::protocols::twopc::{
+    Command, Coordinator, CoordinatorConfig, Participant, ToCoordinator, ToParticipant,
+};
+use parashard::protocols::workload::{Rng, TxIds};
+
+const SHARDS: u32 = 4;
+const ACCOUNTS: u64 = 100_000;
+const TRANSFERS: usize = 10_000;
+const BALANCE: Value = 1 << 40;
+
+/// A participant with the values of its shard's keys.
+struct Shard {
+    participant: Participant,
+    values: HashMap<Key, Value>,
+}
+
+/// Transfers whose two accounts are on different shards.
+fn cross_transfers(placement: &Placement, rng: &mut Rng, ids: &mut TxIds) -> Vec<Transaction> {
+    (0..TRANSFERS)
+        .map(|_| loop {
+            let (from, to) = (
+                AccountId(rng.below(ACCOUNTS)),
+                AccountId(rng.below(ACCOUNTS)),
+            );
+            if placement.shard_of_account(from) != placement.shard_of_account(to) {
+                break Transaction::transfer(ids.next_id(), from, to, 1 + rng.below(100));
+            }
+        })
+        .collect()
+}
+
+/// Delivers `messages` to `shard` as a shard actor would (apply commits,
+/// then vote with the values of what was granted) and returns its replies.
+fn deliver(
+    shard_id: ShardId,
+    shard: &mut Shard,
+    messages: Vec<ToParticipant>,
+) -> Vec<ToCoordinator> {
+    let mut replies = Vec::new();
+    for message in messages {
+        let participant = &mut shard.participant;
+        match message {
+            ToParticipant::Prepare { tx, attempt, keys } => {
+                replies.extend(participant.prepare(tx, attempt, keys))
+            }
+            ToParticipant::Commit { tx, writes } => {
+                let outcome = participant.commit(tx, writes);
+                shard.values.extend(outcome.apply);
+                replies.push(outcome.reply);
+            }
+            ToParticipant::Abort { tx, attempt } => participant.abort(tx, attempt),
+            ToParticipant::Decided { below } => participant.decided(below),
+        }
+    }
+    for grant in shard.participant.take_granted() {
+        let values = grant
+            .keys
+            .iter()
+            .map(|k| (*k, shard.values.get(k).copied()))
+            .collect();
+        replies.push(ToCoordinator::Prepared {
+            tx: grant.tx,
+            attempt: grant.attempt,
+            shard: shard_id,
+            values,
+        });
+    }
+    replies
+}
+
+/// Runs `txs` through a fresh coordinator incarnation, `epoch`, and the
+/// shards until every one is answered; returns how many committed. Each
+/// run needs a greater epoch than the last, as a restarted coordinator
+/// does: the shards keep the floor of decided rounds the last one sent.
+fn run(
+    config: &CoordinatorConfig,
+    epoch: u32,
+    placement: &Placement,
+    shards: &mut [Shard],
+    txs: &[Transaction],
+) -> usize {
+    let mut coordinator =
+        Coordinator::new(config.clone(), placement.clone(), Arc::new(Registry::new()))
+            .with_epoch(epoch);
+    for tx in txs {
+        coordinator.begin(0, tx.clone());
+    }
+    let (mut answered, mut committed) = (0, 0);
+    while answered < txs.len() {
+        let mut replies = Vec::new();
+        for command in coordinator.take_commands() {
+            match command {
+                Command::Send { to, messages } => {
+                    replies.extend(deliver(to, &mut shards[to.0 as usize], messages))
+                }
+                Command::Reply(receipt) => {
+                    answered += 1;
+                    committed += usize::from(receipt.is_committed());
+                }
+                _ => {}
+            }
+        }
+        coordinator.handle_messages(0, replies);
+    }
+    committed
+}
+
+fn twopc(c: &mut Criterion) {
+    let placement = Placement::hashed(SHARDS).expect("four shards");
+    let mut shards: Vec<Shard> = (0..SHARDS)
+        .map(|s| Shard {
+            participant: Participant::new(ShardId(s)),
+            values: HashMap::new(),
+        })
+        .collect();
+    for a in 0..ACCOUNTS {
+        let account = AccountId(a);
+        let shard = placement.shard_of_account(account).0 as usize;
+        shards[shard]
+            .values
+            .insert(Key::balance(account, AssetId::COIN), BALANCE);
+    }
+    let mut rng = Rng::new(7);
+    let mut ids = TxIds::default();
+    let mut epoch = 0;
+    let mut group = c.benchmark_group("twopc");
+    group
+        .throughput(Throughput::Elements(TRANSFERS as u64))
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    for max_active in [256, 2_048, TRANSFERS] {
+        let config = CoordinatorConfig {
+            max_active,
+            ..CoordinatorConfig::default()
+        };
+        group.bench_with_input(
+            BenchmarkId::new("cross-transfers", max_active),
+            &max_active,
+            |b, _| {
+                b.iter_batched(
+                    || cross_transfers(&placement, &mut rng, &mut ids),
+                    |txs| {
+                        epoch += 1;
+                        let committed = run(&config, epoch, &placement, &mut shards, &txs);
+                        assert_eq!(committed, txs.len(), "every transfer commits");
+                    },
+                    criterion::BatchSize::LargeInput,
+                )
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, twopc);
+criterion_main!(benches);
