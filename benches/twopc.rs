@@ -7,17 +7,21 @@
 //!
 //! Run with `cargo bench --bench twopc`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use parashard::prelude::*;
+use parashard::protocols::fastmap::FastMap;
 use parashard::protocols::placement::Placement;
 use parashard::protocols::twopc::{
     Command, Coordinator, CoordinatorConfig, Participant, ToCoordinator, ToParticipant,
 };
 use parashard::protocols::workload::{Rng, TxIds};
+
+/// The allocator the `parashard` binary uses (see `src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const SHARDS: u32 = 4;
 const ACCOUNTS: u64 = 100_000;
@@ -27,7 +31,7 @@ const BALANCE: Value = 1 << 40;
 /// A participant with the values of its shard's keys.
 struct Shard {
     participant: Participant,
-    values: HashMap<Key, Value>,
+    values: FastMap<Key, Value>,
 }
 
 /// Transfers whose two accounts are on different shards.
@@ -126,7 +130,7 @@ fn twopc(c: &mut Criterion) {
     let mut shards: Vec<Shard> = (0..SHARDS)
         .map(|s| Shard {
             participant: Participant::new(ShardId(s)),
-            values: HashMap::new(),
+            values: FastMap::default(),
         })
         .collect();
     for a in 0..ACCOUNTS {
