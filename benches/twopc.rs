@@ -49,41 +49,34 @@ fn cross_transfers(placement: &Placement, rng: &mut Rng, ids: &mut TxIds) -> Vec
         .collect()
 }
 
-/// Delivers `messages` to `shard` as a shard actor would (apply commits,
-/// then vote with the values of what was granted) and returns its replies.
+/// Delivers `messages` to `shard` as a shard actor would (the log
+/// dropped: apply commits, then vote with the values of what was granted)
+/// and returns its replies.
 fn deliver(
     shard_id: ShardId,
     shard: &mut Shard,
     messages: Vec<ToParticipant>,
 ) -> Vec<ToCoordinator> {
     let mut replies = Vec::new();
+    let mut log = Vec::new();
     for message in messages {
-        let participant = &mut shard.participant;
-        match message {
-            ToParticipant::Prepare { tx, attempt, keys } => {
-                replies.extend(participant.prepare(tx, attempt, keys))
-            }
-            ToParticipant::Commit { tx, writes } => {
-                let outcome = participant.commit(tx, writes);
-                shard.values.extend(outcome.apply);
-                replies.push(outcome.reply);
-            }
-            ToParticipant::Abort { tx, attempt } => participant.abort(tx, attempt),
-            ToParticipant::Decided { below } => participant.decided(below),
+        let received = shard.participant.receive(message, &mut log);
+        log.clear();
+        shard.values.extend(received.apply);
+        replies.extend(received.reply);
+        for grant in received.granted {
+            let values = grant
+                .keys
+                .iter()
+                .map(|k| (*k, shard.values.get(k).copied()))
+                .collect();
+            replies.push(ToCoordinator::Prepared {
+                tx: grant.tx,
+                attempt: grant.attempt,
+                shard: shard_id,
+                values,
+            });
         }
-    }
-    for grant in shard.participant.take_granted() {
-        let values = grant
-            .keys
-            .iter()
-            .map(|k| (*k, shard.values.get(k).copied()))
-            .collect();
-        replies.push(ToCoordinator::Prepared {
-            tx: grant.tx,
-            attempt: grant.attempt,
-            shard: shard_id,
-            values,
-        });
     }
     replies
 }

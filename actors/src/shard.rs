@@ -386,40 +386,10 @@ impl Handler<FromCoordinator> for ShardActor {
         let mut writes = Vec::new();
         let mut granted = Vec::new();
         for message in msg.0 {
-            match message {
-                ToParticipant::Prepare { tx, attempt, keys } => {
-                    let _span = debug_span!("prepare", shard = self.shard.0, %tx).entered();
-                    replies.extend(self.memory.participant.prepare(tx, attempt, keys));
-                }
-                ToParticipant::Commit { tx, writes: w } => {
-                    let _span = debug_span!("commit", shard = self.shard.0, %tx).entered();
-                    let outcome = self.memory.participant.commit(tx, w);
-                    records.push(ShardRecord::Committed {
-                        tx,
-                        writes: outcome.apply.clone(),
-                    });
-                    writes.extend(outcome.apply);
-                    replies.push(outcome.reply);
-                }
-                ToParticipant::Abort { tx, attempt } => {
-                    self.memory.participant.abort(tx, attempt);
-                    records.push(ShardRecord::Aborted { tx, attempt });
-                }
-                // Not logged: a restarted shard goes by its snapshot's
-                // floor and the finishes logged after it, which keep out
-                // at least what the live shard kept out.
-                ToParticipant::Decided { below } => self.memory.participant.decided(below),
-            }
-            // Grants happen on prepare, commit and abort; log them in the
-            // order they happened so that replay re-takes the same locks.
-            for grant in self.memory.participant.take_granted() {
-                records.push(ShardRecord::Prepared {
-                    tx: grant.tx,
-                    attempt: grant.attempt,
-                    keys: grant.keys.clone(),
-                });
-                granted.push(grant);
-            }
+            let received = self.memory.participant.receive(message, &mut records);
+            writes.extend(received.apply);
+            replies.extend(received.reply);
+            granted.extend(received.granted);
         }
         // One log append for the whole batch, before any vote or ack leaves.
         if let Err(error) = self.storage.append(records) {

@@ -68,6 +68,7 @@ use crate::fastmap::{FastMap, FastSet};
 use crate::locks::{Granted, LockTable};
 use crate::model::{Key, Receipt, ShardId, Status, Transaction, TxError, TxId, Value};
 use crate::placement::Placement;
+use crate::records::ShardRecord;
 
 /// The number of a cross-shard transaction's prepare round. The
 /// coordinator retries a refused transaction under the same id, and a
@@ -1144,6 +1145,23 @@ pub struct Participant {
     inquiries: Timers,
 }
 
+/// What a shard does for one message ([`Participant::receive`]), once it
+/// has logged the message's records.
+#[derive(Debug, Default)]
+pub struct Received {
+    /// Writes to apply (a commit's, the first time it comes).
+    pub apply: Vec<(Key, Value)>,
+    /// Whether a commit released a prepared transaction here: what
+    /// "applied exactly once" counts (the message's record is the first
+    /// appended).
+    pub applied: bool,
+    /// The answer for the coordinator, if any.
+    pub reply: Option<ToCoordinator>,
+    /// Prepares granted: vote on each, with its keys' values read after
+    /// `apply`.
+    pub granted: Vec<Grant>,
+}
+
 /// What a shard does with a commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitOutcome {
@@ -1467,6 +1485,46 @@ impl Participant {
         self.granted
             .retain(|g| !(g.tx == tx && g.attempt <= attempt));
         self.remember(tx, Finished::Aborted(attempt), attempt);
+    }
+
+    /// Handles one message from the coordinator as a shard does, for the
+    /// shard actor, the simulator and benchmarks alike: appends to `log`
+    /// what the shard must log for it before anything leaves (the
+    /// message's own record, then a `Prepared` record per lock it granted,
+    /// in the order they happened, so that replay re-takes the same locks)
+    /// and returns the writes to apply, the reply and the grants to vote on.
+    /// The floor of decided rounds is not logged: a restarted shard goes by
+    /// its snapshot's floor and the finishes logged after it, which keep
+    /// out at least what the live shard kept out.
+    pub fn receive(&mut self, message: ToParticipant, log: &mut Vec<ShardRecord>) -> Received {
+        let mut received = Received::default();
+        match message {
+            ToParticipant::Prepare { tx, attempt, keys } => {
+                received.reply = self.prepare(tx, attempt, keys);
+            }
+            ToParticipant::Commit { tx, writes } => {
+                let outcome = self.commit(tx, writes);
+                log.push(ShardRecord::Committed {
+                    tx,
+                    writes: outcome.apply.clone(),
+                });
+                received.apply = outcome.apply;
+                received.applied = outcome.applied;
+                received.reply = Some(outcome.reply);
+            }
+            ToParticipant::Abort { tx, attempt } => {
+                self.abort(tx, attempt);
+                log.push(ShardRecord::Aborted { tx, attempt });
+            }
+            ToParticipant::Decided { below } => self.decided(below),
+        }
+        received.granted = self.take_granted();
+        log.extend(received.granted.iter().map(|grant| ShardRecord::Prepared {
+            tx: grant.tx,
+            attempt: grant.attempt,
+            keys: grant.keys.clone(),
+        }));
+        received
     }
 
     /// Handles the passing of time: arms the inquiry timer of transactions

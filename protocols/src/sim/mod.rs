@@ -905,46 +905,22 @@ impl<'c> Sim<'c> {
     fn shard_message(&mut self, shard: ShardId, message: ToParticipant) {
         let node = &mut self.shards[shard.0 as usize];
         let mut records = Vec::new();
-        let mut replies = Vec::new();
-        let mut writes = Vec::new();
-        match message {
-            ToParticipant::Prepare { tx, attempt, keys } => {
-                replies.extend(node.participant.prepare(tx, attempt, keys));
-            }
-            ToParticipant::Commit { tx, writes: w } => {
-                let outcome = node.participant.commit(tx, w);
-                records.push(Logged::Record {
-                    record: ShardRecord::Committed {
-                        tx,
-                        writes: outcome.apply.clone(),
-                    },
-                    applied: outcome.applied,
-                });
-                writes.extend(outcome.apply);
-                replies.push(outcome.reply);
-            }
-            ToParticipant::Abort { tx, attempt } => {
-                node.participant.abort(tx, attempt);
-                records.push(ShardRecord::Aborted { tx, attempt }.into());
-            }
-            ToParticipant::Decided { below } => node.participant.decided(below),
-        }
-        let granted = node.participant.take_granted();
-        for grant in &granted {
-            records.push(
-                ShardRecord::Prepared {
-                    tx: grant.tx,
-                    attempt: grant.attempt,
-                    keys: grant.keys.clone(),
-                }
-                .into(),
-            );
-        }
-        node.log.extend(records);
-        for (key, value) in writes {
+        let received = node.participant.receive(message, &mut records);
+        // Only the message's own record (the first) can be an applied commit.
+        node.log.extend(
+            records
+                .into_iter()
+                .enumerate()
+                .map(|(i, record)| Logged::Record {
+                    record,
+                    applied: i == 0 && received.applied,
+                }),
+        );
+        for (key, value) in received.apply {
             node.state.set(key, value);
         }
-        for grant in granted {
+        let mut replies: Vec<ToCoordinator> = received.reply.into_iter().collect();
+        for grant in received.granted {
             let values = grant.keys.iter().map(|k| (*k, node.state.get(k))).collect();
             replies.push(ToCoordinator::Prepared {
                 tx: grant.tx,
