@@ -37,6 +37,7 @@ fn tune_allocator() {
     unsafe { libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, -1) };
 }
 
+mod bench_bound;
 mod bench_recovery;
 
 #[derive(Parser)]
@@ -242,7 +243,6 @@ fn bench(args: &BenchArgs) -> Result<(), CliError> {
             ""
         }
     );
-    let state = workload::bank_state(args.accounts, 1 << 40);
     let registry = Arc::new(Registry::new());
     let sequential = SequentialExecutor::new(registry.clone());
     // Two passes over the same blocks, each against the sequential
@@ -250,6 +250,7 @@ fn bench(args: &BenchArgs) -> Result<(), CliError> {
     // it (adaptive: each block the way that measures faster). One pool per
     // pass: two pools in one run would take each other's cores.
     let parallel = ParallelExecutor::new(args.workers, registry.clone())?.adaptive(false);
+    let state = workload::bank_state(args.accounts, 1 << 40);
     let [seq_tps, par_tps] = run_pass(args, &state, [&sequential, &parallel])?;
     println!(
         "  sequential executor           {:>12.0} tx/s (median block)",
@@ -281,6 +282,19 @@ fn bench(args: &BenchArgs) -> Result<(), CliError> {
         "    parallel blocks {}, chosen in order {}, sequential fallbacks {}",
         stats.parallel_blocks, stats.chosen_in_order, stats.sequential_blocks
     );
+    if args.workers > 1 {
+        // What the cores give with nothing to share or schedule: each thread
+        // runs its share of every block in order on its own copy of the state.
+        let (seq_tps, bound_tps) =
+            bench_bound::independent_shares(args.workers, &state, blocks(args))?;
+        println!(
+            "  reference: {} threads, nothing shared  {:>12.0} tx/s (median block)  {:.2}x sequential ({:.0} tx/s in this pass)",
+            args.workers,
+            bound_tps,
+            bound_tps / seq_tps,
+            seq_tps
+        );
+    }
     Ok(())
 }
 
@@ -292,19 +306,23 @@ fn run_pass(
     state: &State,
     executors: [&dyn BlockExecutor; 2],
 ) -> Result<[f64; 2], CliError> {
+    let tps = measure(&executors, state.clone(), blocks(args))?;
+    Ok([tps[0], tps[1]])
+}
+
+/// The blocks of every pass of `parashard bench` (the same ones each time):
+/// generated as they are taken, or with `--cold` all before the first.
+fn blocks(args: &BenchArgs) -> Box<dyn Iterator<Item = Vec<Transaction>> + '_> {
     let mut rng = Rng::new(args.seed);
     let mut ids = TxIds::default();
-    let mut next_block =
-        move || workload::transfers(&mut rng, &mut ids, args.accounts, args.block, 100);
-    let count = WARM_UP_BLOCKS + args.blocks;
-    let tps = if args.cold {
-        let blocks: Vec<_> = (0..count).map(|_| next_block()).collect();
-        measure(&executors, state.clone(), blocks.into_iter())?
+    let next_block =
+        move |_| workload::transfers(&mut rng, &mut ids, args.accounts, args.block, 100);
+    let blocks = (0..WARM_UP_BLOCKS + args.blocks).map(next_block);
+    if args.cold {
+        Box::new(blocks.collect::<Vec<_>>().into_iter())
     } else {
-        let blocks = (0..count).map(|_| next_block());
-        measure(&executors, state.clone(), blocks)?
-    };
-    Ok([tps[0], tps[1]])
+        Box::new(blocks)
+    }
 }
 
 /// Transfers whose two accounts are on the same shard (`cross` false) or on

@@ -1,0 +1,80 @@
+//! The `parashard` command as a user runs it: its main job's report, and
+//! clear errors for bad arguments.
+
+use std::process::{Command, Output};
+
+fn parashard(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_parashard"))
+        .args(args)
+        .output()
+        .expect("the parashard binary runs")
+}
+
+/// The throughput and the ratio to sequential printed on the line that
+/// starts with `label`.
+fn figures(report: &str, label: &str) -> (f64, Option<f64>) {
+    let line = report
+        .lines()
+        .find(|line| line.trim_start().starts_with(label))
+        .unwrap_or_else(|| panic!("no line {label:?} in:\n{report}"));
+    let numbers: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|word| word.trim_end_matches('x').parse().ok())
+        .collect();
+    let tps = *numbers
+        .iter()
+        .find(|&&n| n >= 1000.0)
+        .unwrap_or_else(|| panic!("no throughput in {line:?}"));
+    let ratio = line
+        .split_whitespace()
+        .find_map(|word| word.strip_suffix('x')?.parse().ok());
+    (tps, ratio)
+}
+
+#[test]
+fn bench_reports_every_executor_against_sequential() {
+    let out = parashard(&[
+        "bench",
+        "--accounts",
+        "5000",
+        "--block",
+        "1000",
+        "--blocks",
+        "3",
+    ]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (sequential, _) = figures(&report, "sequential executor");
+    assert!(sequential > 0.0);
+    for label in [
+        "parallel executor",
+        "adaptive executor",
+        "reference: 2 threads",
+    ] {
+        let (tps, ratio) = figures(&report, label);
+        let ratio = ratio.unwrap_or_else(|| panic!("{label}: no ratio in:\n{report}"));
+        assert!(tps > 0.0 && ratio > 0.0, "{label}: {tps} tx/s, {ratio}x");
+    }
+}
+
+#[test]
+fn bench_refuses_bad_arguments_with_a_message() {
+    for (args, says) in [
+        (&["bench", "--accounts", "1"][..], "--accounts >= 2"),
+        (&["bench", "--blocks", "0"][..], "--blocks >= 1"),
+        (
+            &["bench", "--workers", "0", "--accounts", "2"][..],
+            "at least one worker",
+        ),
+    ] {
+        let out = parashard(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
