@@ -369,9 +369,11 @@ fn bench_cluster(args: &ClusterArgs) -> Result<(), CliError> {
         || args.accounts < 2 * u64::from(args.shards)
         || args.batch == 0
         || args.clients == 0
+        || args.txs == 0
     {
         return Err(CliError::Argument(
-            "need --shards >= 2, --accounts >= 2 x shards, --batch >= 1, --clients >= 1".into(),
+            "need --shards >= 2, --accounts >= 2 x shards, --batch >= 1, --clients >= 1, --txs >= 1"
+                .into(),
         ));
     }
     println!(

@@ -62,7 +62,7 @@ fn bench_reports_every_executor_against_sequential() {
 }
 
 #[test]
-fn bench_refuses_bad_arguments_with_a_message() {
+fn commands_refuse_bad_arguments_with_a_message() {
     for (args, says) in [
         (&["bench", "--accounts", "1"][..], "--accounts >= 2"),
         (&["bench", "--blocks", "0"][..], "--blocks >= 1"),
@@ -70,6 +70,21 @@ fn bench_refuses_bad_arguments_with_a_message() {
             &["bench", "--workers", "0", "--accounts", "2"][..],
             "at least one worker",
         ),
+        (&["bench-cluster", "--txs", "0"][..], "--txs >= 1"),
+        (&["bench-cluster", "--shards", "1"][..], "--shards >= 2"),
+        (
+            &[
+                "bench-cluster",
+                "--max-active",
+                "0",
+                "--txs",
+                "10",
+                "--accounts",
+                "100",
+            ][..],
+            "max_active 0",
+        ),
+        (&["simulate", "--seeds", "0"][..], "--seeds >= 1"),
     ] {
         let out = parashard(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
