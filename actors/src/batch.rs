@@ -145,6 +145,12 @@ pub fn in_flight(id: TxId) -> Receipt {
 /// The receipts of a batch of `len` entries answered at once: `answered`
 /// by position, the others from `ran`, in order.
 pub fn assemble(len: usize, answered: Vec<(usize, Receipt)>, ran: Vec<Receipt>) -> Vec<Receipt> {
+    if answered.is_empty() {
+        // The common case: every entry ran, in order. (Rebuilding the list
+        // anyway was a sixth of a shard's time on local batches.)
+        debug_assert_eq!(ran.len(), len, "one receipt per entry");
+        return ran;
+    }
     let mut ran = ran.into_iter();
     let mut answered = answered.into_iter().peekable();
     (0..len)
@@ -202,5 +208,7 @@ mod tests {
         let ids: Vec<TxId> = receipts.iter().map(|r| r.tx_id).collect();
         assert_eq!(ids, (0..4).map(TxId::from_u128).collect::<Vec<_>>());
         assert!(receipts[2].error().is_some());
+        let all_ran = vec![committed(0), committed(1)];
+        assert_eq!(assemble(2, Vec::new(), all_ran.clone()), all_ran);
     }
 }

@@ -298,13 +298,20 @@ impl ShardActor {
     ) -> (Vec<(usize, Receipt)>, Vec<Transaction>, Vec<usize>) {
         let mut answered = Vec::new();
         let mut positions = Vec::with_capacity(txs.len());
-        let mut known = self.memory.committed.receipts(&txs).into_iter().peekable();
+        let mut known = self.memory.committed.receipts(&txs).into_iter();
+        // The next remembered one, by position (most batches have none).
+        let mut next_known = known.next();
         let mut seen: FastSet<TxId> =
             FastSet::with_capacity_and_hasher(txs.len(), Default::default());
         let mut run = txs;
         let mut at = 0;
         run.retain(|tx| {
-            let retry = known.next_if(|(i, _)| *i == at).map(|(_, receipt)| receipt);
+            let retry = match next_known {
+                Some((i, _)) if i == at => {
+                    std::mem::replace(&mut next_known, known.next()).map(|(_, receipt)| receipt)
+                }
+                _ => None,
+            };
             let keep = if !seen.insert(tx.id) || self.batches.is_waiting(&tx.id) {
                 answered.push((at, batch::in_flight(tx.id)));
                 false
