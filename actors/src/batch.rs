@@ -1,11 +1,13 @@
 //! Replies to batches whose transactions finish at different times.
 
-use std::collections::HashMap;
-
 use tokio::sync::oneshot;
 
-use parashard_protocols::fastmap::FastMap;
+use parashard_protocols::fastmap::{FastMap, IdMap};
 use parashard_protocols::model::{Receipt, Status, TxError, TxId};
+
+/// How many ids ahead of its lookups [`Batches::open`] fetches their
+/// buckets; also a good distance for callers of [`Batches::prefetch`].
+pub const PREFETCH_AHEAD: usize = 8;
 
 /// The sender a client waits on for a batch's receipts, in batch order.
 pub type BatchReply = oneshot::Sender<Vec<Receipt>>;
@@ -20,8 +22,11 @@ struct Batch {
 #[derive(Default)]
 pub struct Batches {
     next: u64,
-    open: HashMap<u64, Batch>,
-    waiting: FastMap<TxId, (u64, usize)>,
+    open: FastMap<u64, Batch>,
+    /// Every awaited transaction's batch and position: looked up once per
+    /// finished transaction, at random among all those waiting, so callers
+    /// with many to finish fetch a few ahead ([`Batches::prefetch`]).
+    waiting: IdMap<(u64, usize)>,
 }
 
 impl Batches {
@@ -36,7 +41,11 @@ impl Batches {
         let len = ids.len();
         let batch = self.start(len, reply);
         let mut proceed = Vec::with_capacity(len);
-        for (index, id) in ids.enumerate() {
+        let ids: Vec<TxId> = ids.collect();
+        for (index, &id) in ids.iter().enumerate() {
+            if let Some(ahead) = ids.get(index + PREFETCH_AHEAD) {
+                self.waiting.prefetch(ahead);
+            }
             #[allow(clippy::map_entry)] // the duplicate branch needs `self` whole
             if self.waiting.contains_key(&id) {
                 proceed.push(false);
@@ -90,6 +99,12 @@ impl Batches {
         for (index, receipt) in answered {
             self.finish_entry(batch, index, receipt);
         }
+    }
+
+    /// Starts loading what [`Batches::complete`] of `id` will touch: callers
+    /// with a list of receipts call it a few ahead.
+    pub fn prefetch(&self, id: &TxId) {
+        self.waiting.prefetch(id);
     }
 
     /// Whether `id` is in an open batch, waiting for its receipt.

@@ -8,12 +8,12 @@ use actix::prelude::*;
 use tracing::{debug_span, warn};
 
 use parashard_protocols::contracts::Registry;
-use parashard_protocols::model::{Receipt, ShardId, Status, Transaction, TxError};
+use parashard_protocols::model::{Receipt, ShardId, Status, Transaction, TxError, TxId};
 use parashard_protocols::placement::Placement;
 use parashard_protocols::recovery::{last_coordinator_epoch, recover_coordinator};
 use parashard_protocols::twopc::{Command, Coordinator, CoordinatorConfig, ToParticipant};
 
-use crate::batch::{BatchReply, Batches};
+use crate::batch::{self, BatchReply, Batches};
 use crate::faults::{self, CrashPoint, Faults, Target};
 use crate::shard::{Crash, FromCoordinator, FromShard, ShardActor};
 use crate::storage::{CoordinatorRecord, CoordinatorSnapshot, Recovered, Storage, StorageError};
@@ -229,7 +229,19 @@ impl CoordinatorActor {
                 return;
             }
         }
-        // Sends come first, then the rest.
+        // Sends come first, then the rest. Replies finish batch entries,
+        // found at random among all those waiting: fetched a few ahead.
+        let replies: Vec<TxId> = rest
+            .iter()
+            .filter_map(|command| match command {
+                Command::Reply(receipt) => Some(receipt.tx_id),
+                _ => None,
+            })
+            .collect();
+        for id in replies.iter().take(batch::PREFETCH_AHEAD) {
+            self.batches.prefetch(id);
+        }
+        let mut replied = 0;
         let mut commits_sent = false;
         for command in rest {
             if commits_sent
@@ -256,6 +268,10 @@ impl CoordinatorActor {
                         self.pending_done
                             .push(CoordinatorRecord::Done { tx: receipt.tx_id });
                     }
+                    if let Some(id) = replies.get(replied + batch::PREFETCH_AHEAD) {
+                        self.batches.prefetch(id);
+                    }
+                    replied += 1;
                     self.batches.complete(receipt);
                 }
                 Command::SetTimer { at_ms } => self.schedule_timer(at_ms, ctx),
@@ -327,7 +343,16 @@ impl Handler<SubmitCross> for CoordinatorActor {
         let _span = debug_span!("submit_cross", txs = msg.txs.len()).entered();
         let (_, proceed) = self.batches.open(msg.txs.iter().map(|tx| tx.id), msg.reply);
         let now = self.now_ms();
-        for (tx, ok) in msg.txs.into_iter().zip(proceed) {
+        let ahead: Vec<TxId> = msg
+            .txs
+            .iter()
+            .skip(batch::PREFETCH_AHEAD)
+            .map(|tx| tx.id)
+            .collect();
+        for (n, (tx, ok)) in msg.txs.into_iter().zip(proceed).enumerate() {
+            if let Some(id) = ahead.get(n) {
+                self.machine.prefetch_begin(id);
+            }
             if !ok {
                 continue;
             }

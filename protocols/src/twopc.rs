@@ -64,7 +64,7 @@ use serde::{Deserialize, Serialize};
 use crate::committed::CommittedMemory;
 use crate::contracts::Registry;
 use crate::exec::execute_with_values;
-use crate::fastmap::{FastMap, FastSet};
+use crate::fastmap::{FastMap, FastSet, IdMap};
 use crate::locks::{Granted, LockTable};
 use crate::model::{Key, Receipt, ShardId, Status, Transaction, TxError, TxId, Value};
 use crate::placement::Placement;
@@ -84,6 +84,11 @@ pub type Attempt = u64;
 /// of the transaction (presumed abort): a delayed abort of every round
 /// could release the lock of a later round of a re-submitted transaction.
 pub const EVERY_ATTEMPT: Attempt = Attempt::MAX;
+
+/// How many ids ahead the coordinator fetches the records it will look up
+/// at random: enough to cover a memory access, few enough to stay in the
+/// L1 cache.
+const PREFETCH_AHEAD: usize = 8;
 
 /// A message from the coordinator to a shard.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -470,7 +475,7 @@ pub struct Coordinator {
     /// ([`CoordinatorConfig::max_active`]), in arrival order.
     waiting: VecDeque<Transaction>,
     /// The ids in `waiting`.
-    waiting_ids: FastSet<TxId>,
+    waiting_ids: IdMap<()>,
     /// Timers set, by time (one bucket per millisecond: a batch's
     /// transactions share one): what [`Coordinator::handle_timeout`]
     /// visits. An entry may be stale (its transaction answered or
@@ -502,7 +507,7 @@ impl Coordinator {
             registry,
             in_flight: Flights::default(),
             waiting: VecDeque::new(),
-            waiting_ids: FastSet::default(),
+            waiting_ids: IdMap::default(),
             due: BTreeMap::new(),
             outbox: BTreeMap::new(),
             commands: Vec::new(),
@@ -542,6 +547,14 @@ impl Coordinator {
         self.in_flight.len() + self.waiting.len()
     }
 
+    /// Starts loading what [`Coordinator::begin`] of `id` will look up at
+    /// random (the waiting ids, the commit memory): callers with many
+    /// transactions to begin call it a few ahead.
+    pub fn prefetch_begin(&self, id: &TxId) {
+        self.waiting_ids.prefetch(id);
+        self.committed.prefetch(id);
+    }
+
     /// Starts a cross-shard transaction (or queues it while
     /// [`CoordinatorConfig::max_active`] are active), or answers it at once
     /// if it committed already (a client's retry).
@@ -562,7 +575,7 @@ impl Coordinator {
             return;
         }
         if self.in_flight.len() >= self.config.max_active || !self.waiting.is_empty() {
-            self.waiting_ids.insert(tx.id);
+            self.waiting_ids.insert(tx.id, ());
             self.waiting.push_back(tx);
             return;
         }
@@ -573,7 +586,7 @@ impl Coordinator {
     /// duplicate submission; the first will be answered), or it committed
     /// already (a client's retry), which is answered now.
     fn answered_already(&mut self, tx: &Transaction) -> bool {
-        if self.in_flight.contains_key(&tx.id) || self.waiting_ids.contains(&tx.id) {
+        if self.in_flight.contains_key(&tx.id) || self.waiting_ids.contains_key(&tx.id) {
             return true;
         }
         if let Some(receipt) = self.committed.receipt(&tx.id) {
@@ -596,6 +609,11 @@ impl Coordinator {
             let Some(tx) = self.waiting.pop_front() else {
                 return;
             };
+            // The waiting ids are many and each is removed at random: fetch
+            // a few ahead.
+            if let Some(ahead) = self.waiting.get(PREFETCH_AHEAD) {
+                self.waiting_ids.prefetch(&ahead.id);
+            }
             self.waiting_ids.remove(&tx.id);
             self.start(now_ms, tx);
         }
@@ -651,15 +669,12 @@ impl Coordinator {
     /// [`Coordinator::handle_message`] for each, with the record of each
     /// message's transaction fetched from memory a few messages ahead.
     pub fn handle_messages(&mut self, now_ms: u64, messages: Vec<ToCoordinator>) {
-        /// How many messages ahead records are fetched: enough to cover a
-        /// memory access, few enough to stay in the L1 cache.
-        const AHEAD: usize = 8;
         let ids: Vec<TxId> = messages.iter().map(ToCoordinator::tx).collect();
-        for id in ids.iter().take(AHEAD) {
+        for id in ids.iter().take(PREFETCH_AHEAD) {
             self.in_flight.prefetch(id);
         }
         for (n, message) in messages.into_iter().enumerate() {
-            if let Some(id) = ids.get(n + AHEAD) {
+            if let Some(id) = ids.get(n + PREFETCH_AHEAD) {
                 self.in_flight.prefetch(id);
             }
             self.handle_message(now_ms, message);
