@@ -33,15 +33,10 @@ impl Batches {
     /// Opens a batch of `ids`. Returns the batch number and which entries
     /// may proceed: an id already in flight is answered at once with an
     /// error rather than left waiting forever.
-    pub fn open(
-        &mut self,
-        ids: impl ExactSizeIterator<Item = TxId>,
-        reply: BatchReply,
-    ) -> (u64, Vec<bool>) {
+    pub fn open(&mut self, ids: &[TxId], reply: BatchReply) -> (u64, Vec<bool>) {
         let len = ids.len();
         let batch = self.start(len, reply);
         let mut proceed = Vec::with_capacity(len);
-        let ids: Vec<TxId> = ids.collect();
         for (index, &id) in ids.iter().enumerate() {
             if let Some(ahead) = ids.get(index + PREFETCH_AHEAD) {
                 self.waiting.prefetch(ahead);
@@ -210,7 +205,7 @@ mod tests {
         batches.track(0, Vec::new(), std::iter::empty(), reply);
         assert_eq!(answer.try_recv().unwrap(), Vec::new());
         let (reply, mut answer) = oneshot::channel();
-        batches.open(std::iter::empty(), reply);
+        batches.open(&[], reply);
         assert_eq!(answer.try_recv().unwrap(), Vec::new());
     }
 

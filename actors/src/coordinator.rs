@@ -341,16 +341,11 @@ impl Handler<SubmitCross> for CoordinatorActor {
 
     fn handle(&mut self, msg: SubmitCross, ctx: &mut Context<Self>) {
         let _span = debug_span!("submit_cross", txs = msg.txs.len()).entered();
-        let (_, proceed) = self.batches.open(msg.txs.iter().map(|tx| tx.id), msg.reply);
+        let ids: Vec<TxId> = msg.txs.iter().map(|tx| tx.id).collect();
+        let (_, proceed) = self.batches.open(&ids, msg.reply);
         let now = self.now_ms();
-        let ahead: Vec<TxId> = msg
-            .txs
-            .iter()
-            .skip(batch::PREFETCH_AHEAD)
-            .map(|tx| tx.id)
-            .collect();
         for (n, (tx, ok)) in msg.txs.into_iter().zip(proceed).enumerate() {
-            if let Some(id) = ahead.get(n) {
+            if let Some(id) = ids.get(n + batch::PREFETCH_AHEAD) {
                 self.machine.prefetch_begin(id);
             }
             if !ok {

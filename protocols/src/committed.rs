@@ -205,14 +205,7 @@ impl CommittedMemory {
         let mut next = (hole + 1) & mask;
         while self.table[next] != 0 {
             let home = self.home((self.table[next] >> 32) as u32);
-            // The entry at `next` may fill the hole unless its home lies
-            // cyclically in (hole, next].
-            let stays = if hole < next {
-                hole < home && home <= next
-            } else {
-                hole < home || home <= next
-            };
-            if !stays {
+            if !crate::fastmap::stays_after_removal(hole, home, next) {
                 self.table[hole] = self.table[next];
                 hole = next;
             }

@@ -124,15 +124,7 @@ impl<V> IdMap<V> {
         let mask = self.buckets.len() - 1;
         let mut next = (hole + 1) & mask;
         while let Some((held, _)) = &self.buckets[next] {
-            let home = self.home(held);
-            // The entry at `next` must stay unless its home lies cyclically
-            // outside (hole, next].
-            let stays = if hole < next {
-                hole < home && home <= next
-            } else {
-                hole < home || home <= next
-            };
-            if !stays {
+            if !stays_after_removal(hole, self.home(held), next) {
                 self.buckets[hole] = self.buckets[next].take();
                 hole = next;
             }
@@ -158,6 +150,19 @@ impl<V> IdMap<V> {
         for (id, value) in old.into_iter().flatten() {
             self.place(id, value);
         }
+    }
+}
+
+/// For backward-shift deletion from a linear-probing table: whether the
+/// entry at `next`, whose home bucket is `home`, stays where it is when the
+/// bucket `hole` (before `next` on the probe path, cyclically) empties. It
+/// stays if its home lies cyclically in `(hole, next]`: moved into the hole
+/// it would sit before its home, where no probe for it starts.
+pub(crate) fn stays_after_removal(hole: usize, home: usize, next: usize) -> bool {
+    if hole < next {
+        hole < home && home <= next
+    } else {
+        hole < home || home <= next
     }
 }
 
