@@ -282,7 +282,15 @@ fn bench(args: &BenchArgs) -> Result<(), CliError> {
         "    parallel blocks {}, chosen in order {}, sequential fallbacks {}",
         stats.parallel_blocks, stats.chosen_in_order, stats.sequential_blocks
     );
-    if args.workers > 1 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if args.workers > cores {
+        // The reference's threads spin between blocks: more of them than
+        // cores would take the sequential executor's core as well.
+        println!(
+            "  reference: skipped ({} threads on {} cores)",
+            args.workers, cores
+        );
+    } else if args.workers > 1 {
         // What the cores give with nothing to share or schedule: each thread
         // runs its share of every block in order on its own copy of the state.
         let (seq_tps, bound_tps) =
