@@ -2,12 +2,8 @@
 
 use tokio::sync::oneshot;
 
-use parashard_protocols::fastmap::{FastMap, IdMap};
+use parashard_protocols::fastmap::{FastMap, IdMap, PREFETCH_AHEAD};
 use parashard_protocols::model::{Receipt, Status, TxError, TxId};
-
-/// How many ids ahead of its lookups [`Batches::open`] fetches their
-/// buckets; also a good distance for callers of [`Batches::prefetch`].
-pub const PREFETCH_AHEAD: usize = 8;
 
 /// The sender a client waits on for a batch's receipts, in batch order.
 pub type BatchReply = oneshot::Sender<Vec<Receipt>>;

@@ -8,12 +8,13 @@ use actix::prelude::*;
 use tracing::{debug_span, warn};
 
 use parashard_protocols::contracts::Registry;
+use parashard_protocols::fastmap::PREFETCH_AHEAD;
 use parashard_protocols::model::{Receipt, ShardId, Status, Transaction, TxError, TxId};
 use parashard_protocols::placement::Placement;
 use parashard_protocols::recovery::{last_coordinator_epoch, recover_coordinator};
 use parashard_protocols::twopc::{Command, Coordinator, CoordinatorConfig, ToParticipant};
 
-use crate::batch::{self, BatchReply, Batches};
+use crate::batch::{BatchReply, Batches};
 use crate::faults::{self, CrashPoint, Faults, Target};
 use crate::shard::{Crash, FromCoordinator, FromShard, ShardActor};
 use crate::storage::{CoordinatorRecord, CoordinatorSnapshot, Recovered, Storage, StorageError};
@@ -238,7 +239,7 @@ impl CoordinatorActor {
                 _ => None,
             })
             .collect();
-        for id in replies.iter().take(batch::PREFETCH_AHEAD) {
+        for id in replies.iter().take(PREFETCH_AHEAD) {
             self.batches.prefetch(id);
         }
         let mut replied = 0;
@@ -268,7 +269,7 @@ impl CoordinatorActor {
                         self.pending_done
                             .push(CoordinatorRecord::Done { tx: receipt.tx_id });
                     }
-                    if let Some(id) = replies.get(replied + batch::PREFETCH_AHEAD) {
+                    if let Some(id) = replies.get(replied + PREFETCH_AHEAD) {
                         self.batches.prefetch(id);
                     }
                     replied += 1;
@@ -345,7 +346,7 @@ impl Handler<SubmitCross> for CoordinatorActor {
         let (_, proceed) = self.batches.open(&ids, msg.reply);
         let now = self.now_ms();
         for (n, (tx, ok)) in msg.txs.into_iter().zip(proceed).enumerate() {
-            if let Some(id) = ids.get(n + batch::PREFETCH_AHEAD) {
+            if let Some(id) = ids.get(n + PREFETCH_AHEAD) {
                 self.machine.prefetch_begin(id);
             }
             if !ok {

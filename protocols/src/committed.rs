@@ -16,15 +16,12 @@
 
 use std::hash::BuildHasher;
 
+use crate::fastmap::PREFETCH_AHEAD;
 use crate::model::{Receipt, Status, Transaction, TxId, Value};
 
 /// Commits remembered by default: at a million transactions per second,
 /// about a second of history per shard; about 40 MB when full.
 pub const DEFAULT_REMEMBERED: usize = 1 << 20;
-
-/// How many ids ahead lookups fetch their buckets: enough to cover a
-/// memory access, few enough to stay in the L1 cache.
-const AHEAD: usize = 8;
 
 /// The largest capacity: ring positions must fit the table's 32 bits.
 pub const MAX_CAPACITY: usize = (1 << 31) - 1;
@@ -123,13 +120,13 @@ impl CommittedMemory {
     /// `txs`, in order. Looked up a few ahead: most are ids never seen, at
     /// random places.
     pub fn receipts(&self, txs: &[Transaction]) -> Vec<(usize, Receipt)> {
-        for tx in txs.iter().take(AHEAD) {
+        for tx in txs.iter().take(PREFETCH_AHEAD) {
             self.prefetch(&tx.id);
         }
         txs.iter()
             .enumerate()
             .filter_map(|(n, tx)| {
-                if let Some(ahead) = txs.get(n + AHEAD) {
+                if let Some(ahead) = txs.get(n + PREFETCH_AHEAD) {
                     self.prefetch(&ahead.id);
                 }
                 Some((n, self.receipt(&tx.id)?))
@@ -217,11 +214,11 @@ impl CommittedMemory {
     /// Remembers the committed ones of `receipts`, in order.
     pub fn remember_receipts(&mut self, receipts: &[Receipt]) {
         for (n, receipt) in receipts.iter().enumerate() {
-            if let Some(ahead) = receipts.get(n + AHEAD) {
+            if let Some(ahead) = receipts.get(n + PREFETCH_AHEAD) {
                 self.prefetch(&ahead.tx_id);
                 // The bucket of the commit that one will push out.
                 if self.ring.len() == self.capacity && self.capacity > 0 {
-                    let position = self.oldest + AHEAD;
+                    let position = self.oldest + PREFETCH_AHEAD;
                     let position = if position < self.capacity {
                         position
                     } else {

@@ -9,6 +9,12 @@ use std::hash::BuildHasher;
 
 use crate::model::TxId;
 
+/// How many ids ahead callers fetch what they will look up at random in a
+/// large id table (an [`IdMap`], the commit memory, the coordinator's
+/// in-flight records): enough to cover a memory access, few enough to stay
+/// in the L1 cache.
+pub const PREFETCH_AHEAD: usize = 8;
+
 /// A `HashMap` with foldhash's per-process random seed.
 pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 

@@ -64,7 +64,7 @@ use serde::{Deserialize, Serialize};
 use crate::committed::CommittedMemory;
 use crate::contracts::Registry;
 use crate::exec::execute_with_values;
-use crate::fastmap::{FastMap, FastSet, IdMap};
+use crate::fastmap::{FastMap, FastSet, IdMap, PREFETCH_AHEAD};
 use crate::locks::{Granted, LockTable};
 use crate::model::{Key, Receipt, ShardId, Status, Transaction, TxError, TxId, Value};
 use crate::placement::Placement;
@@ -84,11 +84,6 @@ pub type Attempt = u64;
 /// of the transaction (presumed abort): a delayed abort of every round
 /// could release the lock of a later round of a re-submitted transaction.
 pub const EVERY_ATTEMPT: Attempt = Attempt::MAX;
-
-/// How many ids ahead the coordinator fetches the records it will look up
-/// at random: enough to cover a memory access, few enough to stay in the
-/// L1 cache.
-const PREFETCH_AHEAD: usize = 8;
 
 /// A message from the coordinator to a shard.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
