@@ -37,7 +37,6 @@ impl Batches {
             if let Some(ahead) = ids.get(index + PREFETCH_AHEAD) {
                 self.waiting.prefetch(ahead);
             }
-            #[allow(clippy::map_entry)] // the duplicate branch needs `self` whole
             if self.waiting.contains_key(&id) {
                 proceed.push(false);
                 self.finish_entry(batch, index, in_flight(id));
