@@ -291,17 +291,24 @@ fn bench(args: &BenchArgs) -> Result<(), CliError> {
             args.workers, cores
         );
     } else if args.workers > 1 {
-        // What the cores give with nothing to share or schedule: each thread
-        // runs its share of every block in order on its own copy of the state.
-        let (seq_tps, bound_tps) =
-            bench_bound::independent_shares(args.workers, &state, blocks(args))?;
-        println!(
-            "  reference: {} threads, nothing shared  {:>12.0} tx/s (median block)  {:.2}x sequential ({:.0} tx/s in this pass)",
-            args.workers,
-            bound_tps,
-            bound_tps / seq_tps,
-            seq_tps
-        );
+        // What the cores give with nothing scheduled: each thread runs its
+        // share of every block in order, on its own copy of the state, then
+        // all on one state (the ceiling of a shared-state executor).
+        for sharing in [
+            bench_bound::Sharing::Nothing,
+            bench_bound::Sharing::OneState,
+        ] {
+            let (seq_tps, bound_tps) =
+                bench_bound::shares(args.workers, sharing, &state, blocks(args))?;
+            println!(
+                "  reference: {} threads, {:<20} {:>12.0} tx/s (median block)  {:.2}x sequential ({:.0} tx/s in this pass)",
+                args.workers,
+                sharing.label(),
+                bound_tps,
+                bound_tps / seq_tps,
+                seq_tps
+            );
+        }
     }
     Ok(())
 }

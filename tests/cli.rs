@@ -54,7 +54,8 @@ fn bench_reports_every_executor_against_sequential() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut labels = vec!["parallel executor", "adaptive executor"];
     if cores >= 2 {
-        labels.push("reference: 2 threads");
+        labels.push("reference: 2 threads, nothing shared");
+        labels.push("reference: 2 threads, one state, unordered");
     } else {
         assert!(report.contains("reference: skipped"), "{report}");
     }

@@ -6,7 +6,7 @@ mod parallel;
 mod sequential;
 
 pub use parallel::{ParallelExecutor, ParallelStats};
-pub use sequential::SequentialExecutor;
+pub use sequential::{execute_unordered_share, SequentialExecutor};
 
 use crate::model::{Receipt, Transaction};
 use crate::state::State;

@@ -52,6 +52,46 @@ pub(crate) fn execute_in_order(
     block: &[Transaction],
     registry: &Registry,
 ) -> Vec<Receipt> {
+    run_in_order(state, |state| state, State::set, block, registry)
+}
+
+/// Runs every transaction of `block` in turn against one [`State`] shared
+/// with other threads doing the same, and returns their receipts. **For
+/// measurement only**: nothing orders these transactions against the other
+/// threads', so neither the receipts nor the state are those of any order
+/// (concurrent writes to one key overwrite each other), and a write that
+/// would create a key is dropped. It does what the sequential executor does
+/// per transaction, on state whose cache lines move between cores as a
+/// parallel executor's do, without finding dependencies: how fast threads
+/// sharing one state can run the block on this machine, the ceiling of any
+/// executor whose workers share the state.
+pub fn execute_unordered_share(
+    state: &State,
+    block: &[Transaction],
+    registry: &Registry,
+) -> Result<Vec<Receipt>, ExecutorError> {
+    check_block_size(block)?;
+    let mut shared = state;
+    Ok(run_in_order(
+        &mut shared,
+        |s| s,
+        |_, _, _| {},
+        block,
+        registry,
+    ))
+}
+
+/// The sequential loop over `target`, whose state `state_of` gives and to
+/// which `create` applies the writes that create keys, after each
+/// transaction.
+#[inline]
+fn run_in_order<T>(
+    target: &mut T,
+    state_of: impl Fn(&T) -> &State,
+    mut create: impl FnMut(&mut T, Key, Value),
+    block: &[Transaction],
+    registry: &Registry,
+) -> Vec<Receipt> {
     let mut receipts = Vec::with_capacity(block.len());
     let mut hashes = [[0u64; HASHED_KEYS]; HASH_RING];
     // Hashes and prefetches transaction `i`'s keys, keeping the hashes.
@@ -71,15 +111,16 @@ pub(crate) fn execute_in_order(
         prefetch_transaction(tx);
     }
     for i in 0..PREFETCH_DISTANCE {
-        prefetch(state, &mut hashes, i);
+        prefetch(state_of(target), &mut hashes, i);
     }
     let out = &mut receipts.spare_capacity_mut()[..block.len()];
     for ((i, tx), receipt) in block.iter().enumerate().zip(out) {
+        let state = state_of(target);
         prefetch(state, &mut hashes, i + PREFETCH_DISTANCE);
         let known = hashes[i % HASH_RING];
         let created = execute_one(state, tx, &known, registry, receipt);
         for (key, value) in created {
-            state.set(key, value);
+            create(target, key, value);
         }
     }
     // SAFETY: `execute_one` wrote each of the first `block.len()` elements
@@ -111,4 +152,35 @@ fn execute_one(
         run_and_store(tx, slots, registry, create, receipt);
         created
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::{self, Rng, TxIds};
+
+    /// Proves the unordered share does the sequential executor's work: run
+    /// by one thread alone (nothing to race with), its receipts and state
+    /// equal the sequential executor's on blocks of transfers with failures
+    /// (amounts up to twice the balances).
+    #[test]
+    fn unordered_share_alone_is_in_order() {
+        let registry = Registry::new();
+        let mut rng = Rng::new(5);
+        let mut ids = TxIds::default();
+        let mut reference = workload::bank_state(300, 100);
+        let shared = reference.clone();
+        for block in 0..5 {
+            let txs = workload::transfers(&mut rng, &mut ids, 300, 1_000, 200);
+            let expected = execute_in_order(&mut reference, &txs, &registry);
+            let receipts =
+                execute_unordered_share(&shared, &txs, &registry).expect("block within limits");
+            assert_eq!(receipts, expected, "block {block}");
+            assert!(
+                expected.iter().any(|r| !r.is_committed()),
+                "block {block} has failures"
+            );
+        }
+        assert!(shared == reference, "states differ");
+    }
 }
