@@ -62,7 +62,7 @@ fn deliver(
     for message in messages {
         let received = shard.participant.receive(message, &mut log);
         log.clear();
-        shard.values.extend(received.apply);
+        shard.values.extend(received.apply.iter().copied());
         replies.extend(received.reply);
         for grant in received.granted {
             let values = grant

@@ -143,7 +143,7 @@ async fn prepared_lock_survives_snapshot_and_crash() {
     shard
         .send(FromCoordinator(vec![ToParticipant::Commit {
             tx: cross,
-            writes: vec![(ka, 90)],
+            writes: vec![(ka, 90)].into(),
         }]))
         .await
         .unwrap();

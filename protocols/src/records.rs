@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Key, ShardId, Transaction, TxId, Value};
-use crate::twopc::{Attempt, Finished};
+use std::sync::Arc;
+
+use crate::twopc::{Attempt, Finished, Writes};
 
 /// A shard's log record. Recovery replays them in order: blocks are
 /// re-executed (execution is deterministic), cross-shard commits applied,
@@ -28,7 +30,7 @@ pub enum ShardRecord {
         /// The transaction.
         tx: TxId,
         /// Its writes on this shard.
-        writes: Vec<(Key, Value)>,
+        writes: Writes,
     },
     /// A transaction's rounds up to `attempt` aborted.
     Aborted {
@@ -45,9 +47,9 @@ pub enum CoordinatorRecord {
     /// The decision to commit `tx` with these writes per shard.
     Commit {
         /// The transaction.
-        tx: Box<Transaction>,
+        tx: Arc<Transaction>,
         /// Its writes, by shard.
-        writes: Vec<(ShardId, Vec<(Key, Value)>)>,
+        writes: Vec<(ShardId, Writes)>,
         /// Its output, for its receipt.
         output: Value,
     },
@@ -128,7 +130,7 @@ impl ShardRecord {
         let owned = match self {
             ShardRecord::Block(txs) => txs.iter().map(transaction_footprint).sum(),
             ShardRecord::Prepared { keys, .. } => size_of_val(keys.as_slice()),
-            ShardRecord::Committed { writes, .. } => size_of_val(writes.as_slice()),
+            ShardRecord::Committed { writes, .. } => size_of_val(&writes[..]),
             ShardRecord::Aborted { .. } => 0,
         };
         (std::mem::size_of::<Self>() + owned) as u64
@@ -143,10 +145,10 @@ impl CoordinatorRecord {
         let owned = match self {
             CoordinatorRecord::Commit { tx, writes, .. } => {
                 transaction_footprint(tx)
-                    + size_of_val(writes.as_slice())
+                    + size_of_val(&writes[..])
                     + writes
                         .iter()
-                        .map(|(_, writes)| size_of_val(writes.as_slice()))
+                        .map(|(_, writes)| size_of_val(&writes[..]))
                         .sum::<usize>()
             }
             CoordinatorRecord::Done { .. } | CoordinatorRecord::Epoch { .. } => 0,

@@ -13,7 +13,7 @@ use crate::model::{ShardId, Transaction, TxId, Value};
 use crate::placement::Placement;
 use crate::records::{CoordinatorRecord, CoordinatorSnapshot, ShardRecord, ShardSnapshot};
 use crate::state::State;
-use crate::twopc::{Coordinator, CoordinatorConfig, Participant, ParticipantConfig};
+use crate::twopc::{Coordinator, CoordinatorConfig, Participant, ParticipantConfig, Writes};
 
 /// What a shard keeps in memory and rebuilds from its log.
 #[derive(Debug)]
@@ -85,7 +85,7 @@ impl ShardMemory {
                 self.participant.restore(tx, attempt, keys);
             }
             ShardRecord::Committed { tx, writes } => {
-                for (key, value) in self.participant.commit(tx, writes).apply {
+                for &(key, value) in self.participant.commit(tx, writes).apply.iter() {
                     self.state.set(key, value);
                 }
             }
@@ -148,18 +148,14 @@ pub fn recover_coordinator(
     for (tx, output) in committed {
         machine.restore_committed(tx, output);
     }
-    type Open = (
-        Transaction,
-        Vec<(ShardId, Vec<(crate::model::Key, Value)>)>,
-        Value,
-    );
+    type Open = (Arc<Transaction>, Vec<(ShardId, Writes)>, Value);
     let mut open: HashMap<TxId, Open> = HashMap::new();
     let mut order = Vec::new();
     for record in commits.into_iter().chain(records) {
         match record {
             CoordinatorRecord::Commit { tx, writes, output } => {
                 order.push(tx.id);
-                open.insert(tx.id, (*tx, writes, output));
+                open.insert(tx.id, (tx, writes, output));
             }
             // A mark of a commit not open here (a retry answered from the
             // commit memory) changes nothing.
@@ -188,18 +184,19 @@ mod tests {
     fn commit(id: u128, from: u64, to: u64, output: Value) -> CoordinatorRecord {
         let tx = Transaction::transfer(TxId::from_u128(id), AccountId(from), AccountId(to), 1);
         CoordinatorRecord::Commit {
-            tx: Box::new(tx),
+            tx: Arc::new(tx),
             writes: vec![
                 (
                     ShardId(0),
-                    vec![(
+                    [(
                         Key::balance(AccountId(from), crate::model::AssetId::COIN),
                         9,
-                    )],
+                    )]
+                    .into(),
                 ),
                 (
                     ShardId(1),
-                    vec![(Key::balance(AccountId(to), crate::model::AssetId::COIN), 11)],
+                    [(Key::balance(AccountId(to), crate::model::AssetId::COIN), 11)].into(),
                 ),
             ],
             output,

@@ -56,6 +56,7 @@
 //! and executes the [`Command`]s they return.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use smallvec::SmallVec;
 
@@ -85,6 +86,12 @@ pub type Attempt = u64;
 /// could release the lock of a later round of a re-submitted transaction.
 pub const EVERY_ATTEMPT: Attempt = Attempt::MAX;
 
+/// A committed transaction's writes on one shard. Decided once and then
+/// only read: the decision's log record, the commit messages (and their
+/// re-sends) and the in-flight record share one allocation, as do a shard's
+/// log record and the writes it applies.
+pub type Writes = Arc<[(Key, Value)]>;
+
 /// A message from the coordinator to a shard.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToParticipant {
@@ -102,7 +109,7 @@ pub enum ToParticipant {
         /// The transaction.
         tx: TxId,
         /// This shard's writes.
-        writes: Vec<(Key, Value)>,
+        writes: Writes,
     },
     /// Release `tx`'s locks of every round up to `attempt` without applying
     /// anything.
@@ -193,9 +200,9 @@ pub enum Command {
     /// this batch is sent.
     PersistCommit {
         /// The transaction.
-        tx: Box<Transaction>,
+        tx: Arc<Transaction>,
         /// Every shard's writes.
-        writes: Vec<(ShardId, Vec<(Key, Value)>)>,
+        writes: Vec<(ShardId, Writes)>,
         /// The transaction's output (its receipt's).
         output: Value,
     },
@@ -268,10 +275,6 @@ impl<V> PerShard<V> {
 
     fn get(&self, shard: &ShardId) -> Option<&V> {
         self.position(shard).ok().map(|i| &self.0[i].1)
-    }
-
-    fn get_mut(&mut self, shard: &ShardId) -> Option<&mut V> {
-        self.position(shard).ok().map(|i| &mut self.0[i].1)
     }
 
     fn contains_key(&self, shard: &ShardId) -> bool {
@@ -350,7 +353,7 @@ enum Phase {
     Backoff { at_ms: u64 },
     /// Decided commit; waiting for the shards that have not applied it.
     Committing {
-        writes: PerShard<Vec<(Key, Value)>>,
+        writes: PerShard<Writes>,
         output: Value,
     },
 }
@@ -427,7 +430,7 @@ impl Flights {
 
 #[derive(Debug)]
 struct InFlight {
-    tx: Transaction,
+    tx: Arc<Transaction>,
     /// Each involved shard's declared keys.
     keys: PerShard<Vec<Key>>,
     phase: Phase,
@@ -625,7 +628,7 @@ impl Coordinator {
         self.in_flight.insert(
             id,
             InFlight {
-                tx,
+                tx: Arc::new(tx),
                 keys,
                 phase: Phase::Backoff { at_ms: now_ms },
                 deadline_ms: now_ms,
@@ -758,16 +761,30 @@ impl Coordinator {
         let all: Vec<(Key, Option<Value>)> = values.values().flatten().copied().collect();
         match execute_with_values(&flight.tx, &all, &self.registry) {
             Ok((output, writes)) => {
-                let mut by_shard: PerShard<Vec<(Key, Value)>> =
-                    flight.keys.keys().map(|s| (*s, Vec::new())).collect();
-                for (key, value) in writes {
-                    by_shard
-                        .get_mut(&self.placement.shard_of(&key))
-                        .expect("writes stay inside the declared keys")
-                        .push((key, value));
-                }
+                let shards: SmallVec<[ShardId; 4]> = writes
+                    .iter()
+                    .map(|(key, _)| self.placement.shard_of(key))
+                    .collect();
+                debug_assert!(
+                    shards.iter().all(|s| flight.keys.contains_key(s)),
+                    "writes stay inside the declared keys"
+                );
+                // One allocation per shard, shared from here on.
+                let by_shard: PerShard<Writes> = flight
+                    .keys
+                    .keys()
+                    .map(|shard| {
+                        let on_shard: SmallVec<[(Key, Value); 4]> = writes
+                            .iter()
+                            .zip(&shards)
+                            .filter(|(_, s)| *s == shard)
+                            .map(|(write, _)| *write)
+                            .collect();
+                        (*shard, Writes::from(on_shard.as_slice()))
+                    })
+                    .collect();
                 self.commands.push(Command::PersistCommit {
-                    tx: Box::new(flight.tx.clone()),
+                    tx: Arc::clone(&flight.tx),
                     writes: by_shard.iter().map(|(s, w)| (*s, w.clone())).collect(),
                     output,
                 });
@@ -948,8 +965,8 @@ impl Coordinator {
     pub fn recover_commit(
         &mut self,
         now_ms: u64,
-        tx: Transaction,
-        writes: Vec<(ShardId, Vec<(Key, Value)>)>,
+        tx: Arc<Transaction>,
+        writes: Vec<(ShardId, Writes)>,
         output: Value,
     ) {
         let id = tx.id;
@@ -1005,7 +1022,7 @@ impl Coordinator {
         open.into_iter()
             .map(
                 |(flight, writes, output)| crate::records::CoordinatorRecord::Commit {
-                    tx: Box::new(flight.tx.clone()),
+                    tx: Arc::clone(&flight.tx),
                     writes: writes.iter().map(|(s, w)| (*s, w.clone())).collect(),
                     output,
                 },
@@ -1160,7 +1177,7 @@ pub struct Participant {
 #[derive(Debug, Default)]
 pub struct Received {
     /// Writes to apply (a commit's, the first time it comes).
-    pub apply: Vec<(Key, Value)>,
+    pub apply: Writes,
     /// Whether a commit released a prepared transaction here: what
     /// "applied exactly once" counts (the message's record is the first
     /// appended).
@@ -1176,7 +1193,7 @@ pub struct Received {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitOutcome {
     /// The writes to apply; empty for a duplicate commit.
-    pub apply: Vec<(Key, Value)>,
+    pub apply: Writes,
     /// Whether this commit released a prepared transaction here (false for
     /// a duplicate): what "applied exactly once" counts.
     pub applied: bool,
@@ -1448,7 +1465,8 @@ impl Participant {
     /// Releases `tx`'s locks and returns the writes to apply. A commit for
     /// a transaction not prepared here (a duplicate) applies nothing but is
     /// still acknowledged.
-    pub fn commit(&mut self, tx: TxId, writes: Vec<(Key, Value)>) -> CommitOutcome {
+    pub fn commit(&mut self, tx: TxId, writes: impl Into<Writes>) -> CommitOutcome {
+        let writes = writes.into();
         let (apply, applied) = match self.release(tx) {
             Some(lock) => {
                 debug_assert!(writes.iter().all(|(k, _)| lock.keys.contains(k)));
@@ -1463,7 +1481,7 @@ impl Participant {
                 if let Some(&(_, round)) = self.finished.get(&tx) {
                     self.remember(tx, Finished::Committed, round);
                 }
-                (Vec::new(), false)
+                (Writes::default(), false)
             }
         };
         // A correct coordinator commits only after this shard's vote, so
@@ -1671,7 +1689,13 @@ mod tests {
 
     /// The command that commits `tx` on shard `shard` with `writes`.
     fn commit(shard: u32, tx: TxId, writes: Vec<(Key, Value)>) -> Command {
-        send(shard, ToParticipant::Commit { tx, writes })
+        send(
+            shard,
+            ToParticipant::Commit {
+                tx,
+                writes: writes.into(),
+            },
+        )
     }
 
     /// Proves the in-flight slab hands out, finds, replaces and frees
@@ -1681,7 +1705,7 @@ mod tests {
     fn flights_slab_keeps_records_by_id() {
         let (_, tx, _, _) = setup();
         let flight = |retries| InFlight {
-            tx: tx.clone(),
+            tx: Arc::new(tx.clone()),
             keys: PerShard::default(),
             phase: Phase::Backoff { at_ms: 0 },
             deadline_ms: 0,
@@ -1799,12 +1823,15 @@ mod tests {
                 values: vec![(to, Some(5))],
             },
         );
-        let writes = vec![(ShardId(0), vec![(from, 70)]), (ShardId(1), vec![(to, 35)])];
+        let writes: Vec<(ShardId, Writes)> = vec![
+            (ShardId(0), [(from, 70)].into()),
+            (ShardId(1), [(to, 35)].into()),
+        ];
         assert_eq!(
             c.take_commands(),
             vec![
                 Command::PersistCommit {
-                    tx: Box::new(tx.clone()),
+                    tx: Arc::new(tx.clone()),
                     writes,
                     output: 0
                 },
@@ -2179,7 +2206,7 @@ mod tests {
         assert_eq!(p.prepare(c, 0, vec![other]), None);
         assert_eq!(p.take_granted(), vec![]);
         let outcome = p.commit(a, vec![(key, 9)]);
-        assert_eq!(outcome.apply, vec![(key, 9)]);
+        assert_eq!(outcome.apply[..], [(key, 9)]);
         assert!(outcome.applied);
         assert_eq!(
             outcome.reply,
@@ -2190,7 +2217,7 @@ mod tests {
         );
         assert_eq!(p.take_granted(), vec![grant(b, 0, vec![key, other])]);
         let again = p.commit(a, vec![(key, 9)]);
-        assert_eq!(again.apply, vec![], "duplicate commit applies nothing");
+        assert!(again.apply.is_empty(), "duplicate commit applies nothing");
         assert!(!again.applied);
         p.abort(b, 0);
         assert_eq!(p.take_granted(), vec![grant(c, 0, vec![other])]);
@@ -2364,8 +2391,11 @@ mod tests {
         let (mut c, tx, from, to) = setup();
         c.recover_commit(
             50,
-            tx.clone(),
-            vec![(ShardId(0), vec![(from, 70)]), (ShardId(1), vec![(to, 35)])],
+            Arc::new(tx.clone()),
+            vec![
+                (ShardId(0), [(from, 70)].into()),
+                (ShardId(1), [(to, 35)].into()),
+            ],
             7,
         );
         assert_eq!(
@@ -2505,7 +2535,7 @@ mod tests {
             p.prepare(a, 0, vec![key]);
             assert_eq!(p.take_granted(), vec![], "floor {floor}");
             let resent = p.commit(a, vec![(key, 7)]);
-            assert_eq!(resent.apply, vec![], "floor {floor}");
+            assert!(resent.apply.is_empty(), "floor {floor}");
             assert!(!resent.applied, "floor {floor}");
         }
         assert_eq!(p.remembered(), 0);
@@ -2700,7 +2730,7 @@ mod tests {
         assert_eq!(p.take_granted(), vec![], "a stays committed");
         p.prepare(b, 0, vec![key]);
         assert_eq!(p.take_granted(), vec![grant(b, 0, vec![key])]);
-        assert!(!p.commit(a, vec![]).applied);
+        assert!(!p.commit(a, Writes::default()).applied);
         p.abort(a, EVERY_ATTEMPT);
         assert!(p.is_locked(&key), "b still holds the key");
     }

@@ -38,7 +38,7 @@ fn batch(seed: u64, n: u64) -> Vec<ShardRecord> {
             },
             _ => ShardRecord::Committed {
                 tx: TxId::from_u128(u128::from(seed * 1_000 + i)),
-                writes: vec![(key(seed), i)],
+                writes: vec![(key(seed), i)].into(),
             },
         })
         .collect()
