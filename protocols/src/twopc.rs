@@ -758,7 +758,7 @@ impl Coordinator {
                 });
             return;
         }
-        let all: Vec<(Key, Option<Value>)> = values.values().flatten().copied().collect();
+        let all: SmallVec<[(Key, Option<Value>); 4]> = values.values().flatten().copied().collect();
         match execute_with_values(&flight.tx, &all, &self.registry) {
             Ok((output, writes)) => {
                 let shards: SmallVec<[ShardId; 4]> = writes

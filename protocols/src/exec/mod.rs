@@ -8,6 +8,8 @@ mod sequential;
 pub use parallel::{ParallelExecutor, ParallelStats};
 pub use sequential::{execute_unordered_share, SequentialExecutor};
 
+use smallvec::SmallVec;
+
 use crate::model::{Receipt, Transaction};
 use crate::state::State;
 
@@ -165,8 +167,9 @@ pub fn execute_with_values(
     crate::model::TxError,
 > {
     // One free-standing slot per declared key: no table for a single
-    // transaction (this runs once per cross-shard transaction).
-    let owned: Vec<crate::state::Slot> = tx
+    // transaction (this runs once per cross-shard transaction), and for the
+    // usual few keys nothing on the heap.
+    let owned: SmallVec<[crate::state::Slot; INLINE_KEYS]> = tx
         .access
         .keys()
         .map(|key| {
@@ -174,7 +177,8 @@ pub fn execute_with_values(
             crate::state::Slot::detached(value)
         })
         .collect();
-    let slots: Vec<Option<&crate::state::Slot>> = owned.iter().map(Some).collect();
+    let slots: SmallVec<[Option<&crate::state::Slot>; INLINE_KEYS]> =
+        owned.iter().map(Some).collect();
     let (output, writes) = crate::contracts::run(tx, &slots, registry)?;
     Ok((
         output,
