@@ -358,6 +358,46 @@ enum Phase {
     },
 }
 
+/// Messages for the shards, batched per shard until the runtime takes them.
+#[derive(Debug, Default)]
+struct Outbox {
+    batches: BTreeMap<ShardId, Vec<ToParticipant>>,
+    /// The longest batch last taken, up to [`Outbox::MAX_RESERVED`]: new
+    /// batches start with room for as many, rather than growing (and
+    /// copying) their way there each time.
+    capacity: usize,
+}
+
+impl Outbox {
+    /// The most messages a new batch reserves room for: a burst should not
+    /// make every later batch large.
+    const MAX_RESERVED: usize = 1024;
+
+    fn post(&mut self, to: ShardId, message: ToParticipant) {
+        let capacity = self.capacity;
+        self.batches
+            .entry(to)
+            .or_insert_with(|| Vec::with_capacity(capacity))
+            .push(message);
+    }
+
+    fn len(&self) -> usize {
+        self.batches.len()
+    }
+
+    fn take(&mut self) -> BTreeMap<ShardId, Vec<ToParticipant>> {
+        let batches = std::mem::take(&mut self.batches);
+        // One more for the floor a batch may carry.
+        self.capacity = batches
+            .values()
+            .map(|b| b.len() + 1)
+            .max()
+            .unwrap_or(0)
+            .min(Self::MAX_RESERVED);
+        batches
+    }
+}
+
 /// The in-flight records by transaction id: a small index into a slab of
 /// records. Every message looks its transaction's record up, at a random
 /// place among tens of megabytes of them; the index stays small enough
@@ -479,7 +519,7 @@ pub struct Coordinator {
     /// visits. An entry may be stale (its transaction answered or
     /// re-timed); the visit checks.
     due: BTreeMap<u64, Vec<TxId>>,
-    outbox: BTreeMap<ShardId, Vec<ToParticipant>>,
+    outbox: Outbox,
     commands: Vec<Command>,
     rounds: Rounds,
     /// The floor last sent to each shard ([`ToParticipant::Decided`]).
@@ -507,7 +547,7 @@ impl Coordinator {
             waiting: VecDeque::new(),
             waiting_ids: IdMap::default(),
             due: BTreeMap::new(),
-            outbox: BTreeMap::new(),
+            outbox: Outbox::default(),
             commands: Vec::new(),
             rounds: Rounds::default(),
             floor_sent: BTreeMap::new(),
@@ -649,14 +689,14 @@ impl Coordinator {
         flight.deadline_ms = now_ms + self.config.timeout_ms;
         // Shards in ascending order, one at a time: see the module docs.
         let (shard, keys) = flight.keys.iter().next().expect("a transaction has keys");
-        self.outbox
-            .entry(*shard)
-            .or_default()
-            .push(ToParticipant::Prepare {
+        self.outbox.post(
+            *shard,
+            ToParticipant::Prepare {
                 tx: id,
                 attempt: flight.attempt,
                 keys: keys.clone(),
-            });
+            },
+        );
         self.commands.push(Command::SetTimer {
             at_ms: flight.deadline_ms,
         });
@@ -716,9 +756,7 @@ impl Coordinator {
             // matters: after a restart, prepares queued behind each other
             // would otherwise each wait out an inquiry timeout in turn.
             self.outbox
-                .entry(shard)
-                .or_default()
-                .push(ToParticipant::Abort { tx: id, attempt });
+                .post(shard, ToParticipant::Abort { tx: id, attempt });
             return;
         };
         if matches!(flight.phase, Phase::Committing { .. }) {
@@ -732,9 +770,7 @@ impl Coordinator {
             // A vote of an aborted round: its lock may have been released
             // since, so its values may be stale; if not, release it.
             self.outbox
-                .entry(shard)
-                .or_default()
-                .push(ToParticipant::Abort { tx: id, attempt });
+                .post(shard, ToParticipant::Abort { tx: id, attempt });
             return;
         }
         if attempt != flight.attempt {
@@ -748,14 +784,14 @@ impl Coordinator {
         }
         values.insert(shard, shard_values);
         if let Some((next, keys)) = flight.keys.iter().find(|(s, _)| !values.contains_key(s)) {
-            self.outbox
-                .entry(*next)
-                .or_default()
-                .push(ToParticipant::Prepare {
+            self.outbox.post(
+                *next,
+                ToParticipant::Prepare {
                     tx: id,
                     attempt,
                     keys: keys.clone(),
-                });
+                },
+            );
             return;
         }
         let all: SmallVec<[(Key, Option<Value>); 4]> = values.values().flatten().copied().collect();
@@ -789,13 +825,13 @@ impl Coordinator {
                     output,
                 });
                 for (shard, writes) in by_shard.iter() {
-                    self.outbox
-                        .entry(*shard)
-                        .or_default()
-                        .push(ToParticipant::Commit {
+                    self.outbox.post(
+                        *shard,
+                        ToParticipant::Commit {
                             tx: id,
                             writes: writes.clone(),
-                        });
+                        },
+                    );
                 }
                 flight.deadline_ms = now_ms + self.config.timeout_ms;
                 flight.phase = Phase::Committing {
@@ -870,7 +906,7 @@ impl Coordinator {
                 _ => return,
             },
         };
-        self.outbox.entry(shard).or_default().push(answer);
+        self.outbox.post(shard, answer);
     }
 
     fn on_committed(&mut self, id: TxId, shard: ShardId) {
@@ -938,9 +974,7 @@ impl Coordinator {
         for (id, writes) in resend {
             for (shard, writes) in writes {
                 self.outbox
-                    .entry(shard)
-                    .or_default()
-                    .push(ToParticipant::Commit { tx: id, writes });
+                    .post(shard, ToParticipant::Commit { tx: id, writes });
             }
             if let Some(flight) = self.in_flight.get_mut(&id) {
                 flight.deadline_ms = now_ms + self.config.timeout_ms;
@@ -973,13 +1007,13 @@ impl Coordinator {
         let keys = writes.iter().map(|(s, _)| (*s, Vec::new())).collect();
         let writes: PerShard<_> = writes.into_iter().collect();
         for (shard, w) in writes.iter() {
-            self.outbox
-                .entry(*shard)
-                .or_default()
-                .push(ToParticipant::Commit {
+            self.outbox.post(
+                *shard,
+                ToParticipant::Commit {
                     tx: id,
                     writes: w.clone(),
-                });
+                },
+            );
         }
         let deadline_ms = now_ms + self.config.timeout_ms;
         self.in_flight.insert(
@@ -1040,9 +1074,7 @@ impl Coordinator {
         if let Some(flight) = self.in_flight.get(&id) {
             for shard in flight.keys.keys() {
                 self.outbox
-                    .entry(*shard)
-                    .or_default()
-                    .push(ToParticipant::Abort { tx: id, attempt });
+                    .post(*shard, ToParticipant::Abort { tx: id, attempt });
             }
         }
     }
@@ -1070,7 +1102,7 @@ impl Coordinator {
         // that shard last heard it.
         let floor = self.decided_below();
         let mut sends = Vec::with_capacity(self.outbox.len());
-        for (to, mut messages) in std::mem::take(&mut self.outbox) {
+        for (to, mut messages) in self.outbox.take() {
             let sent = self.floor_sent.entry(to).or_default();
             if *sent < floor {
                 *sent = floor;
