@@ -281,21 +281,6 @@ impl<V> PerShard<V> {
         self.position(shard).is_ok()
     }
 
-    /// The value of `shard`, inserted as the default if missing.
-    fn entry(&mut self, shard: ShardId) -> &mut V
-    where
-        V: Default,
-    {
-        let i = match self.position(&shard) {
-            Ok(i) => i,
-            Err(i) => {
-                self.0.insert(i, (shard, V::default()));
-                i
-            }
-        };
-        &mut self.0[i].1
-    }
-
     fn insert(&mut self, shard: ShardId, value: V) {
         match self.position(&shard) {
             Ok(i) => self.0[i].1 = value,
@@ -468,11 +453,22 @@ impl Flights {
     }
 }
 
+/// `tx`'s declared keys on `shard`, in declaration order: what a prepare
+/// asks that shard to lock. Worked out per prepare rather than kept: most
+/// transactions prepare each shard once.
+fn keys_on(placement: &Placement, tx: &Transaction, shard: ShardId) -> Vec<Key> {
+    tx.access
+        .keys()
+        .filter(|key| placement.shard_of(key) == shard)
+        .copied()
+        .collect()
+}
+
 #[derive(Debug)]
 struct InFlight {
     tx: Arc<Transaction>,
-    /// Each involved shard's declared keys.
-    keys: PerShard<Vec<Key>>,
+    /// The shards it declares keys on (its keys there: [`keys_on`]).
+    shards: PerShard<()>,
     phase: Phase,
     deadline_ms: u64,
     attempt: Attempt,
@@ -659,9 +655,9 @@ impl Coordinator {
 
     /// Begins the first round of a validated transaction.
     fn start(&mut self, now_ms: u64, tx: Transaction) {
-        let mut keys: PerShard<Vec<Key>> = PerShard::default();
+        let mut shards = PerShard::default();
         for key in tx.access.keys() {
-            keys.entry(self.placement.shard_of(key)).push(*key);
+            shards.insert(self.placement.shard_of(key), ());
         }
         let id = tx.id;
         let attempt = self.rounds.begin(id);
@@ -669,7 +665,7 @@ impl Coordinator {
             id,
             InFlight {
                 tx: Arc::new(tx),
-                keys,
+                shards,
                 phase: Phase::Backoff { at_ms: now_ms },
                 deadline_ms: now_ms,
                 attempt,
@@ -688,13 +684,13 @@ impl Coordinator {
         };
         flight.deadline_ms = now_ms + self.config.timeout_ms;
         // Shards in ascending order, one at a time: see the module docs.
-        let (shard, keys) = flight.keys.iter().next().expect("a transaction has keys");
+        let shard = *flight.shards.keys().next().expect("a transaction has keys");
         self.outbox.post(
-            *shard,
+            shard,
             ToParticipant::Prepare {
                 tx: id,
                 attempt: flight.attempt,
-                keys: keys.clone(),
+                keys: keys_on(&self.placement, &flight.tx, shard),
             },
         );
         self.commands.push(Command::SetTimer {
@@ -779,17 +775,17 @@ impl Coordinator {
         let Phase::Preparing { values } = &mut flight.phase else {
             return;
         };
-        if !flight.keys.contains_key(&shard) {
+        if !flight.shards.contains_key(&shard) {
             return;
         }
         values.insert(shard, shard_values);
-        if let Some((next, keys)) = flight.keys.iter().find(|(s, _)| !values.contains_key(s)) {
+        if let Some(&next) = flight.shards.keys().find(|s| !values.contains_key(s)) {
             self.outbox.post(
-                *next,
+                next,
                 ToParticipant::Prepare {
                     tx: id,
                     attempt,
-                    keys: keys.clone(),
+                    keys: keys_on(&self.placement, &flight.tx, next),
                 },
             );
             return;
@@ -802,12 +798,12 @@ impl Coordinator {
                     .map(|(key, _)| self.placement.shard_of(key))
                     .collect();
                 debug_assert!(
-                    shards.iter().all(|s| flight.keys.contains_key(s)),
+                    shards.iter().all(|s| flight.shards.contains_key(s)),
                     "writes stay inside the declared keys"
                 );
                 // One allocation per shard, shared from here on.
                 let by_shard: PerShard<Writes> = flight
-                    .keys
+                    .shards
                     .keys()
                     .map(|shard| {
                         let on_shard: SmallVec<[(Key, Value); 4]> = writes
@@ -1004,7 +1000,7 @@ impl Coordinator {
         output: Value,
     ) {
         let id = tx.id;
-        let keys = writes.iter().map(|(s, _)| (*s, Vec::new())).collect();
+        let shards = writes.iter().map(|(s, _)| (*s, ())).collect();
         let writes: PerShard<_> = writes.into_iter().collect();
         for (shard, w) in writes.iter() {
             self.outbox.post(
@@ -1020,7 +1016,7 @@ impl Coordinator {
             id,
             InFlight {
                 tx,
-                keys,
+                shards,
                 phase: Phase::Committing { writes, output },
                 deadline_ms,
                 attempt: self.rounds.next,
@@ -1072,7 +1068,7 @@ impl Coordinator {
     /// Sends every shard of `id` an abort of the rounds up to `attempt`.
     fn abort_everywhere(&mut self, id: TxId, attempt: Attempt) {
         if let Some(flight) = self.in_flight.get(&id) {
-            for shard in flight.keys.keys() {
+            for shard in flight.shards.keys() {
                 self.outbox
                     .post(*shard, ToParticipant::Abort { tx: id, attempt });
             }
@@ -1738,7 +1734,7 @@ mod tests {
         let (_, tx, _, _) = setup();
         let flight = |retries| InFlight {
             tx: Arc::new(tx.clone()),
-            keys: PerShard::default(),
+            shards: PerShard::default(),
             phase: Phase::Backoff { at_ms: 0 },
             deadline_ms: 0,
             attempt: 0,
