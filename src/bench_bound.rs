@@ -56,10 +56,17 @@ enum Share<'s> {
 }
 
 impl Share<'_> {
-    fn run(&mut self, registry: &Arc<Registry>, txs: &[Transaction]) -> Result<(), CliError> {
+    /// Runs `txs` with `executor` on an own state, or unordered with its
+    /// registry on the shared one.
+    fn run(
+        &mut self,
+        executor: &SequentialExecutor,
+        registry: &Registry,
+        txs: &[Transaction],
+    ) -> Result<(), CliError> {
         match self {
             Share::Own(state) => {
-                SequentialExecutor::new(registry.clone()).execute_block(state, txs)?;
+                executor.execute_block(state, txs)?;
             }
             Share::Shared(state) => {
                 execute_unordered_share(state, txs, registry)?;
@@ -103,6 +110,7 @@ pub(crate) fn shares(
     std::thread::scope(|scope| -> Result<(), CliError> {
         for (i, thread) in helpers.iter_mut().enumerate() {
             let (posted, finished, current, registry) = (&posted, &finished, &current, &registry);
+            let executor = SequentialExecutor::new(registry.clone());
             scope.spawn(move || {
                 let mut seen = 0;
                 loop {
@@ -122,7 +130,7 @@ pub(crate) fn shares(
                     // Blocks within limits: a failure here would be a bug
                     // of the sequential executor, which the main thread's
                     // share reports too.
-                    let _ = thread.run(registry, mine);
+                    let _ = thread.run(&executor, registry, mine);
                     finished.fetch_add(1, Ordering::AcqRel);
                 }
             });
@@ -142,7 +150,7 @@ pub(crate) fn shares(
                         let done = finished.load(Ordering::Acquire);
                         *current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&block);
                         posted.store(n + 1, Ordering::Release);
-                        own.run(&registry, mine)?;
+                        own.run(&sequential, &registry, mine)?;
                         while finished.load(Ordering::Acquire) < done + (workers - 1) {
                             std::hint::spin_loop();
                         }

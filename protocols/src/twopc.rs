@@ -793,12 +793,12 @@ impl Coordinator {
         let all: SmallVec<[(Key, Option<Value>); 4]> = values.values().flatten().copied().collect();
         match execute_with_values(&flight.tx, &all, &self.registry) {
             Ok((output, writes)) => {
-                let shards: SmallVec<[ShardId; 4]> = writes
+                let write_shards: SmallVec<[ShardId; 4]> = writes
                     .iter()
                     .map(|(key, _)| self.placement.shard_of(key))
                     .collect();
-                debug_assert!(
-                    shards.iter().all(|s| flight.shards.contains_key(s)),
+                assert!(
+                    write_shards.iter().all(|s| flight.shards.contains_key(s)),
                     "writes stay inside the declared keys"
                 );
                 // One allocation per shard, shared from here on.
@@ -808,7 +808,7 @@ impl Coordinator {
                     .map(|shard| {
                         let on_shard: SmallVec<[(Key, Value); 4]> = writes
                             .iter()
-                            .zip(&shards)
+                            .zip(&write_shards)
                             .filter(|(_, s)| *s == shard)
                             .map(|(write, _)| *write)
                             .collect();
