@@ -62,7 +62,12 @@ fn deliver(
     for message in messages {
         let received = shard.participant.receive(message, &mut log);
         log.clear();
-        shard.values.extend(received.apply.iter().copied());
+        shard.values.extend(
+            received
+                .apply
+                .iter()
+                .flat_map(|writes| writes.iter().copied()),
+        );
         replies.extend(received.reply);
         for grant in received.granted {
             let values = grant

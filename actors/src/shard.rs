@@ -394,7 +394,9 @@ impl Handler<FromCoordinator> for ShardActor {
         let mut granted = Vec::new();
         for message in msg.0 {
             let received = self.memory.participant.receive(message, &mut records);
-            writes.extend_from_slice(&received.apply);
+            if let Some(apply) = &received.apply {
+                writes.extend_from_slice(apply);
+            }
             replies.extend(received.reply);
             granted.extend(received.granted);
         }

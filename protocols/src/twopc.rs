@@ -1205,7 +1205,7 @@ pub struct Participant {
 #[derive(Debug, Default)]
 pub struct Received {
     /// Writes to apply (a commit's, the first time it comes).
-    pub apply: Writes,
+    pub apply: Option<Writes>,
     /// Whether a commit released a prepared transaction here: what
     /// "applied exactly once" counts (the message's record is the first
     /// appended).
@@ -1213,8 +1213,8 @@ pub struct Received {
     /// The answer for the coordinator, if any.
     pub reply: Option<ToCoordinator>,
     /// Prepares granted: vote on each, with its keys' values read after
-    /// `apply`.
-    pub granted: Vec<Grant>,
+    /// `apply`. Inline: a message lets through a prepare or two.
+    pub granted: SmallVec<[Grant; 1]>,
 }
 
 /// What a shard does with a commit.
@@ -1564,7 +1564,7 @@ impl Participant {
                     tx,
                     writes: outcome.apply.clone(),
                 });
-                received.apply = outcome.apply;
+                received.apply = outcome.applied.then_some(outcome.apply);
                 received.applied = outcome.applied;
                 received.reply = Some(outcome.reply);
             }
@@ -1574,7 +1574,8 @@ impl Participant {
             }
             ToParticipant::Decided { below } => self.decided(below),
         }
-        received.granted = self.take_granted();
+        // Drained, not taken: the list keeps its room for the next message.
+        received.granted = self.granted.drain(..).collect();
         log.extend(received.granted.iter().map(|grant| ShardRecord::Prepared {
             tx: grant.tx,
             attempt: grant.attempt,

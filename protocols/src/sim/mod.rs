@@ -916,7 +916,7 @@ impl<'c> Sim<'c> {
                     applied: i == 0 && received.applied,
                 }),
         );
-        for &(key, value) in received.apply.iter() {
+        for &(key, value) in received.apply.iter().flat_map(|writes| writes.iter()) {
             node.state.set(key, value);
         }
         let mut replies: Vec<ToCoordinator> = received.reply.into_iter().collect();
