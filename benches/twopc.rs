@@ -69,19 +69,13 @@ fn deliver(
                 .flat_map(|writes| writes.iter().copied()),
         );
         replies.extend(received.reply);
-        for grant in received.granted {
-            let values = grant
-                .keys
+        let values = &shard.values;
+        replies.extend(
+            received
+                .granted
                 .iter()
-                .map(|k| (*k, shard.values.get(k).copied()))
-                .collect();
-            replies.push(ToCoordinator::Prepared {
-                tx: grant.tx,
-                attempt: grant.attempt,
-                shard: shard_id,
-                values,
-            });
-        }
+                .map(|g| g.vote(shard_id, |k| values.get(k).copied())),
+        );
     }
     replies
 }

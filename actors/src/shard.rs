@@ -394,9 +394,7 @@ impl Handler<FromCoordinator> for ShardActor {
         let mut granted = Vec::new();
         for message in msg.0 {
             let received = self.memory.participant.receive(message, &mut records);
-            if let Some(apply) = &received.apply {
-                writes.extend_from_slice(apply);
-            }
+            writes.extend(received.apply);
             replies.extend(received.reply);
             granted.extend(received.granted);
         }
@@ -406,7 +404,7 @@ impl Handler<FromCoordinator> for ShardActor {
             self.failed = Some(error);
             return;
         }
-        for (key, value) in writes {
+        for &(key, value) in writes.iter().flat_map(|w| w.iter()) {
             self.memory.state.set(key, value);
         }
         self.snapshot_if_due();
@@ -419,19 +417,8 @@ impl Handler<FromCoordinator> for ShardActor {
         // Votes read values after the batch's commits are applied: a granted
         // transaction's keys were released by those commits.
         let voted = !granted.is_empty();
-        for grant in granted {
-            let values = grant
-                .keys
-                .iter()
-                .map(|k| (*k, self.memory.state.get(k)))
-                .collect();
-            replies.push(ToCoordinator::Prepared {
-                tx: grant.tx,
-                attempt: grant.attempt,
-                shard: self.shard,
-                values,
-            });
-        }
+        let state = &self.memory.state;
+        replies.extend(granted.iter().map(|g| g.vote(self.shard, |k| state.get(k))));
         if !replies.is_empty() {
             self.send(replies);
         }

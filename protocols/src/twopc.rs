@@ -1153,6 +1153,21 @@ pub struct Grant {
     pub keys: Vec<Key>,
 }
 
+impl Grant {
+    /// The shard's vote for the granted round, with each key's value as
+    /// `value_of` reads it (`None`: the key does not exist). Read after the
+    /// commits the shard applied in the same batch: they may have released
+    /// these keys.
+    pub fn vote(&self, shard: ShardId, value_of: impl Fn(&Key) -> Option<Value>) -> ToCoordinator {
+        ToCoordinator::Prepared {
+            tx: self.tx,
+            attempt: self.attempt,
+            shard,
+            values: self.keys.iter().map(|k| (*k, value_of(k))).collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Lock {
     attempt: Attempt,

@@ -920,15 +920,13 @@ impl<'c> Sim<'c> {
             node.state.set(key, value);
         }
         let mut replies: Vec<ToCoordinator> = received.reply.into_iter().collect();
-        for grant in received.granted {
-            let values = grant.keys.iter().map(|k| (*k, node.state.get(k))).collect();
-            replies.push(ToCoordinator::Prepared {
-                tx: grant.tx,
-                attempt: grant.attempt,
-                shard,
-                values,
-            });
-        }
+        let state = &node.state;
+        replies.extend(
+            received
+                .granted
+                .iter()
+                .map(|g| g.vote(shard, |k| state.get(k))),
+        );
         if !self.config.shards_remember_finished {
             node.forget_finished(&self.participant_config);
         }
