@@ -231,7 +231,7 @@ pub fn run() -> Result<(), ClusterError> {
         .place(dave, ShardId(3))
         .place(grant, ShardId(2))
         .place(too_big, ShardId(1))
-        .contract(DAO, Arc::new(Dao))?
+        .contract(DAO, "dao-1", Arc::new(Dao))?
         .start()?;
     let genesis = [
         (dao, 10_000),

@@ -178,7 +178,7 @@ pub fn run() -> Result<(), ClusterError> {
         .place(carol, ShardId(3))
         .place(tokens[0], ShardId(3))
         .place(tokens[1], ShardId(0))
-        .contract(MARKET, Arc::new(Market))?
+        .contract(MARKET, "market-1", Arc::new(Market))?
         .start()?;
     let genesis = [(creator, 0), (alice, 5_000), (bob, 5_000), (carol, 5_000)];
     cluster.create_accounts_blocking(&genesis)?;

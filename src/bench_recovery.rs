@@ -163,7 +163,7 @@ pub(crate) fn run(args: &RecoveryArgs) -> Result<(), CliError> {
     let (cluster, replay) = time_recovery(dir, args)?;
     let replayed = total(&cluster, args.accounts)?;
     println!(
-        "  recovery by full log replay: {:.3} s ({:.0} tx/s, reading and re-executing)  total {}",
+        "  recovery by full log replay: {:.3} s ({:.0} tx/s, reading and applying writes)  total {}",
         replay.as_secs_f64(),
         args.txs as f64 / replay.as_secs_f64(),
         if replayed == expected {

@@ -34,6 +34,8 @@ use parashard_protocols::model::{
 use parashard_protocols::placement::{Placement, PlacementError};
 use parashard_protocols::twopc::CoordinatorConfig;
 
+use crate::manifest::{self, DataDirMismatch, Manifest};
+
 /// Error from the cluster API.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -72,6 +74,16 @@ pub enum ClusterError {
     /// The data directory could not be opened.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The data directory was written by a cluster whose shards,
+    /// placements or contracts differ from this one's: its logs would mean
+    /// something else here. Nothing was started or changed.
+    #[error("data dir {}: {mismatch}", path.display())]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// What differs.
+        mismatch: DataDirMismatch,
+    },
     /// A shard's storage failed (for example a corrupt log); it refuses
     /// work, reads included, rather than answer from a state it could not
     /// rebuild.
@@ -140,13 +152,18 @@ impl ClusterBuilder {
         self
     }
 
-    /// Registers a user contract.
+    /// Registers a user contract under `id`, with `version` naming its
+    /// code (a release number or a hash of its source). A data directory
+    /// records both, and a cluster started on it later must register the
+    /// same code under the same id and version, or it is refused with
+    /// [`ClusterError::DataDir`]: its state was made by that code.
     pub fn contract(
         mut self,
         id: ContractId,
+        version: impl Into<String>,
         contract: Arc<dyn Contract>,
     ) -> Result<Self, ClusterError> {
-        self.registry.register(id, contract)?;
+        self.registry.register(id, version, contract)?;
         Ok(self)
     }
 
@@ -185,6 +202,14 @@ impl ClusterBuilder {
     /// directory resumes with everything committed. Without it (the
     /// default) storage is in memory: it survives actor crashes, not the
     /// process.
+    ///
+    /// The directory's manifest ([`crate::manifest`]) records the shard
+    /// count, the explicit placements and the registered contracts with
+    /// their versions; a cluster started on it later with any of these
+    /// different is refused with [`ClusterError::DataDir`] (a contract
+    /// registered for the first time is added). Recovery applies the
+    /// logged writes and runs no contract code, so it restores exactly what
+    /// committed whatever the contracts do now.
     pub fn data_dir(mut self, path: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(path.into());
         self
@@ -236,7 +261,8 @@ impl ClusterBuilder {
         let (shard_storage, coordinator_storage) = match &self.data_dir {
             Some(dir) => {
                 let policy = self.snapshot_policy.unwrap_or_default();
-                open_data_dir(dir, self.shards, policy)?
+                let given = Manifest::of(&placement, &self.registry);
+                open_data_dir(dir, &given, policy)?
             }
             None => {
                 let policy = self.snapshot_policy.unwrap_or(SnapshotPolicy::IN_MEMORY);
@@ -311,13 +337,9 @@ pub const ON_DISK_MAX_ACTIVE: usize = 8_192;
 /// (each costs about 40 bytes).
 pub const MAX_REMEMBERED: usize = 1 << 28;
 
-/// The file in a data directory that records its shard count: placement
-/// hashes by it, so a directory only makes sense with the same count.
-const DATA_DIR_META: &str = "parashard.meta";
-
 fn open_data_dir(
     dir: &Path,
-    shards: u32,
+    given: &Manifest,
     policy: SnapshotPolicy,
 ) -> Result<(ShardLogs, CoordinatorLog), ClusterError> {
     let io = |e: std::io::Error| StorageError::Io(format!("data dir {}: {e}", dir.display()));
@@ -325,30 +347,18 @@ fn open_data_dir(
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         sync_dir(parent)?;
     }
-    let meta_path = dir.join(DATA_DIR_META);
-    let meta = format!("shards {shards}\n");
-    match std::fs::read_to_string(&meta_path) {
-        Ok(found) if found == meta => {}
-        Ok(found) => {
-            return Err(ClusterError::Config(format!(
-                "{} was written by a cluster with `{}`, not `{}`",
-                meta_path.display(),
-                found.trim(),
-                meta.trim()
-            )))
+    let mismatch = |mismatch| ClusterError::DataDir {
+        path: dir.to_path_buf(),
+        mismatch,
+    };
+    let recorded = match manifest::read(dir)?.map_err(mismatch)? {
+        manifest::Found::Manifest(recorded) => {
+            recorded.admits(given).map_err(mismatch)?;
+            Some(recorded)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // Opening the logs below syncs this directory, and with it the
-            // file's entry.
-            std::fs::File::create(&meta_path)
-                .and_then(|mut file| {
-                    std::io::Write::write_all(&mut file, meta.as_bytes())?;
-                    file.sync_all()
-                })
-                .map_err(io)?;
-        }
-        Err(e) => return Err(io(e).into()),
-    }
+        manifest::Found::Nothing => None,
+    };
+    let shards = given.shards;
     let shard_logs = (0..shards)
         .map(|i| {
             DiskStorage::open(dir.join(format!("shard-{i}")), policy)
@@ -356,6 +366,11 @@ fn open_data_dir(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let coordinator_log = Arc::new(DiskStorage::open(dir.join("coordinator"), policy)?);
+    // Written only now that this cluster holds the logs' locks, so that a
+    // cluster refused for a directory in use never touches its manifest.
+    if recorded.as_ref() != Some(given) {
+        manifest::write(dir, given)?;
+    }
     Ok((shard_logs, coordinator_log))
 }
 

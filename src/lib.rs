@@ -5,10 +5,12 @@ pub use parashard_actors as actors;
 pub use parashard_protocols as protocols;
 
 mod cluster;
+pub mod manifest;
 pub use cluster::{
     failed, Cluster, ClusterBuilder, ClusterError, ClusterStorageStats, MetricsSnapshot, Pending,
     MAX_REMEMBERED, ON_DISK_MAX_ACTIVE,
 };
+pub use manifest::DataDirMismatch;
 pub use parashard_actors::faults::{
     CrashPoint, FaultError, FaultStats, Faults, LinkFaults, Target as FaultTarget,
 };

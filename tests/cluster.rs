@@ -258,10 +258,10 @@ fn in_memory_logs_snapshot_and_recover_from_snapshots() {
 }
 
 /// With the default policy an in-memory log is bounded by the memory its
-/// records hold, not only by their count: a block record holds thousands
-/// of transactions, so a count of records alone let a shard's log keep
-/// every transaction of the cluster's life. 120,000 local transfers
-/// (about 26 MiB of records, against a 16 MiB bound) make the shard
+/// records hold, not only by their count: a block record holds the writes
+/// of thousands of transactions, so a count of records alone let a shard's
+/// log keep every write of the cluster's life. 300,000 local transfers
+/// (about 21 MiB of records, against a 16 MiB bound) make the shard
 /// snapshot, and a crashed shard recovers from snapshot plus tail.
 #[test]
 fn in_memory_logs_are_bounded_by_their_records_size() {
@@ -269,14 +269,18 @@ fn in_memory_logs_are_bounded_by_their_records_size() {
     let cluster = common::bank(1, ACCOUNTS, 1 << 40);
     let mut model = vec![1u64 << 40; ACCOUNTS as usize];
     let (mut rng, mut ids) = (Rng::new(7), TxIds::starting_at(1 << 80));
-    for _ in 0..12 {
+    for _ in 0..30 {
         let txs =
             parashard::protocols::workload::transfers(&mut rng, &mut ids, ACCOUNTS, 10_000, 100);
         let receipts = cluster.submit_batch_blocking(txs.clone()).unwrap();
         apply_committed(&txs, &receipts, &mut model);
     }
     let stats = cluster.storage_stats();
-    let at_least = 120_000 * std::mem::size_of::<Transaction>() as u64;
+    // Each committed transfer's record holds its id and output and two
+    // written balances.
+    let per_transfer =
+        std::mem::size_of::<(TxId, Value)>() + 2 * std::mem::size_of::<(Key, Value)>();
+    let at_least = 300_000 * per_transfer as u64;
     assert!(stats.shards.bytes >= at_least, "{stats:?}");
     assert!(stats.shards.snapshots >= 1, "{stats:?}");
     cluster.crash_shard(ShardId(0)).unwrap();

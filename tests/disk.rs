@@ -316,15 +316,21 @@ fn corrupt_coordinator_log_refuses_cross_shard_work() {
     assert!(local.is_committed(), "{local:?}");
 }
 
-/// A data directory written with one shard count is refused with another:
-/// placement depends on it.
+/// A data directory written with one shard count is refused with another,
+/// with an error naming both counts: placement depends on it.
 #[test]
 fn data_dir_remembers_its_shard_count() {
     let dir = tempfile::tempdir().unwrap();
     start(dir.path(), 2, SnapshotPolicy::default()).shutdown();
     assert!(matches!(
         Cluster::builder().shards(3).data_dir(dir.path()).start(),
-        Err(ClusterError::Config(_))
+        Err(ClusterError::DataDir {
+            mismatch: parashard::DataDirMismatch::Shards {
+                recorded: 2,
+                given: 3
+            },
+            ..
+        })
     ));
 }
 

@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use tracing::{debug_span, warn};
 
 use parashard_protocols::committed::{CommittedMemory, DEFAULT_REMEMBERED};
-use parashard_protocols::exec::{BlockExecutor, ParallelExecutor};
+use parashard_protocols::exec::ParallelExecutor;
 use parashard_protocols::fastmap::FastSet;
 use parashard_protocols::model::{
     Key, Receipt, ShardId, Status, Transaction, TxError, TxId, Value,
@@ -204,7 +204,6 @@ impl ShardActor {
             remember,
             snapshot,
             records,
-            self.executor.as_ref(),
         );
     }
 
@@ -254,8 +253,8 @@ impl ShardActor {
                 .collect();
         }
         let _span = debug_span!("execute_block", shard = self.shard.0, txs = ready.len()).entered();
-        let receipts = match self.executor.execute_block(&mut self.memory.state, &ready) {
-            Ok(receipts) => receipts,
+        let (receipts, record) = match self.memory.execute_block(self.executor.as_ref(), &ready) {
+            Ok(done) => done,
             Err(error) => {
                 // Rejected whole, before anything was applied: nothing to log.
                 let reason = error.to_string();
@@ -270,19 +269,19 @@ impl ShardActor {
             }
         };
         // Log before any receipt leaves: a receipt is only sent for a block
-        // that is durable. (Executing first lets the log take the block
-        // without a copy. Nothing can observe the state in between: this
-        // actor is the only one to touch it, and if the append fails the
-        // shard refuses all work, reads included, until it recovers from
-        // its log.)
-        if let Err(error) = self.storage.append(vec![ShardRecord::Block(ready)]) {
+        // that is durable. (Executing first gives the log the block's
+        // writes. Nothing can observe the state in between: this actor is
+        // the only one to touch it, and if the append fails the shard
+        // refuses all work, reads included, until it recovers from its
+        // log.)
+        if let Err(error) = self.storage.append(vec![record]) {
             self.failed = Some(error.clone());
             return receipts
                 .iter()
                 .map(|r| self.failed_receipt(r.tx_id, &error))
                 .collect();
         }
-        self.memory.committed.remember_receipts(&receipts);
+        self.memory.remember(&receipts);
         self.snapshot_if_due();
         receipts
     }

@@ -327,18 +327,21 @@ impl<R: Record> Storage<R> for MemoryStorage<R> {
 
 #[cfg(test)]
 mod tests {
-    use parashard_protocols::model::{AccountId, Transaction};
+    use parashard_protocols::model::{AccountId, AssetId, Key, TxId, Value};
     use parashard_protocols::workload::TxIds;
 
     use super::*;
 
+    /// The record of a block of `txs` committed transfers.
     fn block(txs: u64) -> ShardRecord {
         let mut ids = TxIds::default();
-        ShardRecord::Block(
-            (0..txs)
-                .map(|i| Transaction::transfer(ids.next_id(), AccountId(i), AccountId(i + 1), 1))
+        let key = |a| Key::balance(AccountId(a), AssetId::COIN);
+        ShardRecord::Block {
+            committed: (0..txs).map(|_| (ids.next_id(), 0)).collect(),
+            writes: (0..txs)
+                .flat_map(|i| [(key(i), 1), (key(i + 1), 2)])
                 .collect(),
-        )
+        }
     }
 
     /// An in-memory log is due for a snapshot by the memory its records
@@ -348,7 +351,8 @@ mod tests {
     fn memory_log_counts_what_records_hold() {
         let record = block(1_000);
         let footprint = record.footprint();
-        assert!(footprint >= 1_000 * std::mem::size_of::<Transaction>() as u64);
+        let per_tx = std::mem::size_of::<(TxId, Value)>() + 2 * std::mem::size_of::<(Key, Value)>();
+        assert!(footprint >= 1_000 * per_tx as u64);
         let policy = SnapshotPolicy {
             log_bytes: 3 * footprint,
             log_records: 1_000,

@@ -57,6 +57,13 @@ impl Placement {
         Ok(())
     }
 
+    /// The explicit placements (overrides of the hash), in no set order.
+    pub fn explicit(&self) -> impl Iterator<Item = (AccountId, ShardId)> + '_ {
+        self.explicit
+            .iter()
+            .map(|(account, shard)| (*account, *shard))
+    }
+
     /// The number of shards.
     pub fn shards(&self) -> u32 {
         self.shards

@@ -4,18 +4,30 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Key, ShardId, Transaction, TxId, Value};
+use crate::model::{Key, Receipt, ShardId, Status, Transaction, TxId, Value};
+use crate::state::State;
 use std::sync::Arc;
 
 use crate::twopc::{Attempt, Finished, Writes};
 
-/// A shard's log record. Recovery replays them in order: blocks are
-/// re-executed (execution is deterministic), cross-shard commits applied,
-/// prepared locks re-taken.
+/// A shard's log record. Recovery replays them in order: a block's writes
+/// and a cross-shard commit's writes are applied, prepared locks re-taken.
+/// Replay runs no contract code, so it cannot diverge from what committed
+/// when contracts change or go missing between runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ShardRecord {
-    /// A block of local transactions, executed in this order.
-    Block(Vec<Transaction>),
+    /// What a block of local transactions did (a redo record): its writes
+    /// and its commits. Built by [`ShardRecord::block`] from the state the
+    /// block left.
+    Block {
+        /// Each transaction the block committed, in block order, with its
+        /// output (what the shard's commit memory answers a retry with).
+        committed: Vec<(TxId, Value)>,
+        /// The value the block left in each key its committed transactions
+        /// declared for writing, in block order; a key may appear more than
+        /// once, always with the same (final) value.
+        writes: Vec<(Key, Value)>,
+    },
     /// A cross-shard transaction prepared here: its keys are locked.
     Prepared {
         /// The transaction.
@@ -122,13 +134,40 @@ fn transaction_footprint(tx: &Transaction) -> usize {
 }
 
 impl ShardRecord {
+    /// The redo record of `block`, which has just executed on `state` with
+    /// `receipts`: the final value of every key a committed transaction
+    /// declared for writing. A declared key the transaction did not write
+    /// holds a value it already held, so applying the record to the state
+    /// before the block gives exactly the state after it. Keys are never
+    /// deleted, so a declared key still missing was not written.
+    pub fn block(state: &State, block: &[Transaction], receipts: &[Receipt]) -> ShardRecord {
+        assert_eq!(block.len(), receipts.len(), "one receipt per transaction");
+        let mut committed = Vec::with_capacity(block.len());
+        let mut writes = Vec::with_capacity(block.len() * 2);
+        for (tx, receipt) in block.iter().zip(receipts) {
+            debug_assert_eq!(tx.id, receipt.tx_id);
+            let Status::Committed { output } = receipt.status else {
+                continue;
+            };
+            committed.push((tx.id, output));
+            for key in &tx.access.writes {
+                if let Some(value) = state.get(key) {
+                    writes.push((*key, value));
+                }
+            }
+        }
+        ShardRecord::Block { committed, writes }
+    }
+
     /// Roughly how many bytes the record holds in memory (itself and what
     /// it owns on the heap): what an in-memory log counts towards its
     /// snapshot threshold, so that a log kept in memory stays bounded.
     pub fn footprint(&self) -> u64 {
         use std::mem::size_of_val;
         let owned = match self {
-            ShardRecord::Block(txs) => txs.iter().map(transaction_footprint).sum(),
+            ShardRecord::Block { committed, writes } => {
+                size_of_val(committed.as_slice()) + size_of_val(writes.as_slice())
+            }
             ShardRecord::Prepared { keys, .. } => size_of_val(keys.as_slice()),
             ShardRecord::Committed { writes, .. } => size_of_val(&writes[..]),
             ShardRecord::Aborted { .. } => 0,

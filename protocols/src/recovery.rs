@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use crate::committed::CommittedMemory;
 use crate::contracts::Registry;
-use crate::exec::BlockExecutor;
-use crate::model::{ShardId, Transaction, TxId, Value};
+use crate::exec::{BlockExecutor, ExecutorError};
+use crate::model::{Receipt, ShardId, Transaction, TxId, Value};
 use crate::placement::Placement;
 use crate::records::{CoordinatorRecord, CoordinatorSnapshot, ShardRecord, ShardSnapshot};
 use crate::state::State;
@@ -37,15 +37,14 @@ impl ShardMemory {
     }
 
     /// Rebuilds a shard from `snapshot` and the `records` logged after it:
-    /// blocks are executed again (execution is deterministic), commits and
-    /// aborts applied, locks re-taken, in log order.
+    /// writes of blocks and commits applied, aborts applied, locks re-taken,
+    /// in log order. No contract code runs: the log says what committed.
     pub fn recover(
         shard: ShardId,
         config: ParticipantConfig,
         remember: usize,
         snapshot: Option<ShardSnapshot>,
         records: impl IntoIterator<Item = ShardRecord>,
-        executor: &dyn BlockExecutor,
     ) -> ShardMemory {
         let mut memory = ShardMemory::new(shard, config, remember);
         if let Some(snapshot) = snapshot {
@@ -66,19 +65,40 @@ impl ShardMemory {
             memory.participant.take_granted();
         }
         for record in records {
-            memory.replay(record, executor);
+            memory.replay(record);
         }
         memory
     }
 
+    /// Executes `block` (local transactions that no lock holds back) on the
+    /// state and returns its receipts and the record that makes it durable.
+    /// The caller appends the record, and only then answers with the
+    /// receipts and calls [`ShardMemory::remember`]. An error rejects the
+    /// whole block before anything is applied.
+    pub fn execute_block(
+        &mut self,
+        executor: &dyn BlockExecutor,
+        block: &[Transaction],
+    ) -> Result<(Vec<Receipt>, ShardRecord), ExecutorError> {
+        let receipts = executor.execute_block(&mut self.state, block)?;
+        let record = ShardRecord::block(&self.state, block, &receipts);
+        Ok((receipts, record))
+    }
+
+    /// Remembers a durable block's commits, to answer re-submissions.
+    pub fn remember(&mut self, receipts: &[Receipt]) {
+        self.committed.remember_receipts(receipts);
+    }
+
     /// Applies one logged record as recovery does.
-    fn replay(&mut self, record: ShardRecord, executor: &dyn BlockExecutor) {
+    fn replay(&mut self, record: ShardRecord) {
         match record {
-            ShardRecord::Block(txs) => {
-                // The block was accepted once, so it fits the executor's
-                // limits.
-                if let Ok(receipts) = executor.execute_block(&mut self.state, &txs) {
-                    self.committed.remember_receipts(&receipts);
+            ShardRecord::Block { committed, writes } => {
+                for (key, value) in writes {
+                    self.state.set(key, value);
+                }
+                for (tx, output) in committed {
+                    self.committed.remember(tx, output);
                 }
             }
             ShardRecord::Prepared { tx, attempt, keys } => {
@@ -209,10 +229,8 @@ mod tests {
     /// while a new round of an aborted transaction still locks.
     #[test]
     fn recovered_shard_keeps_its_floor_and_finished_memory() {
-        use crate::exec::SequentialExecutor;
         use crate::twopc::Finished;
         let key = |a| Key::balance(AccountId(a), crate::model::AssetId::COIN);
-        let executor = SequentialExecutor::default();
         let (old, kept, logged) = (TxId::from_u128(1), TxId::from_u128(2), TxId::from_u128(3));
         let mut live = ShardMemory::new(ShardId(0), ParticipantConfig::default(), 0);
         let p = &mut live.participant;
@@ -234,7 +252,6 @@ mod tests {
             0,
             Some(snapshot),
             after,
-            &executor,
         );
         let p = &mut recovered.participant;
         assert_eq!(p.decided_below(), 5);

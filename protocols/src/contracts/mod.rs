@@ -36,10 +36,17 @@ pub enum RegistryError {
     DuplicateContract(ContractId),
 }
 
-/// The user contracts an executor can call, by id.
+/// The user contracts an executor can call, by id, each with the version
+/// its registration gave.
 #[derive(Clone, Default)]
 pub struct Registry {
-    contracts: HashMap<ContractId, Arc<dyn Contract>>,
+    contracts: HashMap<ContractId, Registered>,
+}
+
+#[derive(Clone)]
+struct Registered {
+    version: String,
+    code: Arc<dyn Contract>,
 }
 
 impl Registry {
@@ -48,27 +55,48 @@ impl Registry {
         Registry::default()
     }
 
-    /// Registers `contract` under `id`.
+    /// Registers `contract` under `id`. `version` names the code (a
+    /// release number or a hash of the source, as the user prefers): a
+    /// data directory records it, and refuses to start with other code
+    /// under the same id (see `ClusterBuilder::data_dir` in the facade).
     pub fn register(
         &mut self,
         id: ContractId,
+        version: impl Into<String>,
         contract: Arc<dyn Contract>,
     ) -> Result<(), RegistryError> {
         if self.contracts.contains_key(&id) {
             return Err(RegistryError::DuplicateContract(id));
         }
-        self.contracts.insert(id, contract);
+        let version = version.into();
+        self.contracts.insert(
+            id,
+            Registered {
+                version,
+                code: contract,
+            },
+        );
         Ok(())
     }
 
+    /// Every registered contract's id and version, by id.
+    pub fn versions(&self) -> std::collections::BTreeMap<ContractId, String> {
+        self.contracts
+            .iter()
+            .map(|(id, registered)| (*id, registered.version.clone()))
+            .collect()
+    }
+
     fn get(&self, id: ContractId) -> Option<&Arc<dyn Contract>> {
-        self.contracts.get(&id)
+        self.contracts.get(&id).map(|registered| &registered.code)
     }
 }
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_set().entries(self.contracts.keys()).finish()
+        f.debug_map()
+            .entries(self.contracts.iter().map(|(id, r)| (id.0, &r.version)))
+            .finish()
     }
 }
 

@@ -356,7 +356,7 @@ impl ShardNode {
     /// Rebuilds memory from the log with the shard actor's own recovery
     /// ([`ShardMemory::recover`]); the genesis entry is the snapshot the
     /// log starts from.
-    fn recover(&mut self, executor: &SequentialExecutor, config: &ParticipantConfig) {
+    fn recover(&mut self, config: &ParticipantConfig) {
         self.deferred.clear();
         self.timer_ms = None;
         let mut snapshot = None;
@@ -376,9 +376,24 @@ impl ShardNode {
             }
         }
         // The simulated clients never resubmit: no commit memory.
-        let memory = ShardMemory::recover(self.id, config.clone(), 0, snapshot, records, executor);
+        let memory = ShardMemory::recover(self.id, config.clone(), 0, snapshot, records);
         self.state = memory.state;
         self.participant = memory.participant;
+    }
+
+    /// Executes a block of local transactions and logs what it did, in
+    /// the shard actor's order: execute, then log, then answer.
+    fn execute_logged(
+        &mut self,
+        executor: &SequentialExecutor,
+        block: &[Transaction],
+    ) -> Vec<Receipt> {
+        let receipts = executor
+            .execute_block(&mut self.state, block)
+            .expect("a small block executes");
+        self.log
+            .push(ShardRecord::block(&self.state, block, &receipts).into());
+        receipts
     }
 
     /// Breaks the participant on purpose (see
@@ -511,13 +526,14 @@ impl<'c> Sim<'c> {
                     id: ShardId(i as u32),
                     up: true,
                     incarnation: 0,
-                    log: vec![Logged::Genesis(tokens), ShardRecord::Block(block).into()],
+                    log: vec![Logged::Genesis(tokens)],
                     state: State::new(),
                     participant: Participant::new(ShardId(i as u32)),
                     deferred: VecDeque::new(),
                     timer_ms: None,
                 };
-                node.recover(&executor, &participant_config);
+                node.recover(&participant_config);
+                node.execute_logged(&executor, &block);
                 node
             })
             .collect();
@@ -829,7 +845,7 @@ impl<'c> Sim<'c> {
             }
             Node::Shard(shard) => {
                 let s = &mut self.shards[shard.0 as usize];
-                s.recover(&self.executor, &self.participant_config);
+                s.recover(&self.participant_config);
                 s.up = true;
                 self.drive_inquiries(shard);
             }
@@ -969,11 +985,7 @@ impl<'c> Sim<'c> {
         if ready.is_empty() {
             return;
         }
-        node.log.push(ShardRecord::Block(ready.clone()).into());
-        let receipts = self
-            .executor
-            .execute_block(&mut node.state, &ready)
-            .expect("a small block executes");
+        let receipts = node.execute_logged(&self.executor, &ready);
         for receipt in receipts {
             self.record_receipt(&receipt);
         }
@@ -1075,7 +1087,7 @@ impl<'c> Sim<'c> {
                 deferred: VecDeque::new(),
                 timer_ms: None,
             };
-            rebuilt.recover(&self.executor, &self.participant_config);
+            rebuilt.recover(&self.participant_config);
             if rebuilt.state != node.state {
                 let live = node.state.to_map();
                 let replayed = rebuilt.state.to_map();
@@ -1107,11 +1119,11 @@ impl<'c> Sim<'c> {
                         applied: true,
                     } => *applied.entry((*tx, node.id)).or_default() += 1,
                     Logged::Record {
-                        record: ShardRecord::Block(txs),
+                        record: ShardRecord::Block { committed, .. },
                         ..
                     } => {
-                        for tx in txs {
-                            *applied.entry((tx.id, node.id)).or_default() += 1;
+                        for (tx, _) in committed {
+                            *applied.entry((*tx, node.id)).or_default() += 1;
                         }
                     }
                     _ => {}

@@ -155,7 +155,9 @@ pub fn registry() -> Arc<Registry> {
         (SNEAKY, Arc::new(Sneaky)),
     ];
     for (id, contract) in contracts {
-        registry.register(id, contract).expect("ids are distinct");
+        registry
+            .register(id, "1", contract)
+            .expect("ids are distinct");
     }
     Arc::new(registry)
 }

@@ -1,6 +1,6 @@
 use super::*;
 use crate::storage::{ShardRecord, ShardSnapshot};
-use parashard_protocols::model::{AccountId, AssetId, Key, Transaction, TxId};
+use parashard_protocols::model::{AccountId, AssetId, Key, TxId};
 use parashard_protocols::twopc::Finished;
 
 type Disk = DiskStorage<ShardRecord>;
@@ -25,12 +25,10 @@ fn key(account: u64) -> Key {
 fn batch(seed: u64, n: u64) -> Vec<ShardRecord> {
     (0..n)
         .map(|i| match (seed + i) % 3 {
-            0 => ShardRecord::Block(vec![Transaction::transfer(
-                TxId::from_u128(u128::from(seed * 1_000 + i)),
-                AccountId(seed),
-                AccountId(i),
-                seed + i,
-            )]),
+            0 => ShardRecord::Block {
+                committed: vec![(TxId::from_u128(u128::from(seed * 1_000 + i)), i)],
+                writes: vec![(key(seed), seed + i), (key(i), i)],
+            },
             1 => ShardRecord::Prepared {
                 tx: TxId::from_u128(u128::from(seed * 1_000 + i)),
                 attempt: 0,
