@@ -99,6 +99,20 @@ struct ClusterArgs {
     /// (default: the cluster's; see `CoordinatorConfig::max_active`).
     #[arg(long)]
     max_active: Option<usize>,
+    /// Cross-shard swaps against one hot pool, timed beside as many spread
+    /// cross-shard transfers (0 skips both).
+    #[arg(long, default_value_t = 30_000)]
+    swaps: usize,
+    /// Traders of the hot pool, all on other shards than the pool.
+    #[arg(long, default_value_t = 3_000)]
+    traders: u64,
+    /// The shard of the hot pool.
+    #[arg(long, default_value_t = 0)]
+    pool_shard: u32,
+    /// The most transactions the coordinator runs as one group; 1 turns
+    /// grouping off (default: the coordinator's).
+    #[arg(long)]
+    max_group: Option<usize>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -379,6 +393,132 @@ fn placed_transfers(
         .collect()
 }
 
+/// The hot pool of `bench-cluster` and the account that seeds it.
+const HOT_POOL: AccountId = AccountId(u64::MAX - 1);
+const HOT_ISSUER: AccountId = AccountId(u64::MAX - 2);
+/// The token the hot pool trades against the coin.
+const HOT_TOKEN: AssetId = AssetId(1);
+
+/// Submits `txs` in batches of `--batch` from `--clients` threads and
+/// returns the throughput and how many committed.
+fn run_batches(
+    cluster: &Cluster,
+    txs: Vec<Transaction>,
+    args: &ClusterArgs,
+) -> Result<(f64, usize), CliError> {
+    // Each batch is handed over whole (a client submits what it owns):
+    // the timed part copies no transaction on the client side.
+    let total = txs.len();
+    let mut batches = Vec::with_capacity(total.div_ceil(args.batch));
+    let mut rest = txs;
+    // From the back, so that each split moves only the batch it takes.
+    while !rest.is_empty() {
+        let last = (rest.len() - 1) / args.batch * args.batch;
+        batches.push(rest.split_off(last));
+    }
+    batches.reverse();
+    let queue = std::sync::Mutex::new(batches.into_iter());
+    let committed = std::sync::atomic::AtomicUsize::new(0);
+    let failure = std::sync::Mutex::new(None);
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..args.clients {
+            scope.spawn(|| loop {
+                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                let Some(batch) = next else { break };
+                if failure.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                    break;
+                }
+                match cluster.submit_batch_blocking(batch) {
+                    Ok(receipts) => {
+                        let ok = receipts.iter().filter(|r| r.is_committed()).count();
+                        committed.fetch_add(ok, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(error) => {
+                        *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(error) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(error.into());
+    }
+    let tps = total as f64 / start.elapsed().as_secs_f64();
+    Ok((tps, committed.into_inner()))
+}
+
+/// Cross-shard swaps of traders on every other shard against one pool,
+/// beside as many spread cross-shard transfers in the same run.
+fn hot_pool(
+    cluster: &Cluster,
+    args: &ClusterArgs,
+    rng: &mut Rng,
+    ids: &mut TxIds,
+) -> Result<(), CliError> {
+    let reserve: Value = 1 << 50;
+    cluster.create_accounts_blocking(&[(HOT_ISSUER, reserve), (HOT_POOL, 0)])?;
+    let setup = [
+        Transaction::create_asset(ids.next_id(), HOT_ISSUER, HOT_TOKEN),
+        Transaction::mint(ids.next_id(), HOT_ISSUER, HOT_TOKEN, HOT_ISSUER, reserve),
+        Transaction::create_pool(ids.next_id(), HOT_ISSUER, HOT_POOL, AssetId::COIN, HOT_TOKEN, 30),
+        Transaction::add_liquidity(
+            ids.next_id(),
+            HOT_ISSUER,
+            HOT_POOL,
+            AssetId::COIN,
+            HOT_TOKEN,
+            reserve / 2,
+            reserve / 2,
+        ),
+    ];
+    for tx in setup {
+        let receipt = cluster.submit_blocking(tx)?;
+        if let Some(error) = receipt.error() {
+            return Err(CliError::Argument(format!("hot pool set-up failed: {error}")));
+        }
+    }
+    let placement = cluster.placement().clone();
+    let pool_shard = ShardId(args.pool_shard);
+    let traders: Vec<AccountId> = (0..args.accounts)
+        .map(AccountId)
+        .filter(|a| placement.shard_of_account(*a) != pool_shard)
+        .take(args.traders as usize)
+        .collect();
+    if traders.is_empty() {
+        return Err(CliError::Argument("no trader off the pool's shard".into()));
+    }
+    let swaps: Vec<Transaction> = (0..args.swaps)
+        .map(|_| {
+            let trader = traders[rng.below(traders.len() as u64) as usize];
+            Transaction::swap(
+                ids.next_id(),
+                trader,
+                HOT_POOL,
+                AssetId::COIN,
+                HOT_TOKEN,
+                1 + rng.below(1_000),
+                1,
+            )
+        })
+        .collect();
+    let spread = placed_transfers(&placement, rng, ids, args.accounts, args.swaps, true);
+    let (spread_tps, spread_ok) = run_batches(cluster, spread, args)?;
+    let (hot_tps, hot_ok) = run_batches(cluster, swaps, args)?;
+    println!(
+        "  cluster, cross-shard transfers, spread   {spread_tps:>11.0} tx/s  ({spread_ok} of {} committed)",
+        args.swaps
+    );
+    println!(
+        "  cluster, cross-shard swaps, one hot pool {hot_tps:>11.0} tx/s  {:.3}x spread  ({hot_ok} of {} committed; pool on {pool_shard}, {} traders on the other shards)",
+        hot_tps / spread_tps,
+        args.swaps,
+        traders.len()
+    );
+    Ok(())
+}
+
 fn bench_cluster(args: &ClusterArgs) -> Result<(), CliError> {
     if args.shards < 2
         || args.accounts < 2 * u64::from(args.shards)
@@ -391,6 +531,11 @@ fn bench_cluster(args: &ClusterArgs) -> Result<(), CliError> {
                 .into(),
         ));
     }
+    if args.pool_shard >= args.shards || args.max_group == Some(0) {
+        return Err(CliError::Argument(
+            "need --pool-shard < --shards and --max-group >= 1".into(),
+        ));
+    }
     println!(
         "parashard bench-cluster: {} shards x {} workers, {} accounts, {} transfers per run, batches of {}, {} clients, seed {}",
         args.shards, args.workers, args.accounts, args.txs, args.batch, args.clients, args.seed
@@ -398,16 +543,20 @@ fn bench_cluster(args: &ClusterArgs) -> Result<(), CliError> {
     let mut builder = Cluster::builder()
         .shards(args.shards)
         .workers(args.workers)
-        .max_in_flight(args.batch * args.clients);
+        .max_in_flight(args.batch * args.clients)
+        .place(HOT_POOL, ShardId(args.pool_shard))
+        .place(HOT_ISSUER, ShardId(args.pool_shard));
     if let Some(dir) = &args.data_dir {
         bench_recovery::require_empty(dir)?;
         println!("  storage: on disk in {}", dir.display());
         builder = builder.data_dir(dir);
     }
-    if let Some(max_active) = args.max_active {
+    if args.max_active.is_some() || args.max_group.is_some() {
+        let default = CoordinatorConfig::default();
         builder = builder.coordinator(CoordinatorConfig {
-            max_active,
-            ..CoordinatorConfig::default()
+            max_active: args.max_active.unwrap_or(default.max_active),
+            max_group: args.max_group.unwrap_or(default.max_group),
+            ..default
         });
     }
     let cluster = builder.start()?;
@@ -449,54 +598,19 @@ fn bench_cluster(args: &ClusterArgs) -> Result<(), CliError> {
             args.txs,
             cross,
         );
-        // Each batch is handed over whole (a client submits what it owns):
-        // the timed part copies no transaction on the client side.
         let total = txs.len();
-        let mut batches = Vec::with_capacity(total.div_ceil(args.batch));
-        let mut rest = txs;
-        // From the back, so that each split moves only the batch it takes.
-        while !rest.is_empty() {
-            let last = (rest.len() - 1) / args.batch * args.batch;
-            batches.push(rest.split_off(last));
-        }
-        batches.reverse();
-        let queue = std::sync::Mutex::new(batches.into_iter());
-        let committed = std::sync::atomic::AtomicUsize::new(0);
-        let failure = std::sync::Mutex::new(None);
-        let start = Instant::now();
-        std::thread::scope(|scope| {
-            for _ in 0..args.clients {
-                scope.spawn(|| loop {
-                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
-                    let Some(batch) = next else { break };
-                    if failure.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
-                        break;
-                    }
-                    match cluster.submit_batch_blocking(batch) {
-                        Ok(receipts) => {
-                            let ok = receipts.iter().filter(|r| r.is_committed()).count();
-                            committed.fetch_add(ok, std::sync::atomic::Ordering::Relaxed);
-                        }
-                        Err(error) => {
-                            *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
-                            break;
-                        }
-                    }
-                });
-            }
-        });
-        if let Some(error) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            return Err(error.into());
-        }
-        let tps = total as f64 / start.elapsed().as_secs_f64();
+        let (tps, committed) = run_batches(&cluster, txs, args)?;
         println!(
             "  cluster, {:<11} transfers          {:>11.0} tx/s  {:.3}x executor alone  ({} of {} committed)",
             if cross { "cross-shard" } else { "local" },
             tps,
             tps / baseline,
-            committed.into_inner(),
+            committed,
             total
         );
+    }
+    if args.swaps > 0 {
+        hot_pool(&cluster, args, &mut rng, &mut ids)?;
     }
     let metrics = cluster.metrics();
     println!(
@@ -538,6 +652,14 @@ struct SimulateArgs {
     /// many simulated milliseconds (default: they do not).
     #[arg(long)]
     resubmit_after_ms: Option<u64>,
+    /// The most transactions the coordinator runs as one group; 1 turns
+    /// grouping off (default: the coordinator's).
+    #[arg(long)]
+    max_group: Option<usize>,
+    /// Percent of seeds whose clients submit in bursts (default: the
+    /// simulator's).
+    #[arg(long)]
+    burst_percent: Option<u64>,
 }
 
 impl SimulateArgs {
@@ -564,6 +686,8 @@ impl SimulateArgs {
             "resubmit-after-ms",
             self.resubmit_after_ms.map(|v| v.to_string()),
         );
+        add("max-group", self.max_group.map(|v| v.to_string()));
+        add("burst-percent", self.burst_percent.map(|v| v.to_string()));
         flags
     }
 
@@ -590,6 +714,15 @@ impl SimulateArgs {
             config.max_duplicate_percent = p.min(100);
         }
         config.resubmit_after_ms = self.resubmit_after_ms;
+        if let Some(n) = self.max_group {
+            if n == 0 {
+                return Err(CliError::Argument("need --max-group >= 1".into()));
+            }
+            config.coordinator.max_group = n;
+        }
+        if let Some(p) = self.burst_percent {
+            config.burst_percent = p.min(100);
+        }
         Ok(config)
     }
 }
@@ -647,6 +780,10 @@ fn simulate(args: &SimulateArgs) -> Result<(), CliError> {
         total.swaps_committed,
         total.failed,
         total.unreported
+    );
+    println!(
+        "groups: {} group commits of {} transactions, the largest {}",
+        total.group_commits, total.grouped_transactions, total.largest_group
     );
     println!(
         "faults: {} messages, {} dropped, {} duplicated; {} shard and {} coordinator crashes; {} inquiries; {} events",

@@ -211,8 +211,16 @@ impl CoordinatorActor {
         let mut rest = Vec::with_capacity(commands.len());
         for command in commands {
             match command {
-                Command::PersistCommit { tx, writes, output } => {
-                    decisions.push(CoordinatorRecord::Commit { tx, writes, output });
+                Command::PersistCommit {
+                    tx,
+                    committed,
+                    writes,
+                } => {
+                    decisions.push(CoordinatorRecord::Commit {
+                        tx,
+                        committed,
+                        writes,
+                    });
                 }
                 other => rest.push(other),
             }
@@ -261,14 +269,8 @@ impl CoordinatorActor {
                             .any(|m| matches!(m, ToParticipant::Commit { .. }));
                     self.send(to, messages);
                 }
+                Command::Done { tx } => self.pending_done.push(CoordinatorRecord::Done { tx }),
                 Command::Reply(receipt) => {
-                    // A commit every shard applied. (A retry answered from
-                    // the commit memory marks one that is not open: recovery
-                    // ignores such marks.)
-                    if receipt.is_committed() {
-                        self.pending_done
-                            .push(CoordinatorRecord::Done { tx: receipt.tx_id });
-                    }
                     if let Some(id) = replies.get(replied + PREFETCH_AHEAD) {
                         self.batches.prefetch(id);
                     }

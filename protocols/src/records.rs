@@ -6,9 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Key, Receipt, ShardId, Status, Transaction, TxId, Value};
 use crate::state::State;
-use std::sync::Arc;
 
-use crate::twopc::{Attempt, Finished, Writes};
+use crate::twopc::{Attempt, Committed, Finished, Writes};
 
 /// A shard's log record. Recovery replays them in order: a block's writes
 /// and a cross-shard commit's writes are applied, prepared locks re-taken.
@@ -56,18 +55,20 @@ pub enum ShardRecord {
 /// A coordinator's log record (presumed abort: commits only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CoordinatorRecord {
-    /// The decision to commit `tx` with these writes per shard.
+    /// The decision to commit unit `tx` (a transaction, or a group of
+    /// them) with these writes per shard.
     Commit {
-        /// The transaction.
-        tx: Arc<Transaction>,
+        /// The unit: a transaction's id, or its group's.
+        tx: TxId,
+        /// The transactions it commits with their outputs, for their
+        /// receipts and the commit memory.
+        committed: Committed,
         /// Its writes, by shard.
         writes: Vec<(ShardId, Writes)>,
-        /// Its output, for its receipt.
-        output: Value,
     },
-    /// Every shard applied the commit of `tx`.
+    /// Every shard applied the commit of unit `tx`.
     Done {
-        /// The transaction.
+        /// The unit.
         tx: TxId,
     },
     /// A coordinator incarnation starts: its rounds carry this epoch, which
@@ -111,26 +112,6 @@ pub struct CoordinatorSnapshot {
     pub committed: Vec<(TxId, Value)>,
     /// The epoch of the incarnation that wrote the snapshot.
     pub epoch: u32,
-}
-
-/// Roughly how many bytes `tx` holds in memory: the transaction itself
-/// and what it owns on the heap.
-fn transaction_footprint(tx: &Transaction) -> usize {
-    use std::mem::size_of;
-    /// The keys a set of keys keeps on the heap (none while inline).
-    fn spilled<A: smallvec::Array<Item = Key>>(keys: &smallvec::SmallVec<A>) -> usize {
-        if keys.spilled() {
-            keys.capacity()
-        } else {
-            0
-        }
-    }
-    let keys = spilled(&tx.access.reads) + spilled(&tx.access.writes);
-    let args = match &tx.call {
-        crate::model::Call::Custom { args, .. } => args.capacity() * size_of::<Value>(),
-        _ => 0,
-    };
-    size_of::<Transaction>() + keys * size_of::<Key>() + args
 }
 
 impl ShardRecord {
@@ -182,8 +163,10 @@ impl CoordinatorRecord {
     pub fn footprint(&self) -> u64 {
         use std::mem::size_of_val;
         let owned = match self {
-            CoordinatorRecord::Commit { tx, writes, .. } => {
-                transaction_footprint(tx)
+            CoordinatorRecord::Commit {
+                committed, writes, ..
+            } => {
+                size_of_val(&committed[..])
                     + size_of_val(&writes[..])
                     + writes
                         .iter()

@@ -9,11 +9,13 @@ use std::sync::Arc;
 use crate::committed::CommittedMemory;
 use crate::contracts::Registry;
 use crate::exec::{BlockExecutor, ExecutorError};
-use crate::model::{Receipt, ShardId, Transaction, TxId, Value};
+use crate::model::{Receipt, ShardId, Transaction, TxId};
 use crate::placement::Placement;
 use crate::records::{CoordinatorRecord, CoordinatorSnapshot, ShardRecord, ShardSnapshot};
 use crate::state::State;
-use crate::twopc::{Coordinator, CoordinatorConfig, Participant, ParticipantConfig, Writes};
+use crate::twopc::{
+    Committed, Coordinator, CoordinatorConfig, Participant, ParticipantConfig, Writes,
+};
 
 /// What a shard keeps in memory and rebuilds from its log.
 #[derive(Debug)]
@@ -168,28 +170,33 @@ pub fn recover_coordinator(
     for (tx, output) in committed {
         machine.restore_committed(tx, output);
     }
-    type Open = (Arc<Transaction>, Vec<(ShardId, Writes)>, Value);
+    type Open = (Committed, Vec<(ShardId, Writes)>);
     let mut open: HashMap<TxId, Open> = HashMap::new();
     let mut order = Vec::new();
     for record in commits.into_iter().chain(records) {
         match record {
-            CoordinatorRecord::Commit { tx, writes, output } => {
-                order.push(tx.id);
-                open.insert(tx.id, (tx, writes, output));
+            CoordinatorRecord::Commit {
+                tx,
+                committed,
+                writes,
+            } => {
+                order.push(tx);
+                open.insert(tx, (committed, writes));
             }
-            // A mark of a commit not open here (a retry answered from the
-            // commit memory) changes nothing.
+            // A mark of a commit not open here changes nothing.
             CoordinatorRecord::Done { tx } => {
-                if let Some((_, _, output)) = open.remove(&tx) {
-                    machine.restore_committed(tx, output);
+                if let Some((committed, _)) = open.remove(&tx) {
+                    for &(member, output) in committed.iter() {
+                        machine.restore_committed(member, output);
+                    }
                 }
             }
             CoordinatorRecord::Epoch { .. } => {}
         }
     }
     for id in order {
-        if let Some((tx, writes, output)) = open.remove(&id) {
-            machine.recover_commit(now_ms, tx, writes, output);
+        if let Some((committed, writes)) = open.remove(&id) {
+            machine.recover_commit(now_ms, id, committed, writes);
         }
     }
     machine
@@ -198,13 +205,13 @@ pub fn recover_coordinator(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AccountId, Key, Receipt, Status};
+    use crate::model::{AccountId, Key, Receipt, Status, Value};
     use crate::twopc::{Command, ToParticipant};
 
     fn commit(id: u128, from: u64, to: u64, output: Value) -> CoordinatorRecord {
-        let tx = Transaction::transfer(TxId::from_u128(id), AccountId(from), AccountId(to), 1);
         CoordinatorRecord::Commit {
-            tx: Arc::new(tx),
+            tx: TxId::from_u128(id),
+            committed: [(TxId::from_u128(id), output)].into(),
             writes: vec![
                 (
                     ShardId(0),
@@ -219,7 +226,6 @@ mod tests {
                     [(Key::balance(AccountId(to), crate::model::AssetId::COIN), 11)].into(),
                 ),
             ],
-            output,
         }
     }
 

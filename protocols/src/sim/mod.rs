@@ -95,6 +95,13 @@ pub struct SimConfig {
     /// a re-submission after a lost receipt of a commit would run twice,
     /// since nothing deduplicates finished transaction ids.)
     pub resubmit_after_ms: Option<u64>,
+    /// Percent of seeds whose clients submit in bursts: submission times
+    /// come from a few instants, and the transactions of one instant reach
+    /// the coordinator as one batch (as a cluster client's batch does), so
+    /// that transactions sharing keys run as groups. Drawn from a random
+    /// stream of its own, so that seeds without bursts run as they did
+    /// before bursts existed.
+    pub burst_percent: u64,
 }
 
 impl Default for SimConfig {
@@ -116,6 +123,7 @@ impl Default for SimConfig {
             max_down_ms: 800,
             max_events: 1_000_000,
             max_pending_events: 100_000,
+            burst_percent: 50,
             coordinator: CoordinatorConfig {
                 timeout_ms: 200,
                 max_retries: 6,
@@ -206,6 +214,12 @@ pub struct RunSummary {
     pub cross_committed: usize,
     /// Swaps reported committed.
     pub swaps_committed: usize,
+    /// Commit decisions of groups (units of two or more transactions).
+    pub group_commits: u64,
+    /// Transactions those group decisions committed.
+    pub grouped_transactions: u64,
+    /// The most transactions one commit decision committed.
+    pub largest_group: u64,
     /// Messages sent.
     pub messages: u64,
     /// Messages dropped by the network or by a node being down.
@@ -237,6 +251,9 @@ impl RunSummary {
         self.unreported += other.unreported;
         self.cross_committed += other.cross_committed;
         self.swaps_committed += other.swaps_committed;
+        self.group_commits += other.group_commits;
+        self.grouped_transactions += other.grouped_transactions;
+        self.largest_group = self.largest_group.max(other.largest_group);
         self.messages += other.messages;
         self.dropped += other.dropped;
         self.duplicated += other.duplicated;
@@ -417,6 +434,9 @@ struct CoordinatorNode {
     machine: Coordinator,
     /// Timer events pending for this incarnation, to schedule each once.
     timers: BTreeSet<u64>,
+    /// Transactions were begun and their commands not yet taken (a burst
+    /// in progress).
+    begun: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -547,6 +567,7 @@ impl<'c> Sim<'c> {
                 registry.clone(),
             ),
             timers: BTreeSet::new(),
+            begun: false,
         };
         let mut sim = Sim {
             seed,
@@ -582,8 +603,20 @@ impl<'c> Sim<'c> {
     fn plan_workload(&mut self, accounts: u64) {
         let shard_count = u64::from(self.summary.shards);
         let mut ids = TxIds::default();
+        let mut bursts = Rng::new(self.seed ^ 0xB0B5_7B0B_5B0B_57B0);
+        let instants: Vec<u64> = if bursts.chance(self.config.burst_percent) {
+            let n = 1 + bursts.below(6);
+            (0..n)
+                .map(|_| bursts.below(self.config.fault_ms.max(1)))
+                .collect()
+        } else {
+            Vec::new()
+        };
         for _ in 0..self.config.transactions {
-            let at_ms = self.rng.below(self.config.fault_ms.max(1));
+            let mut at_ms = self.rng.below(self.config.fault_ms.max(1));
+            if !instants.is_empty() {
+                at_ms = instants[bursts.below(instants.len() as u64) as usize];
+            }
             let from = self.rng.below(accounts);
             let amount = 1 + self.rng.below(self.config.max_amount.max(1));
             if self.rng.chance(self.config.swap_percent) {
@@ -757,6 +790,14 @@ impl<'c> Sim<'c> {
                     }
                 } else if self.coordinator.up {
                     self.coordinator.machine.begin(self.now_ms, tx);
+                    self.coordinator.begun = true;
+                }
+                // A burst reaches the coordinator as one batch: it takes
+                // the next submission of this instant before it acts.
+                let burst_goes_on = self.queue.peek().is_some_and(|Reverse(next)| {
+                    next.at_ms == self.now_ms && matches!(next.event, Event::Submit { .. })
+                });
+                if self.coordinator.begun && !burst_goes_on {
                     self.run_coordinator_commands();
                 }
             }
@@ -873,28 +914,35 @@ impl<'c> Sim<'c> {
     }
 
     fn run_coordinator_commands(&mut self) {
+        self.coordinator.begun = false;
         for command in self.coordinator.machine.take_commands() {
             match command {
-                Command::PersistCommit { tx, writes, output } => {
-                    self.coordinator
-                        .log
-                        .push(CoordinatorRecord::Commit { tx, writes, output });
+                Command::PersistCommit {
+                    tx,
+                    committed,
+                    writes,
+                } => {
+                    let size = committed.len() as u64;
+                    if size > 1 {
+                        self.summary.group_commits += 1;
+                        self.summary.grouped_transactions += size;
+                    }
+                    self.summary.largest_group = self.summary.largest_group.max(size);
+                    self.coordinator.log.push(CoordinatorRecord::Commit {
+                        tx,
+                        committed,
+                        writes,
+                    });
+                }
+                Command::Done { tx } => {
+                    self.coordinator.log.push(CoordinatorRecord::Done { tx });
                 }
                 Command::Send { to, messages } => {
                     for message in messages {
                         self.send(|| Event::ToShard(to, message.clone()));
                     }
                 }
-                Command::Reply(receipt) => {
-                    // A commit's Done mark (one answered from the commit
-                    // memory marks nothing open: recovery ignores it).
-                    if receipt.is_committed() {
-                        self.coordinator
-                            .log
-                            .push(CoordinatorRecord::Done { tx: receipt.tx_id });
-                    }
-                    self.record_receipt(&receipt);
-                }
+                Command::Reply(receipt) => self.record_receipt(&receipt),
                 Command::SetTimer { at_ms } => {
                     let at_ms = at_ms.max(self.now_ms);
                     if self.coordinator.timers.insert(at_ms) {
@@ -1109,7 +1157,17 @@ impl<'c> Sim<'c> {
     }
 
     fn check_outcomes(&self) -> Result<(), Violation> {
-        // How often each transaction was applied on each shard.
+        // The transactions each logged commit decision commits, by unit (a
+        // transaction, or a group of them).
+        let mut units: HashMap<TxId, Vec<TxId>> = HashMap::new();
+        for record in &self.coordinator.log {
+            if let CoordinatorRecord::Commit { tx, committed, .. } = record {
+                let members = units.entry(*tx).or_default();
+                members.extend(committed.iter().map(|(member, _)| *member));
+            }
+        }
+        // How often each transaction was applied on each shard. A unit's
+        // commit applies its members' writes on the shards they declare.
         let mut applied: HashMap<(TxId, ShardId), u32> = HashMap::new();
         for node in &self.shards {
             for logged in &node.log {
@@ -1117,7 +1175,19 @@ impl<'c> Sim<'c> {
                     Logged::Record {
                         record: ShardRecord::Committed { tx, .. },
                         applied: true,
-                    } => *applied.entry((*tx, node.id)).or_default() += 1,
+                    } => {
+                        let alone = [*tx];
+                        let members = units.get(tx).map_or(&alone[..], |m| &m[..]);
+                        for member in members {
+                            let declares = self
+                                .txs
+                                .get(member)
+                                .is_none_or(|info| info.shards.contains(&node.id));
+                            if declares {
+                                *applied.entry((*member, node.id)).or_default() += 1;
+                            }
+                        }
+                    }
                     Logged::Record {
                         record: ShardRecord::Block { committed, .. },
                         ..
@@ -1130,15 +1200,7 @@ impl<'c> Sim<'c> {
                 }
             }
         }
-        let decided: BTreeSet<TxId> = self
-            .coordinator
-            .log
-            .iter()
-            .filter_map(|r| match r {
-                CoordinatorRecord::Commit { tx, .. } => Some(tx.id),
-                CoordinatorRecord::Done { .. } | CoordinatorRecord::Epoch { .. } => None,
-            })
-            .collect();
+        let decided: BTreeSet<TxId> = units.values().flatten().copied().collect();
         for (id, info) in &self.txs {
             let counts: Vec<u32> = info
                 .shards

@@ -92,6 +92,27 @@ pub const EVERY_ATTEMPT: Attempt = Attempt::MAX;
 /// log record and the writes it applies.
 pub type Writes = Arc<[(Key, Value)]>;
 
+/// The transactions a commit decision commits, with their outputs, in the
+/// order they ran. Shared like [`Writes`].
+pub type Committed = Arc<[(TxId, Value)]>;
+
+/// The high 64 bits of every group id ([`group_id`]): "parash" in ASCII,
+/// then the version nibble of a custom (version 8) UUID. Random (version
+/// 4) ids never have them, nor do small numbers; a client's transaction
+/// whose id has them is refused.
+pub const GROUP_ID_HIGH: u64 = 0x7061_7261_7368_8000;
+
+/// The id of a group whose first round is `round`: rounds are never
+/// reused, so neither are group ids.
+pub fn group_id(round: Attempt) -> TxId {
+    TxId::from_u128((u128::from(GROUP_ID_HIGH) << 64) | u128::from(round))
+}
+
+/// Whether `id` names a group rather than a client's transaction.
+pub fn is_group_id(id: &TxId) -> bool {
+    (id.0.as_u128() >> 64) as u64 == GROUP_ID_HIGH
+}
+
 /// A message from the coordinator to a shard.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToParticipant {
@@ -196,15 +217,23 @@ pub enum Command {
         /// The batch.
         messages: Vec<ToParticipant>,
     },
-    /// Durably record the commit decision of `tx` before anything else of
-    /// this batch is sent.
+    /// Durably record the commit decision of round unit `tx` before
+    /// anything else of this batch is sent.
     PersistCommit {
-        /// The transaction.
-        tx: Arc<Transaction>,
+        /// The unit: a transaction's id, or its group's ([`group_id`]).
+        tx: TxId,
+        /// The transactions it commits with their outputs: the transaction
+        /// alone, or the group's members that succeeded.
+        committed: Committed,
         /// Every shard's writes.
         writes: Vec<(ShardId, Writes)>,
-        /// The transaction's output (its receipt's).
-        output: Value,
+    },
+    /// Every shard applied the commit of unit `tx`: a record of it may be
+    /// logged whenever convenient (it only saves re-driving the commit
+    /// after a restart).
+    Done {
+        /// The unit.
+        tx: TxId,
     },
     /// Hand the transaction's receipt to its client.
     Reply(Receipt),
@@ -240,6 +269,14 @@ pub struct CoordinatorConfig {
     /// a re-submitted transaction id with its receipt instead of running it
     /// again (see [`crate::committed`]).
     pub remember_committed: usize,
+    /// The most transactions one group may hold. Transactions admitted
+    /// together that share a key run as one group: one round of prepares,
+    /// votes, decision and commits for all of them, executed one after
+    /// another in admission order on the values the shards sent (see the
+    /// module docs). 1 turns grouping off.
+    pub max_group: usize,
+    /// The most distinct keys one group may lock.
+    pub max_group_keys: usize,
 }
 
 impl Default for CoordinatorConfig {
@@ -251,6 +288,8 @@ impl Default for CoordinatorConfig {
             max_in_flight: 100_000,
             max_active: 2_048,
             remember_committed: crate::committed::DEFAULT_REMEMBERED,
+            max_group: 512,
+            max_group_keys: 2_048,
         }
     }
 }
@@ -338,8 +377,9 @@ enum Phase {
     Backoff { at_ms: u64 },
     /// Decided commit; waiting for the shards that have not applied it.
     Committing {
+        /// The writes of the shards that have not applied it yet.
         writes: PerShard<Writes>,
-        output: Value,
+        committed: Committed,
     },
 }
 
@@ -397,10 +437,6 @@ struct Flights {
 }
 
 impl Flights {
-    fn len(&self) -> usize {
-        self.index.len()
-    }
-
     fn contains_key(&self, id: &TxId) -> bool {
         self.index.contains_key(id)
     }
@@ -453,27 +489,132 @@ impl Flights {
     }
 }
 
-/// `tx`'s declared keys on `shard`, in declaration order: what a prepare
-/// asks that shard to lock. Worked out per prepare rather than kept: most
-/// transactions prepare each shard once.
-fn keys_on(placement: &Placement, tx: &Transaction, shard: ShardId) -> Vec<Key> {
-    tx.access
-        .keys()
+/// The keys `members` declare on `shard`: what a prepare asks that shard
+/// to lock. A lone transaction's come in declaration order; a group's are
+/// sorted, each once. Worked out per prepare rather than kept: most units
+/// prepare each shard once.
+fn keys_on(placement: &Placement, members: &[Arc<Transaction>], shard: ShardId) -> Vec<Key> {
+    let mut keys: Vec<Key> = members
+        .iter()
+        .flat_map(|tx| tx.access.keys())
         .filter(|key| placement.shard_of(key) == shard)
         .copied()
-        .collect()
+        .collect();
+    if members.len() > 1 {
+        keys.sort_unstable();
+        keys.dedup();
+    }
+    keys
 }
 
+/// A unit of two-phase commit: one transaction, or a group of them that
+/// share keys, with its rounds.
 #[derive(Debug)]
 struct InFlight {
-    tx: Arc<Transaction>,
-    /// The shards it declares keys on (its keys there: [`keys_on`]).
+    /// The unit's id: its transaction's, or its group's ([`group_id`]).
+    id: TxId,
+    /// What its rounds run: one transaction, or a group's members in the
+    /// order they run. Empty for a commit recovered from the log, which
+    /// runs nothing more.
+    members: SmallVec<[Arc<Transaction>; 1]>,
+    /// The shards its members declare keys on (its keys there:
+    /// [`keys_on`]).
     shards: PerShard<()>,
     phase: Phase,
     deadline_ms: u64,
     attempt: Attempt,
     /// Refusals so far.
     retries: u32,
+}
+
+/// Transactions being admitted together, grouped by the keys they share
+/// before their first round begins.
+#[derive(Debug, Default)]
+struct Forming {
+    groups: Vec<FormingGroup>,
+    /// The latest forming group that holds each key.
+    by_key: FastMap<Key, usize>,
+}
+
+#[derive(Debug, Default)]
+struct FormingGroup {
+    members: SmallVec<[Arc<Transaction>; 1]>,
+    /// The members' declared keys, counted with repeats: a bound on the
+    /// distinct keys the group locks.
+    keys: usize,
+}
+
+/// What running a unit's members on the values its shards sent gave.
+struct Ran {
+    /// The members that succeeded, with their outputs, in the order they
+    /// ran.
+    committed: Vec<(TxId, Value)>,
+    /// The members that failed, each for its own reason; they write
+    /// nothing.
+    failed: Vec<(TxId, TxError)>,
+    /// The unit's net writes: each key's value after the last member that
+    /// wrote it, in the order keys were first written.
+    writes: Vec<(Key, Value)>,
+}
+
+/// Runs `members` one after another on `values` (what the shards sent for
+/// the unit's keys), each seeing the writes of those before it. A member
+/// that fails writes nothing and does not stop the others.
+fn run_members(
+    members: &[Arc<Transaction>],
+    values: &[(Key, Option<Value>)],
+    registry: &Registry,
+) -> Ran {
+    if let [tx] = members {
+        return match execute_with_values(tx, values, registry) {
+            Ok((output, writes)) => Ran {
+                committed: vec![(tx.id, output)],
+                failed: Vec::new(),
+                writes,
+            },
+            Err(error) => Ran {
+                committed: Vec::new(),
+                failed: vec![(tx.id, error)],
+                writes: Vec::new(),
+            },
+        };
+    }
+    // Each key's current value, and whether a member wrote it.
+    let mut current: FastMap<Key, (Option<Value>, bool)> = values
+        .iter()
+        .map(|&(key, value)| (key, (value, false)))
+        .collect();
+    let mut written: Vec<Key> = Vec::new();
+    let mut ran = Ran {
+        committed: Vec::with_capacity(members.len()),
+        failed: Vec::new(),
+        writes: Vec::new(),
+    };
+    for tx in members {
+        let own: SmallVec<[(Key, Option<Value>); 8]> = tx
+            .access
+            .keys()
+            .map(|key| (*key, current.get(key).and_then(|(value, _)| *value)))
+            .collect();
+        match execute_with_values(tx, &own, registry) {
+            Ok((output, writes)) => {
+                for (key, value) in writes {
+                    let entry = current.entry(key).or_insert((None, false));
+                    if !entry.1 {
+                        written.push(key);
+                    }
+                    *entry = (Some(value), true);
+                }
+                ran.committed.push((tx.id, output));
+            }
+            Err(error) => ran.failed.push((tx.id, error)),
+        }
+    }
+    ran.writes = written
+        .into_iter()
+        .map(|key| (key, current[&key].0.expect("written")))
+        .collect();
+    ran
 }
 
 /// The coordinator's round numbers.
@@ -505,6 +646,12 @@ pub struct Coordinator {
     placement: Placement,
     registry: std::sync::Arc<Registry>,
     in_flight: Flights,
+    /// The members of multi-transaction units in flight, with their unit's
+    /// id (a lone transaction's unit has its own id).
+    grouped: FastMap<TxId, TxId>,
+    /// Transactions in flight and not yet answered (units count their
+    /// members): what [`CoordinatorConfig::max_active`] bounds.
+    active: usize,
     /// Transactions waiting for room among the active ones
     /// ([`CoordinatorConfig::max_active`]), in arrival order.
     waiting: VecDeque<Transaction>,
@@ -512,8 +659,8 @@ pub struct Coordinator {
     waiting_ids: IdMap<()>,
     /// Timers set, by time (one bucket per millisecond: a batch's
     /// transactions share one): what [`Coordinator::handle_timeout`]
-    /// visits. An entry may be stale (its transaction answered or
-    /// re-timed); the visit checks.
+    /// visits. An entry may be stale (its unit answered or re-timed); the
+    /// visit checks.
     due: BTreeMap<u64, Vec<TxId>>,
     outbox: Outbox,
     commands: Vec<Command>,
@@ -522,6 +669,24 @@ pub struct Coordinator {
     floor_sent: BTreeMap<ShardId, Attempt>,
     /// The latest commits, to answer re-submissions.
     committed: CommittedMemory,
+    /// The latest time a caller passed in: when waiting transactions
+    /// admitted by [`Coordinator::take_commands`] start.
+    now_ms: u64,
+    /// Counts of units and groups, for reports.
+    stats: CoordinatorStats,
+}
+
+/// What a coordinator has decided so far, counted by unit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CoordinatorStats {
+    /// Commit decisions.
+    pub commits: u64,
+    /// Commit decisions of groups (units of more than one transaction).
+    pub group_commits: u64,
+    /// Transactions committed in groups.
+    pub grouped_transactions: u64,
+    /// The most transactions one unit held.
+    pub largest_group: u64,
 }
 
 impl Coordinator {
@@ -535,11 +700,14 @@ impl Coordinator {
             committed: CommittedMemory::new(config.remember_committed),
             config: CoordinatorConfig {
                 max_active: config.max_active.max(1),
+                max_group: config.max_group.max(1),
                 ..config
             },
             placement,
             registry,
             in_flight: Flights::default(),
+            grouped: FastMap::default(),
+            active: 0,
             waiting: VecDeque::new(),
             waiting_ids: IdMap::default(),
             due: BTreeMap::new(),
@@ -547,6 +715,8 @@ impl Coordinator {
             commands: Vec::new(),
             rounds: Rounds::default(),
             floor_sent: BTreeMap::new(),
+            now_ms: 0,
+            stats: CoordinatorStats::default(),
         }
     }
 
@@ -578,7 +748,12 @@ impl Coordinator {
 
     /// The number of transactions not yet answered, waiting ones included.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len() + self.waiting.len()
+        self.active + self.waiting.len()
+    }
+
+    /// Counts of what the coordinator decided.
+    pub fn stats(&self) -> CoordinatorStats {
+        self.stats
     }
 
     /// Starts loading what [`Coordinator::begin`] of `id` will look up at
@@ -589,10 +764,18 @@ impl Coordinator {
         self.committed.prefetch(id);
     }
 
-    /// Starts a cross-shard transaction (or queues it while
-    /// [`CoordinatorConfig::max_active`] are active), or answers it at once
-    /// if it committed already (a client's retry).
+    /// Takes a cross-shard transaction: it waits for room among the active
+    /// ones ([`CoordinatorConfig::max_active`]) and starts when
+    /// [`Coordinator::take_commands`] next admits, grouped with the
+    /// transactions admitted with it that share its keys. A transaction
+    /// that committed already (a client's retry) is answered at once.
     pub fn begin(&mut self, now_ms: u64, tx: Transaction) {
+        self.now_ms = now_ms;
+        if is_group_id(&tx.id) {
+            let reason = format!("{} is in the range reserved for groups", tx.id);
+            self.reply(tx.id, TxError::InvalidInput { reason });
+            return;
+        }
         if self.answered_already(&tx) {
             return;
         }
@@ -601,26 +784,25 @@ impl Coordinator {
                 "coordinator has {} transactions in flight",
                 self.in_flight()
             );
-            self.reply_failed(tx.id, TxError::CrossShardAborted { reason });
+            self.reply(tx.id, TxError::CrossShardAborted { reason });
             return;
         }
         if let Err(error) = tx.access.validate() {
-            self.reply_failed(tx.id, error);
+            self.reply(tx.id, error);
             return;
         }
-        if self.in_flight.len() >= self.config.max_active || !self.waiting.is_empty() {
-            self.waiting_ids.insert(tx.id, ());
-            self.waiting.push_back(tx);
-            return;
-        }
-        self.start(now_ms, tx);
+        self.waiting_ids.insert(tx.id, ());
+        self.waiting.push_back(tx);
     }
 
     /// Whether `tx` needs no new round: it is active or waiting (a
     /// duplicate submission; the first will be answered), or it committed
     /// already (a client's retry), which is answered now.
     fn answered_already(&mut self, tx: &Transaction) -> bool {
-        if self.in_flight.contains_key(&tx.id) || self.waiting_ids.contains_key(&tx.id) {
+        if self.in_flight.contains_key(&tx.id)
+            || self.grouped.contains_key(&tx.id)
+            || self.waiting_ids.contains_key(&tx.id)
+        {
             return true;
         }
         if let Some(receipt) = self.committed.receipt(&tx.id) {
@@ -631,17 +813,19 @@ impl Coordinator {
     }
 
     /// Starts waiting transactions while there is room among the active,
-    /// once a quarter of it is free: they start together, and their
-    /// prepares travel in batches.
+    /// once a quarter of it is free: they start together, grouped by the
+    /// keys they share, and their prepares travel in batches.
     fn admit(&mut self, now_ms: u64) {
         if self.waiting.is_empty()
-            || self.in_flight.len() + self.config.max_active / 4 > self.config.max_active
+            || self.active + self.config.max_active / 4 > self.config.max_active
         {
             return;
         }
-        while self.in_flight.len() < self.config.max_active {
+        let mut forming = Forming::default();
+        let mut admitted = 0;
+        while self.active + admitted < self.config.max_active {
             let Some(tx) = self.waiting.pop_front() else {
-                return;
+                break;
             };
             // The waiting ids are many and each is removed at random: fetch
             // a few ahead.
@@ -649,22 +833,68 @@ impl Coordinator {
                 self.waiting_ids.prefetch(&ahead.id);
             }
             self.waiting_ids.remove(&tx.id);
-            self.start(now_ms, tx);
+            admitted += 1;
+            self.form(&mut forming, Arc::new(tx));
+        }
+        for group in forming.groups {
+            self.start(now_ms, group.members);
         }
     }
 
-    /// Begins the first round of a validated transaction.
-    fn start(&mut self, now_ms: u64, tx: Transaction) {
-        let mut shards = PerShard::default();
+    /// Puts `tx` into the first forming group that shares a key with it and
+    /// has room, or into a group of its own.
+    fn form(&mut self, forming: &mut Forming, tx: Arc<Transaction>) {
+        let keys = tx.access.len();
+        if self.config.max_group == 1 {
+            forming.groups.push(FormingGroup {
+                members: smallvec::smallvec![tx],
+                keys,
+            });
+            return;
+        }
+        let joined = tx
+            .access
+            .keys()
+            .filter_map(|key| forming.by_key.get(key).copied())
+            .find(|&g| {
+                let group = &forming.groups[g];
+                group.members.len() < self.config.max_group
+                    && group.keys + keys <= self.config.max_group_keys
+            });
+        let g = joined.unwrap_or_else(|| {
+            forming.groups.push(FormingGroup::default());
+            forming.groups.len() - 1
+        });
         for key in tx.access.keys() {
+            forming.by_key.insert(*key, g);
+        }
+        let group = &mut forming.groups[g];
+        group.keys += keys;
+        group.members.push(tx);
+    }
+
+    /// Begins the first round of a unit of validated transactions.
+    fn start(&mut self, now_ms: u64, members: SmallVec<[Arc<Transaction>; 1]>) {
+        let mut shards = PerShard::default();
+        for key in members.iter().flat_map(|tx| tx.access.keys()) {
             shards.insert(self.placement.shard_of(key), ());
         }
-        let id = tx.id;
+        let id = match members.as_slice() {
+            [tx] => tx.id,
+            _ => group_id(self.rounds.next),
+        };
         let attempt = self.rounds.begin(id);
+        if members.len() > 1 {
+            for tx in &members {
+                self.grouped.insert(tx.id, id);
+            }
+        }
+        self.active += members.len();
         self.in_flight.insert(
             id,
             InFlight {
-                tx: Arc::new(tx),
+                id,
+                members,
                 shards,
                 phase: Phase::Backoff { at_ms: now_ms },
                 deadline_ms: now_ms,
@@ -690,7 +920,7 @@ impl Coordinator {
             ToParticipant::Prepare {
                 tx: id,
                 attempt: flight.attempt,
-                keys: keys_on(&self.placement, &flight.tx, shard),
+                keys: keys_on(&self.placement, &flight.members, shard),
             },
         );
         self.commands.push(Command::SetTimer {
@@ -717,6 +947,7 @@ impl Coordinator {
 
     /// Handles a shard's message.
     pub fn handle_message(&mut self, now_ms: u64, message: ToCoordinator) {
+        self.now_ms = now_ms;
         match message {
             ToCoordinator::Prepared {
                 tx,
@@ -734,7 +965,6 @@ impl Coordinator {
             ToCoordinator::Committed { tx, shard } => self.on_committed(tx, shard),
             ToCoordinator::Inquire { tx, attempt, shard } => self.on_inquire(tx, attempt, shard),
         }
-        self.admit(now_ms);
     }
 
     fn on_prepared(
@@ -785,64 +1015,80 @@ impl Coordinator {
                 ToParticipant::Prepare {
                     tx: id,
                     attempt,
-                    keys: keys_on(&self.placement, &flight.tx, next),
+                    keys: keys_on(&self.placement, &flight.members, next),
                 },
             );
             return;
         }
         let all: SmallVec<[(Key, Option<Value>); 4]> = values.values().flatten().copied().collect();
-        match execute_with_values(&flight.tx, &all, &self.registry) {
-            Ok((output, writes)) => {
-                let write_shards: SmallVec<[ShardId; 4]> = writes
+        let ran = run_members(&flight.members, &all, &self.registry);
+        if ran.committed.is_empty() {
+            self.abort_everywhere(id, attempt);
+            self.in_flight.remove(&id);
+            for (member, error) in ran.failed {
+                self.answer(member, Status::Failed(error));
+            }
+            return;
+        }
+        let write_shards: SmallVec<[ShardId; 4]> = ran
+            .writes
+            .iter()
+            .map(|(key, _)| self.placement.shard_of(key))
+            .collect();
+        assert!(
+            write_shards.iter().all(|s| flight.shards.contains_key(s)),
+            "writes stay inside the declared keys"
+        );
+        // One allocation per shard, shared from here on.
+        let by_shard: PerShard<Writes> = flight
+            .shards
+            .keys()
+            .map(|shard| {
+                let on_shard: SmallVec<[(Key, Value); 4]> = ran
+                    .writes
                     .iter()
-                    .map(|(key, _)| self.placement.shard_of(key))
+                    .zip(&write_shards)
+                    .filter(|(_, s)| *s == shard)
+                    .map(|(write, _)| *write)
                     .collect();
-                assert!(
-                    write_shards.iter().all(|s| flight.shards.contains_key(s)),
-                    "writes stay inside the declared keys"
-                );
-                // One allocation per shard, shared from here on.
-                let by_shard: PerShard<Writes> = flight
-                    .shards
-                    .keys()
-                    .map(|shard| {
-                        let on_shard: SmallVec<[(Key, Value); 4]> = writes
-                            .iter()
-                            .zip(&write_shards)
-                            .filter(|(_, s)| *s == shard)
-                            .map(|(write, _)| *write)
-                            .collect();
-                        (*shard, Writes::from(on_shard.as_slice()))
-                    })
-                    .collect();
-                self.commands.push(Command::PersistCommit {
-                    tx: Arc::clone(&flight.tx),
-                    writes: by_shard.iter().map(|(s, w)| (*s, w.clone())).collect(),
-                    output,
-                });
-                for (shard, writes) in by_shard.iter() {
-                    self.outbox.post(
-                        *shard,
-                        ToParticipant::Commit {
-                            tx: id,
-                            writes: writes.clone(),
-                        },
-                    );
-                }
-                flight.deadline_ms = now_ms + self.config.timeout_ms;
-                flight.phase = Phase::Committing {
-                    writes: by_shard,
-                    output,
-                };
-                self.commands.push(Command::SetTimer {
-                    at_ms: flight.deadline_ms,
-                });
-                self.due.entry(flight.deadline_ms).or_default().push(id);
-            }
-            Err(error) => {
-                self.abort_everywhere(id, attempt);
-                self.reply_failed(id, error);
-            }
+                (*shard, Writes::from(on_shard.as_slice()))
+            })
+            .collect();
+        let committed = Committed::from(ran.committed);
+        self.commands.push(Command::PersistCommit {
+            tx: id,
+            committed: committed.clone(),
+            writes: by_shard.iter().map(|(s, w)| (*s, w.clone())).collect(),
+        });
+        for (shard, writes) in by_shard.iter() {
+            self.outbox.post(
+                *shard,
+                ToParticipant::Commit {
+                    tx: id,
+                    writes: writes.clone(),
+                },
+            );
+        }
+        self.stats.commits += 1;
+        let size = (committed.len() + ran.failed.len()) as u64;
+        self.stats.largest_group = self.stats.largest_group.max(size);
+        if size > 1 {
+            self.stats.group_commits += 1;
+            self.stats.grouped_transactions += committed.len() as u64;
+        }
+        flight.deadline_ms = now_ms + self.config.timeout_ms;
+        flight.phase = Phase::Committing {
+            writes: by_shard,
+            committed,
+        };
+        self.commands.push(Command::SetTimer {
+            at_ms: flight.deadline_ms,
+        });
+        self.due.entry(flight.deadline_ms).or_default().push(id);
+        // A member that failed on its own fails alone, now: it wrote
+        // nothing.
+        for (member, error) in ran.failed {
+            self.answer(member, Status::Failed(error));
         }
     }
 
@@ -868,7 +1114,7 @@ impl Coordinator {
         if retries > self.config.max_retries {
             let reason =
                 format!("{key} on {shard} stayed locked by {holder} through {retries} attempts");
-            self.reply_failed(id, TxError::CrossShardAborted { reason });
+            self.fail(id, TxError::CrossShardAborted { reason });
             return;
         }
         let backoff = self.config.retry_backoff_ms * u64::from(retries.min(8));
@@ -909,18 +1155,19 @@ impl Coordinator {
         let Some(flight) = self.in_flight.get_mut(&id) else {
             return;
         };
-        let Phase::Committing { writes, output } = &mut flight.phase else {
+        let Phase::Committing { writes, committed } = &mut flight.phase else {
             return;
         };
         writes.remove(&shard);
-        if writes.is_empty() {
-            let output = *output;
-            self.in_flight.remove(&id);
-            self.committed.remember(id, output);
-            self.commands.push(Command::Reply(Receipt {
-                tx_id: id,
-                status: Status::Committed { output },
-            }));
+        if !writes.is_empty() {
+            return;
+        }
+        let committed = committed.clone();
+        self.in_flight.remove(&id);
+        self.commands.push(Command::Done { tx: id });
+        for &(member, output) in committed.iter() {
+            self.committed.remember(member, output);
+            self.answer(member, Status::Committed { output });
         }
     }
 
@@ -928,6 +1175,7 @@ impl Coordinator {
     /// transactions whose votes are overdue and re-sends unacknowledged
     /// commits.
     pub fn handle_timeout(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
         let mut retry = Vec::new();
         let mut overdue = Vec::new();
         let mut resend = Vec::new();
@@ -965,7 +1213,7 @@ impl Coordinator {
         for (id, attempt) in overdue {
             self.abort_everywhere(id, attempt);
             let reason = "a shard did not vote in time".to_string();
-            self.reply_failed(id, TxError::CrossShardAborted { reason });
+            self.fail(id, TxError::CrossShardAborted { reason });
         }
         for (id, writes) in resend {
             for (shard, writes) in writes {
@@ -980,7 +1228,6 @@ impl Coordinator {
                 self.due.entry(flight.deadline_ms).or_default().push(id);
             }
         }
-        self.admit(now_ms);
     }
 
     /// When [`Coordinator::handle_timeout`] next has something to do, if
@@ -990,16 +1237,15 @@ impl Coordinator {
     }
 
     /// Re-drives a commit decision found in the coordinator's log after a
-    /// restart: the shards that have not applied it will, and the receipt
-    /// carries `output`.
+    /// restart: the shards that have not applied it will, and the receipts
+    /// of the transactions it commits carry their logged outputs.
     pub fn recover_commit(
         &mut self,
         now_ms: u64,
-        tx: Arc<Transaction>,
+        id: TxId,
+        committed: Committed,
         writes: Vec<(ShardId, Writes)>,
-        output: Value,
     ) {
-        let id = tx.id;
         let shards = writes.iter().map(|(s, _)| (*s, ())).collect();
         let writes: PerShard<_> = writes.into_iter().collect();
         for (shard, w) in writes.iter() {
@@ -1011,13 +1257,20 @@ impl Coordinator {
                 },
             );
         }
+        if is_group_id(&id) {
+            for &(member, _) in committed.iter() {
+                self.grouped.insert(member, id);
+            }
+        }
+        self.active += committed.len();
         let deadline_ms = now_ms + self.config.timeout_ms;
         self.in_flight.insert(
             id,
             InFlight {
-                tx,
+                id,
+                members: SmallVec::new(),
                 shards,
-                phase: Phase::Committing { writes, output },
+                phase: Phase::Committing { writes, committed },
                 deadline_ms,
                 attempt: self.rounds.next,
                 retries: 0,
@@ -1044,17 +1297,17 @@ impl Coordinator {
             .in_flight
             .values()
             .filter_map(|flight| match &flight.phase {
-                Phase::Committing { writes, output } => Some((flight, writes, *output)),
+                Phase::Committing { writes, committed } => Some((flight.id, writes, committed)),
                 _ => None,
             })
             .collect();
-        open.sort_unstable_by_key(|(flight, _, _)| flight.tx.id);
+        open.sort_unstable_by_key(|(id, _, _)| *id);
         open.into_iter()
             .map(
-                |(flight, writes, output)| crate::records::CoordinatorRecord::Commit {
-                    tx: Arc::clone(&flight.tx),
+                |(id, writes, committed)| crate::records::CoordinatorRecord::Commit {
+                    tx: id,
+                    committed: committed.clone(),
                     writes: writes.iter().map(|(s, w)| (*s, w.clone())).collect(),
-                    output,
                 },
             )
             .collect()
@@ -1075,17 +1328,38 @@ impl Coordinator {
         }
     }
 
-    fn reply_failed(&mut self, id: TxId, error: TxError) {
-        self.in_flight.remove(&id);
+    /// Gives up unit `id`: every member fails with `error`.
+    fn fail(&mut self, id: TxId, error: TxError) {
+        let Some(flight) = self.in_flight.remove(&id) else {
+            return;
+        };
+        for tx in &flight.members {
+            self.answer(tx.id, Status::Failed(error.clone()));
+        }
+    }
+
+    /// Answers a member of a unit in flight: it is no longer active.
+    fn answer(&mut self, tx_id: TxId, status: Status) {
+        self.grouped.remove(&tx_id);
+        self.active -= 1;
+        self.commands
+            .push(Command::Reply(Receipt { tx_id, status }));
+    }
+
+    /// Answers a transaction that never started.
+    fn reply(&mut self, tx_id: TxId, error: TxError) {
         self.commands.push(Command::Reply(Receipt {
-            tx_id: id,
+            tx_id,
             status: Status::Failed(error),
         }));
     }
 
-    /// Drains what the runtime must do, in order: persist commit decisions,
-    /// then send one batch per shard, then reply and set timers.
+    /// Admits what has room (as of the latest time passed in), then drains
+    /// what the runtime must do, in order: persist commit decisions, then
+    /// send one batch per shard, then reply, mark units done and set
+    /// timers.
     pub fn take_commands(&mut self) -> Vec<Command> {
+        self.admit(self.now_ms);
         let mut persist = Vec::new();
         let mut rest = Vec::new();
         for command in self.commands.drain(..) {
@@ -1696,6 +1970,8 @@ impl Timers {
 
 #[cfg(test)]
 mod tests {
+    mod groups;
+
     use super::*;
     use crate::model::{AccountId, AssetId};
     use std::sync::Arc;
@@ -1749,7 +2025,8 @@ mod tests {
     fn flights_slab_keeps_records_by_id() {
         let (_, tx, _, _) = setup();
         let flight = |retries| InFlight {
-            tx: Arc::new(tx.clone()),
+            id: tx.id,
+            members: smallvec::smallvec![Arc::new(tx.clone())],
             shards: PerShard::default(),
             phase: Phase::Backoff { at_ms: 0 },
             deadline_ms: 0,
@@ -1762,7 +2039,7 @@ mod tests {
             flights.insert(id(n), flight(n as u32));
         }
         flights.insert(id(1), flight(10));
-        assert_eq!(flights.len(), 4);
+        assert_eq!(flights.index.len(), 4);
         assert_eq!(flights.get(&id(1)).map(|f| f.retries), Some(10));
         assert_eq!(flights.remove(&id(2)).map(|f| f.retries), Some(2));
         assert!(flights.remove(&id(2)).is_none());
@@ -1778,14 +2055,16 @@ mod tests {
     }
 
     fn setup() -> (Coordinator, Transaction, Key, Key) {
+        setup_with(CoordinatorConfig::default())
+    }
+
+    /// [`setup`] with a coordinator of `config`.
+    fn setup_with(config: CoordinatorConfig) -> (Coordinator, Transaction, Key, Key) {
         let mut placement = Placement::hashed(2).unwrap();
         placement.place(AccountId(1), ShardId(0)).unwrap();
         placement.place(AccountId(2), ShardId(1)).unwrap();
-        let coordinator = Coordinator::new(
-            CoordinatorConfig::default(),
-            placement,
-            Arc::new(Registry::new()),
-        );
+        placement.place(AccountId(3), ShardId(1)).unwrap();
+        let coordinator = Coordinator::new(config, placement, Arc::new(Registry::new()));
         let tx = Transaction::transfer(TxId::from_u128(9), AccountId(1), AccountId(2), 30);
         let from = Key::balance(AccountId(1), AssetId::COIN);
         let to = Key::balance(AccountId(2), AssetId::COIN);
@@ -1875,9 +2154,9 @@ mod tests {
             c.take_commands(),
             vec![
                 Command::PersistCommit {
-                    tx: Arc::new(tx.clone()),
+                    tx: tx.id,
+                    committed: [(tx.id, 0)].into(),
                     writes,
-                    output: 0
                 },
                 and_decided(commit(0, tx.id, vec![(from, 70)]), 1),
                 and_decided(commit(1, tx.id, vec![(to, 35)]), 1),
@@ -1903,7 +2182,10 @@ mod tests {
             tx_id: tx.id,
             status: Status::Committed { output: 0 },
         };
-        assert_eq!(c.take_commands(), vec![Command::Reply(receipt.clone())]);
+        assert_eq!(
+            c.take_commands(),
+            vec![Command::Done { tx: tx.id }, Command::Reply(receipt.clone())]
+        );
         assert_eq!(c.in_flight(), 0);
         // A client's retry of the committed id is answered from memory:
         // nothing is prepared again.
@@ -2005,7 +2287,11 @@ mod tests {
     /// A shard hears a floor only when it rose since it last heard one.
     #[test]
     fn floor_stays_below_every_undecided_round() {
-        let (mut c, a, from, to) = setup();
+        // Two units, not one group.
+        let (mut c, a, from, to) = setup_with(CoordinatorConfig {
+            max_group: 1,
+            ..CoordinatorConfig::default()
+        });
         let b = Transaction::transfer(TxId::from_u128(10), AccountId(1), AccountId(2), 5);
         let floors = |commands: Vec<Command>| -> Vec<(ShardId, Attempt)> {
             sent(commands)
@@ -2075,6 +2361,7 @@ mod tests {
         let mut placement = Placement::hashed(2).unwrap();
         placement.place(AccountId(1), ShardId(0)).unwrap();
         placement.place(AccountId(2), ShardId(1)).unwrap();
+        placement.place(AccountId(3), ShardId(1)).unwrap();
         let config = CoordinatorConfig {
             max_active: 1,
             max_in_flight: 2,
@@ -2193,6 +2480,7 @@ mod tests {
 
         let (mut c, tx, ..) = setup();
         c.begin(0, tx.clone());
+        c.take_commands();
         c.handle_message(
             1,
             ToCoordinator::Prepared {
@@ -2435,12 +2723,12 @@ mod tests {
         let (mut c, tx, from, to) = setup();
         c.recover_commit(
             50,
-            Arc::new(tx.clone()),
+            tx.id,
+            [(tx.id, 7)].into(),
             vec![
                 (ShardId(0), [(from, 70)].into()),
                 (ShardId(1), [(to, 35)].into()),
             ],
-            7,
         );
         assert_eq!(
             c.take_commands(),
@@ -2455,10 +2743,13 @@ mod tests {
         }
         assert_eq!(
             c.take_commands(),
-            vec![Command::Reply(Receipt {
-                tx_id: tx.id,
-                status: Status::Committed { output: 7 }
-            })]
+            vec![
+                Command::Done { tx: tx.id },
+                Command::Reply(Receipt {
+                    tx_id: tx.id,
+                    status: Status::Committed { output: 7 }
+                })
+            ]
         );
     }
 
