@@ -462,7 +462,14 @@ fn hot_pool(
     let setup = [
         Transaction::create_asset(ids.next_id(), HOT_ISSUER, HOT_TOKEN),
         Transaction::mint(ids.next_id(), HOT_ISSUER, HOT_TOKEN, HOT_ISSUER, reserve),
-        Transaction::create_pool(ids.next_id(), HOT_ISSUER, HOT_POOL, AssetId::COIN, HOT_TOKEN, 30),
+        Transaction::create_pool(
+            ids.next_id(),
+            HOT_ISSUER,
+            HOT_POOL,
+            AssetId::COIN,
+            HOT_TOKEN,
+            30,
+        ),
         Transaction::add_liquidity(
             ids.next_id(),
             HOT_ISSUER,
@@ -476,7 +483,9 @@ fn hot_pool(
     for tx in setup {
         let receipt = cluster.submit_blocking(tx)?;
         if let Some(error) = receipt.error() {
-            return Err(CliError::Argument(format!("hot pool set-up failed: {error}")));
+            return Err(CliError::Argument(format!(
+                "hot pool set-up failed: {error}"
+            )));
         }
     }
     let placement = cluster.placement().clone();

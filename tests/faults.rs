@@ -46,8 +46,10 @@ enum Expect {
 /// that was logged is carried out; one that was not is presumed aborted.
 fn expected(point: CrashPoint) -> Expect {
     match point {
-        // The vote never leaves: the coordinator's vote deadline aborts.
-        CrashPoint::BeforeVote => Expect::NotApplied,
+        // The vote never leaves, but the lock is in the log: at its vote
+        // deadline the coordinator sends the prepare again, and the
+        // restarted shard votes from the lock it recovered.
+        CrashPoint::BeforeVote => Expect::Applied,
         // The lock survives in the log; the commit arrives after restart.
         CrashPoint::AfterVote => Expect::Applied,
         // The coordinator re-sends the unacknowledged commit.

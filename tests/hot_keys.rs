@@ -23,7 +23,13 @@ fn genesis(ids: &mut u128) -> Vec<Transaction> {
     ];
     txs.extend((0..TRADERS).map(|t| Transaction::create_account(next(), AccountId(t), 10_000)));
     txs.push(Transaction::create_asset(next(), ISSUER, TOKEN));
-    txs.push(Transaction::mint(next(), ISSUER, TOKEN, ISSUER, 10 * RESERVE));
+    txs.push(Transaction::mint(
+        next(),
+        ISSUER,
+        TOKEN,
+        ISSUER,
+        10 * RESERVE,
+    ));
     txs.push(Transaction::create_pool(
         next(),
         ISSUER,
@@ -41,7 +47,9 @@ fn genesis(ids: &mut u128) -> Vec<Transaction> {
         RESERVE,
         RESERVE,
     ));
-    txs.extend((0..TRADERS).map(|t| Transaction::mint(next(), ISSUER, TOKEN, AccountId(t), 10_000)));
+    txs.extend(
+        (0..TRADERS).map(|t| Transaction::mint(next(), ISSUER, TOKEN, AccountId(t), 10_000)),
+    );
     txs
 }
 
@@ -61,7 +69,15 @@ fn swaps(seed: u64, n: usize, ids: &mut u128) -> Vec<Transaction> {
             };
             let amount = 1 + rng.below(4_000);
             let min_out = if rng.chance(10) { amount * 2 } else { 1 };
-            Transaction::swap(TxId::from_u128(*ids), trader, POOL, sell, buy, amount, min_out)
+            Transaction::swap(
+                TxId::from_u128(*ids),
+                trader,
+                POOL,
+                sell,
+                buy,
+                amount,
+                min_out,
+            )
         })
         .collect()
 }
@@ -97,7 +113,10 @@ fn hot_pool_swaps_match_sequential_execution() {
     let mut reference = State::new();
     let executor = SequentialExecutor::default();
     let setup_receipts = executor.execute_block(&mut reference, &setup).unwrap();
-    assert!(setup_receipts.iter().all(Receipt::is_committed), "{setup_receipts:?}");
+    assert!(
+        setup_receipts.iter().all(Receipt::is_committed),
+        "{setup_receipts:?}"
+    );
     let expected = executor.execute_block(&mut reference, &batch).unwrap();
     let failures = expected.iter().filter(|r| !r.is_committed()).count();
     assert!(failures > 0 && failures < 150, "{failures} swaps fail");
@@ -107,7 +126,9 @@ fn hot_pool_swaps_match_sequential_execution() {
         let receipt = cluster.submit_blocking(tx).expect("submit");
         assert!(receipt.is_committed(), "{receipt:?}");
     }
-    let receipts = cluster.submit_batch_blocking(batch.clone()).expect("submit");
+    let receipts = cluster
+        .submit_batch_blocking(batch.clone())
+        .expect("submit");
     for ((tx, got), want) in batch.iter().zip(&receipts).zip(&expected) {
         assert_eq!(got, want, "{tx:?}");
     }

@@ -28,6 +28,9 @@ fn thousand_seeds_keep_every_invariant() {
     assert!(total.shard_crashes > 500, "{total:?}");
     assert!(total.coordinator_crashes > 100, "{total:?}");
     assert!(total.inquiries > 100, "{total:?}");
+    // Bursts of submissions run transactions that share keys as groups.
+    assert!(total.group_commits > 100, "{total:?}");
+    assert!(total.largest_group > 4, "{total:?}");
 }
 
 /// Clients that re-submit unanswered cross-shard transactions under the

@@ -17,6 +17,28 @@
 //! cycle (resource ordering). A shard refuses only when its queue is full;
 //! the coordinator then retries after a back-off.
 //!
+//! Grouped rounds: transactions admitted together (see
+//! [`CoordinatorConfig::max_active`]) that share a key run as one *unit*
+//! under a group id ([`group_id`]): one prepare per shard for the union of
+//! their keys, one vote per shard, then the members executed one after
+//! another in admission order on the collected values, each seeing the
+//! writes of those before it. A member that fails on its own (slippage,
+//! insufficient funds) fails alone and writes nothing; the others commit in
+//! one logged decision ([`Command::PersistCommit`] names every committed
+//! member with its output) and one commit per shard with the unit's net
+//! writes. To shards a unit is simply a transaction with more keys, so
+//! everything below holds for groups unchanged: atomicity (one decision),
+//! isolation (the unit holds all its keys until its commit is applied,
+//! and members run in a serial order), deadlock freedom (the same shard
+//! order), recovery and idempotency (keyed by the unit's id and round). On
+//! a hot key this turns one lock hand-off per transaction into one per
+//! group. Groups are bounded ([`CoordinatorConfig::max_group`],
+//! [`CoordinatorConfig::max_group_keys`]).
+//!
+//! A prepare that draws no vote in time is sent again
+//! ([`CoordinatorConfig::prepare_resends`]) before the unit fails: a lost
+//! message delays a round instead of aborting it.
+//!
 //! Presumed abort: only commit decisions are persisted, before any shard
 //! hears of them. A transaction with no persisted decision is aborted.
 //! After a restart the coordinator re-sends every logged commit that not
@@ -247,9 +269,11 @@ pub enum Command {
 /// Coordinator tunables.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoordinatorConfig {
-    /// How long a shard may take to vote or to acknowledge a commit.
+    /// How long a shard may take to vote (each shard in turn) or to
+    /// acknowledge a commit.
     pub timeout_ms: u64,
-    /// How often a transaction refused for a lock conflict is retried.
+    /// How many new rounds a unit gets after shards refused it for lock
+    /// conflicts (their queues were full) before its transactions fail.
     pub max_retries: u32,
     /// Back-off before the first retry; doubles with every retry.
     pub retry_backoff_ms: u64,
@@ -277,6 +301,10 @@ pub struct CoordinatorConfig {
     pub max_group: usize,
     /// The most distinct keys one group may lock.
     pub max_group_keys: usize,
+    /// How often a prepare that draws no vote within `timeout_ms` is sent
+    /// again before its round is given up: a lost message delays a round
+    /// rather than aborting it (prepares are idempotent).
+    pub prepare_resends: u32,
 }
 
 impl Default for CoordinatorConfig {
@@ -290,6 +318,7 @@ impl Default for CoordinatorConfig {
             remember_committed: crate::committed::DEFAULT_REMEMBERED,
             max_group: 512,
             max_group_keys: 2_048,
+            prepare_resends: 1,
         }
     }
 }
@@ -523,8 +552,10 @@ struct InFlight {
     phase: Phase,
     deadline_ms: u64,
     attempt: Attempt,
-    /// Refusals so far.
+    /// New rounds so far.
     retries: u32,
+    /// Prepares re-sent in the current round.
+    resends: u32,
 }
 
 /// Transactions being admitted together, grouped by the keys they share
@@ -900,6 +931,7 @@ impl Coordinator {
                 deadline_ms: now_ms,
                 attempt,
                 retries: 0,
+                resends: 0,
             },
         );
         self.prepare(now_ms, id);
@@ -912,6 +944,7 @@ impl Coordinator {
         flight.phase = Phase::Preparing {
             values: PerShard::default(),
         };
+        flight.resends = 0;
         flight.deadline_ms = now_ms + self.config.timeout_ms;
         // Shards in ascending order, one at a time: see the module docs.
         let shard = *flight.shards.keys().next().expect("a transaction has keys");
@@ -1018,6 +1051,13 @@ impl Coordinator {
                     keys: keys_on(&self.placement, &flight.members, next),
                 },
             );
+            // Each shard in turn has the whole timeout to vote.
+            flight.resends = 0;
+            flight.deadline_ms = now_ms + self.config.timeout_ms;
+            self.commands.push(Command::SetTimer {
+                at_ms: flight.deadline_ms,
+            });
+            self.due.entry(flight.deadline_ms).or_default().push(id);
             return;
         }
         let all: SmallVec<[(Key, Option<Value>); 4]> = values.values().flatten().copied().collect();
@@ -1107,13 +1147,25 @@ impl Coordinator {
         if refused != flight.attempt || !matches!(flight.phase, Phase::Preparing { .. }) {
             return;
         }
+        self.retry(now_ms, id, refused, || {
+            format!("{key} on {shard} stayed locked by {holder}")
+        });
+    }
+
+    /// Gives up round `given_up` of unit `id` for a reason not its own and
+    /// begins a new round after a back-off, or, once the unit has had
+    /// [`CoordinatorConfig::max_retries`] new rounds, fails its
+    /// transactions with `why`.
+    fn retry(&mut self, now_ms: u64, id: TxId, given_up: Attempt, why: impl FnOnce() -> String) {
+        let Some(flight) = self.in_flight.get_mut(&id) else {
+            return;
+        };
         flight.attempt = self.rounds.begin(id);
         flight.retries += 1;
         let retries = flight.retries;
-        self.abort_everywhere(id, refused);
+        self.abort_everywhere(id, given_up);
         if retries > self.config.max_retries {
-            let reason =
-                format!("{key} on {shard} stayed locked by {holder} through {retries} attempts");
+            let reason = format!("{} through {retries} rounds", why());
             self.fail(id, TxError::CrossShardAborted { reason });
             return;
         }
@@ -1211,9 +1263,7 @@ impl Coordinator {
             self.prepare(now_ms, id);
         }
         for (id, attempt) in overdue {
-            self.abort_everywhere(id, attempt);
-            let reason = "a shard did not vote in time".to_string();
-            self.fail(id, TxError::CrossShardAborted { reason });
+            self.overdue(now_ms, id, attempt);
         }
         for (id, writes) in resend {
             for (shard, writes) in writes {
@@ -1228,6 +1278,50 @@ impl Coordinator {
                 self.due.entry(flight.deadline_ms).or_default().push(id);
             }
         }
+    }
+
+    /// A shard has not voted on round `attempt` of `id` in time: the
+    /// prepare is sent again (the message or the vote may be lost, the
+    /// shard restarting, or the prepare queued behind a lock), and after
+    /// [`CoordinatorConfig::prepare_resends`] of those the unit fails. A new
+    /// round would not help here: it could only wait for the same shard,
+    /// behind the same locks, and each round costs the client a timeout.
+    fn overdue(&mut self, now_ms: u64, id: TxId, attempt: Attempt) {
+        let Some(flight) = self.in_flight.get_mut(&id) else {
+            return;
+        };
+        let Phase::Preparing { values } = &flight.phase else {
+            return;
+        };
+        if flight.resends >= self.config.prepare_resends {
+            let asked = flight.resends + 1;
+            self.abort_everywhere(id, attempt);
+            let reason = format!(
+                "a shard did not vote within {} ms, asked {asked} times",
+                self.config.timeout_ms
+            );
+            self.fail(id, TxError::CrossShardAborted { reason });
+            return;
+        }
+        let shard = *flight
+            .shards
+            .keys()
+            .find(|s| !values.contains_key(s))
+            .expect("a round collecting votes waits for a shard");
+        flight.resends += 1;
+        flight.deadline_ms = now_ms + self.config.timeout_ms;
+        self.outbox.post(
+            shard,
+            ToParticipant::Prepare {
+                tx: id,
+                attempt,
+                keys: keys_on(&self.placement, &flight.members, shard),
+            },
+        );
+        self.commands.push(Command::SetTimer {
+            at_ms: flight.deadline_ms,
+        });
+        self.due.entry(flight.deadline_ms).or_default().push(id);
     }
 
     /// When [`Coordinator::handle_timeout`] next has something to do, if
@@ -1274,6 +1368,7 @@ impl Coordinator {
                 deadline_ms,
                 attempt: self.rounds.next,
                 retries: 0,
+                resends: 0,
             },
         );
         // Without a timer a lost re-sent commit would wait for the shard's
@@ -2032,6 +2127,7 @@ mod tests {
             deadline_ms: 0,
             attempt: 0,
             retries,
+            resends: 0,
         };
         let id = |n| TxId::from_u128(n);
         let mut flights = Flights::default();
@@ -2103,10 +2199,14 @@ mod tests {
         c.handle_message(101, vote);
         assert_eq!(
             c.take_commands(),
-            vec![Command::Send {
-                to: ShardId(1),
-                messages: prepare(vec![to])
-            }]
+            vec![
+                Command::Send {
+                    to: ShardId(1),
+                    messages: prepare(vec![to])
+                },
+                // The next shard has a timeout of its own.
+                Command::SetTimer { at_ms: 1_101 },
+            ]
         );
     }
 
@@ -2128,14 +2228,17 @@ mod tests {
         );
         assert_eq!(
             c.take_commands(),
-            vec![send(
-                1,
-                ToParticipant::Prepare {
-                    tx: tx.id,
-                    attempt: 0,
-                    keys: vec![to]
-                }
-            )]
+            vec![
+                send(
+                    1,
+                    ToParticipant::Prepare {
+                        tx: tx.id,
+                        attempt: 0,
+                        keys: vec![to]
+                    }
+                ),
+                Command::SetTimer { at_ms: 1_001 },
+            ]
         );
         c.handle_message(
             2,
@@ -2463,7 +2566,8 @@ mod tests {
         );
     }
 
-    /// Missing votes abort at the deadline; missing commit acks re-send.
+    /// A missing vote draws the prepare again at the deadline, and an
+    /// abort at the next; missing commit acks re-send.
     #[test]
     fn timeouts_abort_preparing_and_resend_commits() {
         let (mut c, tx, from, to) = setup();
@@ -2472,6 +2576,21 @@ mod tests {
         c.handle_timeout(999);
         assert_eq!(c.take_commands(), vec![]);
         c.handle_timeout(1_000);
+        assert_eq!(
+            c.take_commands(),
+            vec![
+                send(
+                    0,
+                    ToParticipant::Prepare {
+                        tx: tx.id,
+                        attempt: 0,
+                        keys: vec![from]
+                    }
+                ),
+                Command::SetTimer { at_ms: 2_000 },
+            ]
+        );
+        c.handle_timeout(2_000);
         let commands = c.take_commands();
         assert_eq!(commands.len(), 3, "{commands:?}");
         assert!(

@@ -71,14 +71,17 @@ fn sharing_transactions_run_as_one_group() {
     on_one.sort_unstable();
     assert_eq!(
         c.take_commands(),
-        vec![send(
-            1,
-            ToParticipant::Prepare {
-                tx: group,
-                attempt: 0,
-                keys: on_one,
-            }
-        )]
+        vec![
+            send(
+                1,
+                ToParticipant::Prepare {
+                    tx: group,
+                    attempt: 0,
+                    keys: on_one,
+                }
+            ),
+            Command::SetTimer { at_ms: 1_001 },
+        ]
     );
     c.handle_message(2, vote(group, 0, 1, vec![(k2, Some(5)), (k3, Some(0))]));
     assert_eq!(
@@ -193,15 +196,32 @@ fn a_group_of_failures_aborts() {
     assert_eq!(c.in_flight(), 0);
 }
 
-/// A group whose votes are overdue fails as a whole: every member gets the
-/// round's reason, and the member ids are free for a retry.
+/// A group whose vote stays overdue after its prepare was sent again fails
+/// as a whole: every member gets the round's reason, and the member ids
+/// are free for a retry.
 #[test]
 fn an_overdue_group_fails_every_member() {
-    let (mut c, _) = grouped_setup(512);
+    let (mut c, [k1, ..]) = grouped_setup(512);
     c.begin(0, transfer(10, 1, 2, 30));
     c.begin(0, transfer(11, 1, 3, 50));
     c.take_commands();
     c.handle_timeout(1_000);
+    assert_eq!(
+        c.take_commands(),
+        vec![
+            send(
+                0,
+                ToParticipant::Prepare {
+                    tx: group_id(0),
+                    attempt: 0,
+                    keys: vec![k1],
+                }
+            ),
+            Command::SetTimer { at_ms: 2_000 },
+        ],
+        "the prepare again"
+    );
+    c.handle_timeout(2_000);
     let commands = c.take_commands();
     let failed: Vec<TxId> = commands
         .iter()
