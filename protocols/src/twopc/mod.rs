@@ -1051,13 +1051,11 @@ impl Coordinator {
                     keys: keys_on(&self.placement, &flight.members, next),
                 },
             );
-            // Each shard in turn has the whole timeout to vote.
+            // Each shard in turn has the whole timeout to vote. The timer
+            // set for the round's first deadline re-arms itself for this
+            // one when it fires (see `handle_timeout`): no timer per step.
             flight.resends = 0;
             flight.deadline_ms = now_ms + self.config.timeout_ms;
-            self.commands.push(Command::SetTimer {
-                at_ms: flight.deadline_ms,
-            });
-            self.due.entry(flight.deadline_ms).or_default().push(id);
             return;
         }
         let all: SmallVec<[(Key, Option<Value>); 4]> = values.values().flatten().copied().collect();
@@ -1231,6 +1229,7 @@ impl Coordinator {
         let mut retry = Vec::new();
         let mut overdue = Vec::new();
         let mut resend = Vec::new();
+        let mut rearm = Vec::new();
         let mut visit = Vec::new();
         while let Some(entry) = self.due.first_entry() {
             if *entry.key() > now_ms {
@@ -1249,6 +1248,8 @@ impl Coordinator {
                 Phase::Preparing { .. } if flight.deadline_ms <= now_ms => {
                     overdue.push((id, flight.attempt))
                 }
+                // A later shard's turn moved the deadline on.
+                Phase::Preparing { .. } => rearm.push((id, flight.deadline_ms)),
                 Phase::Committing { writes, .. } if flight.deadline_ms <= now_ms => {
                     resend.push((id, writes.clone()))
                 }
@@ -1259,6 +1260,11 @@ impl Coordinator {
         retry.sort_unstable();
         overdue.sort_unstable();
         resend.sort_unstable_by_key(|(id, _)| *id);
+        rearm.sort_unstable();
+        for (id, at_ms) in rearm {
+            self.commands.push(Command::SetTimer { at_ms });
+            self.due.entry(at_ms).or_default().push(id);
+        }
         for id in retry {
             self.prepare(now_ms, id);
         }
@@ -2199,14 +2205,10 @@ mod tests {
         c.handle_message(101, vote);
         assert_eq!(
             c.take_commands(),
-            vec![
-                Command::Send {
-                    to: ShardId(1),
-                    messages: prepare(vec![to])
-                },
-                // The next shard has a timeout of its own.
-                Command::SetTimer { at_ms: 1_101 },
-            ]
+            vec![Command::Send {
+                to: ShardId(1),
+                messages: prepare(vec![to])
+            },]
         );
     }
 
@@ -2228,17 +2230,14 @@ mod tests {
         );
         assert_eq!(
             c.take_commands(),
-            vec![
-                send(
-                    1,
-                    ToParticipant::Prepare {
-                        tx: tx.id,
-                        attempt: 0,
-                        keys: vec![to]
-                    }
-                ),
-                Command::SetTimer { at_ms: 1_001 },
-            ]
+            vec![send(
+                1,
+                ToParticipant::Prepare {
+                    tx: tx.id,
+                    attempt: 0,
+                    keys: vec![to]
+                }
+            ),]
         );
         c.handle_message(
             2,

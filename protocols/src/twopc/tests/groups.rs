@@ -71,17 +71,14 @@ fn sharing_transactions_run_as_one_group() {
     on_one.sort_unstable();
     assert_eq!(
         c.take_commands(),
-        vec![
-            send(
-                1,
-                ToParticipant::Prepare {
-                    tx: group,
-                    attempt: 0,
-                    keys: on_one,
-                }
-            ),
-            Command::SetTimer { at_ms: 1_001 },
-        ]
+        vec![send(
+            1,
+            ToParticipant::Prepare {
+                tx: group,
+                attempt: 0,
+                keys: on_one,
+            }
+        ),]
     );
     c.handle_message(2, vote(group, 0, 1, vec![(k2, Some(5)), (k3, Some(0))]));
     assert_eq!(
@@ -311,4 +308,35 @@ fn recovered_group_commit_answers_every_member() {
         ]
     );
     assert_eq!(c.in_flight(), 0);
+}
+
+/// Each shard in turn has the whole vote timeout: a vote from the first
+/// shard just before the round's first deadline moves the deadline on
+/// (the timer re-arms when it fires), and only then is the second shard's
+/// prepare sent again.
+#[test]
+fn each_shard_gets_the_whole_timeout() {
+    let (mut c, [k1, k2, _]) = grouped_setup(512);
+    let tx = transfer(10, 1, 2, 30);
+    c.begin(0, tx.clone());
+    c.take_commands();
+    c.handle_message(900, vote(tx.id, 0, 0, vec![(k1, Some(100))]));
+    c.take_commands();
+    c.handle_timeout(1_000);
+    assert_eq!(c.take_commands(), vec![Command::SetTimer { at_ms: 1_900 }]);
+    c.handle_timeout(1_900);
+    assert_eq!(
+        c.take_commands(),
+        vec![
+            send(
+                1,
+                ToParticipant::Prepare {
+                    tx: tx.id,
+                    attempt: 0,
+                    keys: vec![k2],
+                }
+            ),
+            Command::SetTimer { at_ms: 2_900 },
+        ]
+    );
 }
