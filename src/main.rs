@@ -113,6 +113,10 @@ struct ClusterArgs {
     /// grouping off (default: the coordinator's).
     #[arg(long)]
     max_group: Option<usize>,
+    /// Percent of message batches between the coordinator and the shards
+    /// lost during the hot-pool and spread runs (fault injection).
+    #[arg(long, default_value_t = 0.0)]
+    drop_percent: f64,
 }
 
 #[derive(clap::Args, Clone)]
@@ -400,12 +404,14 @@ const HOT_ISSUER: AccountId = AccountId(u64::MAX - 2);
 const HOT_TOKEN: AssetId = AssetId(1);
 
 /// Submits `txs` in batches of `--batch` from `--clients` threads and
-/// returns the throughput and how many committed.
+/// returns the throughput and how many committed; prints how many failed
+/// for each kind of reason.
 fn run_batches(
     cluster: &Cluster,
     txs: Vec<Transaction>,
     args: &ClusterArgs,
 ) -> Result<(f64, usize), CliError> {
+    let reasons = std::sync::Mutex::new(std::collections::BTreeMap::<String, usize>::new());
     // Each batch is handed over whole (a client submits what it owns):
     // the timed part copies no transaction on the client side.
     let total = txs.len();
@@ -433,6 +439,18 @@ fn run_batches(
                     Ok(receipts) => {
                         let ok = receipts.iter().filter(|r| r.is_committed()).count();
                         committed.fetch_add(ok, std::sync::atomic::Ordering::Relaxed);
+                        if ok < receipts.len() {
+                            let mut reasons = reasons.lock().unwrap_or_else(|e| e.into_inner());
+                            for error in receipts.iter().filter_map(Receipt::error) {
+                                // The kind of error, without its figures.
+                                let kind: String = error
+                                    .to_string()
+                                    .chars()
+                                    .take_while(|c| !c.is_ascii_digit())
+                                    .collect();
+                                *reasons.entry(kind.trim_end().to_string()).or_default() += 1;
+                            }
+                        }
                     }
                     Err(error) => {
                         *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
@@ -446,6 +464,9 @@ fn run_batches(
         return Err(error.into());
     }
     let tps = total as f64 / start.elapsed().as_secs_f64();
+    for (reason, count) in reasons.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        println!("    failed: {count} x {reason}");
+    }
     Ok((tps, committed.into_inner()))
 }
 
@@ -513,8 +534,22 @@ fn hot_pool(
         })
         .collect();
     let spread = placed_transfers(&placement, rng, ids, args.accounts, args.swaps, true);
+    if args.drop_percent > 0.0 {
+        println!(
+            "  fault injection: {}% of message batches lost in the next two runs",
+            args.drop_percent
+        );
+        cluster
+            .faults()
+            .set_link_faults(parashard::LinkFaults {
+                drop: args.drop_percent / 100.0,
+                ..parashard::LinkFaults::default()
+            })
+            .map_err(parashard::ClusterError::from)?;
+    }
     let (spread_tps, spread_ok) = run_batches(cluster, spread, args)?;
     let (hot_tps, hot_ok) = run_batches(cluster, swaps, args)?;
+    cluster.heal();
     println!(
         "  cluster, cross-shard transfers, spread   {spread_tps:>11.0} tx/s  ({spread_ok} of {} committed)",
         args.swaps
@@ -540,9 +575,12 @@ fn bench_cluster(args: &ClusterArgs) -> Result<(), CliError> {
                 .into(),
         ));
     }
-    if args.pool_shard >= args.shards || args.max_group == Some(0) {
+    if args.pool_shard >= args.shards
+        || args.max_group == Some(0)
+        || !(0.0..=100.0).contains(&args.drop_percent)
+    {
         return Err(CliError::Argument(
-            "need --pool-shard < --shards and --max-group >= 1".into(),
+            "need --pool-shard < --shards, --max-group >= 1 and --drop-percent in 0..=100".into(),
         ));
     }
     println!(

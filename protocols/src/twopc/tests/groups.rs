@@ -340,3 +340,65 @@ fn each_shard_gets_the_whole_timeout() {
         ]
     );
 }
+
+/// Room is counted in units: with one unit active at most, transactions
+/// that share a key with the first are admitted with it as one group, and
+/// one that shares nothing waits for room.
+#[test]
+fn a_group_joins_without_room() {
+    let (mut c, ..) = setup_with(CoordinatorConfig {
+        max_active: 1,
+        ..CoordinatorConfig::default()
+    });
+    for id in 10..13 {
+        c.begin(0, transfer(id, 1, 2, 1));
+    }
+    c.begin(0, transfer(13, 4, 5, 1));
+    let prepared: Vec<TxId> = sent(c.take_commands())
+        .filter_map(|(_, message)| match message {
+            ToParticipant::Prepare { tx, .. } => Some(tx),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(prepared, vec![group_id(0)], "one group, the fourth waits");
+    assert_eq!(c.in_flight(), 4);
+}
+
+/// A round whose prepare is queued behind other locks is never given up
+/// for waiting: each `Queued` answer gives the shard a fresh timeout and
+/// resets the resends, so the round outlives what would otherwise fail it.
+#[test]
+fn a_queued_round_waits() {
+    let (mut c, [k1, ..]) = grouped_setup(512);
+    let tx = transfer(10, 1, 2, 30);
+    c.begin(0, tx.clone());
+    c.take_commands();
+    let queued = ToCoordinator::Queued {
+        tx: tx.id,
+        attempt: 0,
+        shard: ShardId(0),
+    };
+    let prepare = send(
+        0,
+        ToParticipant::Prepare {
+            tx: tx.id,
+            attempt: 0,
+            keys: vec![k1],
+        },
+    );
+    c.handle_message(900, queued.clone());
+    c.handle_timeout(1_000);
+    assert_eq!(c.take_commands(), vec![Command::SetTimer { at_ms: 1_900 }]);
+    for round in 0..5 {
+        let at = 1_900 + round * 1_000;
+        c.handle_timeout(at);
+        assert_eq!(
+            c.take_commands(),
+            vec![prepare.clone(), Command::SetTimer { at_ms: at + 1_000 }],
+            "resend {round}"
+        );
+        // Without this answer the next deadline would fail the round.
+        c.handle_message(at, queued.clone());
+    }
+    assert_eq!(c.in_flight(), 1, "still waiting, not failed");
+}
