@@ -35,9 +35,12 @@
 //! group. Groups are bounded ([`CoordinatorConfig::max_group`],
 //! [`CoordinatorConfig::max_group_keys`]).
 //!
-//! A prepare that draws no vote in time is sent again
-//! ([`CoordinatorConfig::prepare_resends`]) before the unit fails: a lost
-//! message delays a round instead of aborting it.
+//! A lost message delays a round instead of aborting it: a prepare queued
+//! behind other locks is answered with [`ToCoordinator::Queued`], and the
+//! coordinator waits on (lock waits end: the shard order rules out
+//! deadlock and every holder is decided in time); a prepare that draws no
+//! answer in time is sent again ([`CoordinatorConfig::prepare_resends`])
+//! before the unit fails.
 //!
 //! Presumed abort: only commit decisions are persisted, before any shard
 //! hears of them. A transaction with no persisted decision is aborted.
@@ -334,7 +337,7 @@ impl Default for CoordinatorConfig {
             remember_committed: crate::committed::DEFAULT_REMEMBERED,
             max_group: 512,
             max_group_keys: 2_048,
-            prepare_resends: 1,
+            prepare_resends: 3,
         }
     }
 }
@@ -2629,7 +2632,10 @@ mod tests {
     /// abort at the next; missing commit acks re-send.
     #[test]
     fn timeouts_abort_preparing_and_resend_commits() {
-        let (mut c, tx, from, to) = setup();
+        let (mut c, tx, from, to) = setup_with(CoordinatorConfig {
+            prepare_resends: 1,
+            ..CoordinatorConfig::default()
+        });
         c.begin(0, tx.clone());
         c.take_commands();
         c.handle_timeout(999);

@@ -6,10 +6,15 @@ use super::*;
 
 /// Accounts 1 (shard 0), 2 and 3 (shard 1); account 1 is shared.
 fn grouped_setup(max_group: usize) -> (Coordinator, [Key; 3]) {
-    let (coordinator, ..) = setup_with(CoordinatorConfig {
+    grouped_setup_with(CoordinatorConfig {
         max_group,
         ..CoordinatorConfig::default()
-    });
+    })
+}
+
+/// [`grouped_setup`] with a coordinator of `config`.
+fn grouped_setup_with(config: CoordinatorConfig) -> (Coordinator, [Key; 3]) {
+    let (coordinator, ..) = setup_with(config);
     let key = |a| Key::balance(AccountId(a), AssetId::COIN);
     (coordinator, [key(1), key(2), key(3)])
 }
@@ -198,7 +203,10 @@ fn a_group_of_failures_aborts() {
 /// are free for a retry.
 #[test]
 fn an_overdue_group_fails_every_member() {
-    let (mut c, [k1, ..]) = grouped_setup(512);
+    let (mut c, [k1, ..]) = grouped_setup_with(CoordinatorConfig {
+        prepare_resends: 1,
+        ..CoordinatorConfig::default()
+    });
     c.begin(0, transfer(10, 1, 2, 30));
     c.begin(0, transfer(11, 1, 3, 50));
     c.take_commands();
