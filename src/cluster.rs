@@ -300,6 +300,10 @@ impl ClusterBuilder {
             registry: Arc::new(self.registry),
             coordinator: CoordinatorConfig {
                 remember_committed: self.remember_committed,
+                // One admission rule: what the cluster admitted (at most
+                // `max_in_flight` at once) waits at the coordinator rather
+                // than being refused by a smaller limit of its own.
+                max_in_flight: coordinator.max_in_flight.max(self.max_in_flight),
                 ..coordinator
             },
             shard_remember_committed: self.remember_committed,
@@ -480,7 +484,10 @@ impl Cluster {
         &self,
         txs: Vec<Transaction>,
     ) -> Result<Vec<Receipt>, ClusterError> {
-        let n = u32::try_from(txs.len()).map_err(|_| ClusterError::BatchTooLarge {
+        let n = u32::try_from(txs.len())
+            .ok()
+            .filter(|n| (*n as usize) <= self.max_in_flight);
+        let n = n.ok_or(ClusterError::BatchTooLarge {
             len: txs.len(),
             max: self.max_in_flight,
         })?;

@@ -22,8 +22,8 @@ pub mod prelude {
     pub use crate::{Cluster, ClusterError, CrashPoint, FaultError, LinkFaults};
     pub use parashard_protocols::model::ShardId;
     pub use parashard_protocols::{
-        AccessSet, AccountId, AssetId, BlockExecutor, Call, Context, Contract, ContractId, Key,
-        ParallelExecutor, Receipt, Registry, SequentialExecutor, State, Status, Transaction,
-        TxError, TxId, Value,
+        AbortReason, AccessSet, AccountId, AssetId, BlockExecutor, Call, Context, Contract,
+        ContractId, Key, ParallelExecutor, Receipt, Registry, SequentialExecutor, State, Status,
+        Transaction, TxError, TxId, Value,
     };
 }

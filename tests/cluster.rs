@@ -373,7 +373,7 @@ fn a_local_batch_answers_retries_and_duplicates_in_order() {
     assert_eq!(receipts[0], first, "the retry gets the commit's receipt");
     assert!(receipts[1].is_committed(), "{receipts:?}");
     assert!(
-        matches!(receipts[2].error(), Some(TxError::InvalidInput { reason }) if reason.contains("in flight")),
+        matches!(receipts[2].error(), Some(e @ TxError::InFlight { tx }) if *tx == batch[2].id && e.is_retryable()),
         "{receipts:?}"
     );
     assert!(receipts[3].is_committed(), "{receipts:?}");
@@ -405,7 +405,7 @@ fn bad_input_gets_typed_errors() {
     assert!(
         receipts
             .iter()
-            .any(|r| matches!(r.error(), Some(TxError::InvalidInput { .. }))),
+            .any(|r| matches!(r.error(), Some(TxError::InFlight { .. }))),
         "{receipts:?}"
     );
     assert_eq!(
@@ -539,4 +539,60 @@ fn without_the_memory_a_resubmission_runs_again() {
     let balances = common::balances(&cluster, ACCOUNTS);
     let of = |x: AccountId| balances[x.0 as usize];
     assert_eq!((of(a), of(b), of(c)), (960, 1_020, 1_020));
+}
+
+/// One admission rule: a batch the cluster admitted waits at the
+/// coordinator instead of being refused by a smaller limit of its own.
+/// One batch of 120,000 cross-shard transfers (above the coordinator's
+/// default of 100,000 in flight) commits whole, and value is conserved.
+#[test]
+fn an_admitted_batch_is_never_refused_by_the_coordinator() {
+    const ACCOUNTS: u64 = 1_000;
+    let cluster = common::bank(2, ACCOUNTS, 1_000_000);
+    let placement = cluster.placement().clone();
+    let (left, right): (Vec<u64>, Vec<u64>) =
+        (0..ACCOUNTS).partition(|a| placement.shard_of_account(AccountId(*a)) == ShardId(0));
+    let txs: Vec<Transaction> = (0..120_000u64)
+        .map(|n| {
+            let from = left[(n % left.len() as u64) as usize];
+            let to = right[(n / 7 % right.len() as u64) as usize];
+            Transaction::transfer(
+                TxId::from_u128(u128::from(n) + 1),
+                AccountId(from),
+                AccountId(to),
+                1,
+            )
+        })
+        .collect();
+    let receipts = cluster.submit_batch_blocking(txs).unwrap();
+    let failed: Vec<_> = receipts.iter().filter_map(Receipt::error).take(3).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    let total: u64 = common::balances(&cluster, ACCOUNTS).iter().sum();
+    assert_eq!(total, ACCOUNTS * 1_000_000);
+}
+
+/// `try_submit_batch` of a batch larger than the cluster admits at once is
+/// `BatchTooLarge` naming both sizes, not an overload.
+#[test]
+fn try_submit_beyond_the_limit_is_batch_too_large() {
+    let cluster = Cluster::builder()
+        .shards(2)
+        .max_in_flight(10)
+        .start()
+        .unwrap();
+    let txs: Vec<Transaction> = (0..11)
+        .map(|n| Transaction::create_account(TxId::from_u128(n + 1), AccountId(n as u64), 1))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answer = runtime.block_on(cluster.try_submit_batch(txs));
+    assert!(
+        matches!(
+            answer,
+            Err(ClusterError::BatchTooLarge { len: 11, max: 10 })
+        ),
+        "{answer:?}"
+    );
 }

@@ -141,9 +141,7 @@ impl Batches {
 pub fn in_flight(id: TxId) -> Receipt {
     Receipt {
         tx_id: id,
-        status: Status::Failed(TxError::InvalidInput {
-            reason: format!("{id} is already in flight"),
-        }),
+        status: Status::Failed(TxError::InFlight { tx: id }),
     }
 }
 

@@ -9,7 +9,9 @@ use tracing::{debug_span, warn};
 
 use parashard_protocols::contracts::Registry;
 use parashard_protocols::fastmap::PREFETCH_AHEAD;
-use parashard_protocols::model::{Receipt, ShardId, Status, Transaction, TxError, TxId};
+use parashard_protocols::model::{
+    AbortReason, Receipt, ShardId, Status, Transaction, TxError, TxId,
+};
 use parashard_protocols::placement::Placement;
 use parashard_protocols::recovery::{last_coordinator_epoch, recover_coordinator};
 use parashard_protocols::twopc::{Command, Coordinator, CoordinatorConfig, ToParticipant};
@@ -222,6 +224,11 @@ impl CoordinatorActor {
                         writes,
                     });
                 }
+                Command::PersistEpoch { epoch } => {
+                    // Snapshots carry it from now on, too.
+                    self.epoch = self.epoch.max(epoch);
+                    decisions.push(CoordinatorRecord::Epoch { epoch });
+                }
                 other => rest.push(other),
             }
         }
@@ -260,7 +267,9 @@ impl CoordinatorActor {
                 return;
             }
             match command {
-                Command::PersistCommit { .. } => unreachable!("persisted above"),
+                Command::PersistCommit { .. } | Command::PersistEpoch { .. } => {
+                    unreachable!("persisted above")
+                }
                 Command::Send { to, messages } => {
                     // Only looked for when a fault is armed.
                     commits_sent |= self.faults.active()
@@ -357,7 +366,9 @@ impl Handler<SubmitCross> for CoordinatorActor {
             if let Some(error) = &self.failed {
                 // Without a decision log no commit can be made durable:
                 // refuse before any shard takes a lock.
-                let reason = format!("coordinator storage failed: {error}");
+                let reason = AbortReason::CoordinatorStorage {
+                    error: error.to_string(),
+                };
                 self.batches.complete(Receipt {
                     tx_id: tx.id,
                     status: Status::Failed(TxError::CrossShardAborted { reason }),

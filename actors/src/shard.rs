@@ -224,10 +224,12 @@ impl ShardActor {
 
     /// The receipt of a transaction the shard cannot run: its log failed.
     fn failed_receipt(&self, tx_id: TxId, error: &StorageError) -> Receipt {
-        let reason = format!("{} failed: {error}", self.shard);
         Receipt {
             tx_id,
-            status: Status::Failed(TxError::CrossShardAborted { reason }),
+            status: Status::Failed(TxError::ShardFailed {
+                shard: self.shard,
+                error: error.to_string(),
+            }),
         }
     }
 

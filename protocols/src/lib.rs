@@ -24,7 +24,7 @@ pub mod workload;
 pub use contracts::{Context, Contract, Registry, RegistryError};
 pub use exec::{BlockExecutor, ExecutorError, ParallelExecutor, ParallelStats, SequentialExecutor};
 pub use model::{
-    AccessSet, AccountId, AssetId, Call, ContractId, Key, Receipt, ShardId, Status, Transaction,
-    TxError, TxId, Value,
+    AbortReason, AccessSet, AccountId, AssetId, Call, ContractId, Key, Receipt, ShardId, Status,
+    Transaction, TxError, TxId, Value,
 };
 pub use state::State;

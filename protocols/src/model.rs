@@ -558,13 +558,99 @@ pub enum TxError {
         /// What is wrong.
         reason: String,
     },
-    /// A cross-shard transaction was aborted because another of its legs
-    /// failed or its coordinator decided abort.
+    /// A cross-shard transaction was aborted for a reason not its own
+    /// (its call did not fail): see [`AbortReason::is_retryable`].
     #[error("cross-shard transaction aborted: {reason}")]
     CrossShardAborted {
         /// Why.
-        reason: String,
+        reason: AbortReason,
     },
+    /// A transaction with this id is in flight already: the first
+    /// submission will be answered; this copy was not run.
+    #[error("{tx} is already in flight")]
+    InFlight {
+        /// The id.
+        tx: TxId,
+    },
+    /// The shard's storage failed; it refuses work until it recovers from
+    /// its log (a restart), and this transaction did not run.
+    #[error("{shard} refuses work: its storage failed: {error}")]
+    ShardFailed {
+        /// The shard.
+        shard: ShardId,
+        /// The storage error.
+        error: String,
+    },
+}
+
+impl TxError {
+    /// Whether submitting the same transaction again (same id) may
+    /// succeed: true for aborts that [`AbortReason::is_retryable`] and for
+    /// a copy of a transaction in flight (once the first is answered, a
+    /// retry gets its receipt or runs); false for the call's own failures
+    /// and for a failed shard, which refuses work until it restarts.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            TxError::CrossShardAborted { reason } => reason.is_retryable(),
+            TxError::InFlight { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Why a cross-shard transaction was aborted when its own call did not
+/// fail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum AbortReason {
+    /// A shard refused it, its queue of waiting prepares full, round after
+    /// round.
+    #[error("{key} on {shard} stayed locked by {holder} through {rounds} rounds")]
+    LockContention {
+        /// The contended key.
+        key: Key,
+        /// Its shard.
+        shard: ShardId,
+        /// The transaction (or group) that held it last.
+        holder: TxId,
+        /// The rounds tried.
+        rounds: u32,
+    },
+    /// A shard answered neither the prepare nor its re-sends in time (it
+    /// is down, partitioned or its messages were lost).
+    #[error("{shard} did not vote within {timeout_ms} ms, asked {asked} times")]
+    VoteTimeout {
+        /// The shard.
+        shard: ShardId,
+        /// The timeout per ask.
+        timeout_ms: u64,
+        /// How often it was asked.
+        asked: u32,
+    },
+    /// The coordinator holds its maximum of transactions.
+    #[error("coordinator has {in_flight} transactions in flight, at most {max}")]
+    CoordinatorOverloaded {
+        /// Transactions in flight.
+        in_flight: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// The coordinator's decision log failed: no commit can be made
+    /// durable until it restarts.
+    #[error("coordinator storage failed: {error}")]
+    CoordinatorStorage {
+        /// The storage error.
+        error: String,
+    },
+}
+
+impl AbortReason {
+    /// Whether the same transaction may commit if submitted again: lock
+    /// contention, a timeout and overload pass; a failed decision log does
+    /// not until the coordinator restarts.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, AbortReason::CoordinatorStorage { .. })
+    }
 }
 
 /// The outcome of one transaction.

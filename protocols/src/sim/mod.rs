@@ -939,6 +939,11 @@ impl<'c> Sim<'c> {
                 Command::Done { tx } => {
                     self.coordinator.log.push(CoordinatorRecord::Done { tx });
                 }
+                Command::PersistEpoch { epoch } => {
+                    self.coordinator
+                        .log
+                        .push(CoordinatorRecord::Epoch { epoch });
+                }
                 Command::Send { to, messages } => {
                     for message in messages {
                         self.send(|| Event::ToShard(to, message.clone()));

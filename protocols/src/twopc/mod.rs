@@ -92,7 +92,7 @@ use crate::contracts::Registry;
 use crate::exec::execute_with_values;
 use crate::fastmap::{FastMap, FastSet, IdMap, PREFETCH_AHEAD};
 use crate::locks::{Granted, LockTable};
-use crate::model::{Key, Receipt, ShardId, Status, Transaction, TxError, TxId, Value};
+use crate::model::{AbortReason, Key, Receipt, ShardId, Status, Transaction, TxError, TxId, Value};
 use crate::placement::Placement;
 use crate::records::ShardRecord;
 
@@ -266,6 +266,14 @@ pub enum Command {
         committed: Committed,
         /// Every shard's writes.
         writes: Vec<(ShardId, Writes)>,
+    },
+    /// Durably record that rounds of `epoch` are in use, before anything
+    /// else of this batch is sent: the coordinator ran through the 2^32
+    /// rounds of its epoch, and the next incarnation must start above this
+    /// one. Comes with the commit decisions of the batch, first.
+    PersistEpoch {
+        /// The epoch now in use.
+        epoch: u32,
     },
     /// Every shard applied the commit of unit `tx`: a record of it may be
     /// logged whenever convenient (it only saves re-driving the commit
@@ -688,7 +696,9 @@ impl Rounds {
     fn begin(&mut self, id: TxId) -> Attempt {
         let attempt = self.next;
         self.next += 1;
-        debug_assert!(self.next & 0xFFFF_FFFF != 0, "rounds overflowed the epoch");
+        // Past 2^32 rounds the count carries into the epoch: the
+        // coordinator logs the new epoch before any of its rounds is sent
+        // (see `Coordinator::take_commands`).
         self.begun.push_back((attempt, id));
         attempt
     }
@@ -729,6 +739,9 @@ pub struct Coordinator {
     now_ms: u64,
     /// Counts of units and groups, for reports.
     stats: CoordinatorStats,
+    /// The greatest epoch known to be in the log: this incarnation's, or
+    /// one its rounds carried into ([`Command::PersistEpoch`]).
+    epoch_logged: u32,
 }
 
 /// What a coordinator has decided so far, counted by unit.
@@ -772,6 +785,7 @@ impl Coordinator {
             floor_sent: BTreeMap::new(),
             now_ms: 0,
             stats: CoordinatorStats::default(),
+            epoch_logged: 0,
         }
     }
 
@@ -781,6 +795,7 @@ impl Coordinator {
     /// messages may still be in flight.
     pub fn with_epoch(mut self, epoch: u32) -> Coordinator {
         self.rounds.next = Attempt::from(epoch) << 32;
+        self.epoch_logged = epoch;
         self
     }
 
@@ -835,10 +850,10 @@ impl Coordinator {
             return;
         }
         if self.in_flight() >= self.config.max_in_flight {
-            let reason = format!(
-                "coordinator has {} transactions in flight",
-                self.in_flight()
-            );
+            let reason = AbortReason::CoordinatorOverloaded {
+                in_flight: self.in_flight(),
+                max: self.config.max_in_flight,
+            };
             self.reply(tx.id, TxError::CrossShardAborted { reason });
             return;
         }
@@ -1173,16 +1188,25 @@ impl Coordinator {
         if refused != flight.attempt || !matches!(flight.phase, Phase::Preparing { .. }) {
             return;
         }
-        self.retry(now_ms, id, refused, || {
-            format!("{key} on {shard} stayed locked by {holder}")
+        self.retry(now_ms, id, refused, |rounds| AbortReason::LockContention {
+            key,
+            shard,
+            holder,
+            rounds,
         });
     }
 
     /// Gives up round `given_up` of unit `id` for a reason not its own and
     /// begins a new round after a back-off, or, once the unit has had
     /// [`CoordinatorConfig::max_retries`] new rounds, fails its
-    /// transactions with `why`.
-    fn retry(&mut self, now_ms: u64, id: TxId, given_up: Attempt, why: impl FnOnce() -> String) {
+    /// transactions with `why` of the rounds tried.
+    fn retry(
+        &mut self,
+        now_ms: u64,
+        id: TxId,
+        given_up: Attempt,
+        why: impl FnOnce(u32) -> AbortReason,
+    ) {
         let Some(flight) = self.in_flight.get_mut(&id) else {
             return;
         };
@@ -1191,7 +1215,7 @@ impl Coordinator {
         let retries = flight.retries;
         self.abort_everywhere(id, given_up);
         if retries > self.config.max_retries {
-            let reason = format!("{} through {retries} rounds", why());
+            let reason = why(retries);
             self.fail(id, TxError::CrossShardAborted { reason });
             return;
         }
@@ -1347,21 +1371,21 @@ impl Coordinator {
         let Phase::Preparing { values } = &flight.phase else {
             return;
         };
-        if flight.resends >= self.config.prepare_resends {
-            let asked = flight.resends + 1;
-            self.abort_everywhere(id, attempt);
-            let reason = format!(
-                "a shard did not vote within {} ms, asked {asked} times",
-                self.config.timeout_ms
-            );
-            self.fail(id, TxError::CrossShardAborted { reason });
-            return;
-        }
         let shard = *flight
             .shards
             .keys()
             .find(|s| !values.contains_key(s))
             .expect("a round collecting votes waits for a shard");
+        if flight.resends >= self.config.prepare_resends {
+            let reason = AbortReason::VoteTimeout {
+                shard,
+                timeout_ms: self.config.timeout_ms,
+                asked: flight.resends + 1,
+            };
+            self.abort_everywhere(id, attempt);
+            self.fail(id, TxError::CrossShardAborted { reason });
+            return;
+        }
         flight.resends += 1;
         flight.deadline_ms = now_ms + self.config.timeout_ms;
         self.outbox.post(
@@ -1510,6 +1534,13 @@ impl Coordinator {
     pub fn take_commands(&mut self) -> Vec<Command> {
         self.admit(self.now_ms);
         let mut persist = Vec::new();
+        // The epoch of the latest round given out, logged before any round
+        // of it travels.
+        let epoch = (self.rounds.next.saturating_sub(1) >> 32) as u32;
+        if epoch > self.epoch_logged {
+            self.epoch_logged = epoch;
+            persist.push(Command::PersistEpoch { epoch });
+        }
         let mut rest = Vec::new();
         for command in self.commands.drain(..) {
             match command {
@@ -2552,7 +2583,12 @@ mod tests {
         assert!(matches!(
             c.take_commands().as_slice(),
             [Command::Reply(Receipt {
-                status: Status::Failed(TxError::CrossShardAborted { .. }),
+                status: Status::Failed(TxError::CrossShardAborted {
+                    reason: AbortReason::CoordinatorOverloaded {
+                        in_flight: 2,
+                        max: 2
+                    }
+                }),
                 ..
             })]
         ));

@@ -228,14 +228,28 @@ fn an_overdue_group_fails_every_member() {
     );
     c.handle_timeout(2_000);
     let commands = c.take_commands();
-    let failed: Vec<TxId> = commands
+    let failed: Vec<(TxId, TxError)> = commands
         .iter()
         .filter_map(|command| match command {
-            Command::Reply(receipt) if receipt.error().is_some() => Some(receipt.tx_id),
+            Command::Reply(receipt) => Some((receipt.tx_id, receipt.error()?.clone())),
             _ => None,
         })
         .collect();
-    assert_eq!(failed, vec![TxId::from_u128(10), TxId::from_u128(11)]);
+    let timeout = TxError::CrossShardAborted {
+        reason: AbortReason::VoteTimeout {
+            shard: ShardId(0),
+            timeout_ms: 1_000,
+            asked: 2,
+        },
+    };
+    assert!(timeout.is_retryable());
+    assert_eq!(
+        failed,
+        vec![
+            (TxId::from_u128(10), timeout.clone()),
+            (TxId::from_u128(11), timeout)
+        ]
+    );
     assert_eq!(c.in_flight(), 0);
     c.begin(2_000, transfer(11, 1, 3, 50));
     assert_eq!(c.in_flight(), 1, "a retry runs again");
@@ -409,4 +423,37 @@ fn a_queued_round_waits() {
         c.handle_message(at, queued.clone());
     }
     assert_eq!(c.in_flight(), 1, "still waiting, not failed");
+}
+
+/// A coordinator that runs through the 2^32 rounds of its epoch carries
+/// into the next epoch and logs it before any round of it is sent (first
+/// among the batch's commands), once; its rounds keep increasing, so
+/// shards never see a round number again.
+#[test]
+fn rounds_carry_into_a_logged_new_epoch() {
+    let (c, ..) = setup_with(CoordinatorConfig {
+        max_group: 1,
+        ..CoordinatorConfig::default()
+    });
+    let mut c = c.with_epoch(3);
+    c.rounds.next = (3 << 32) | 0xFFFF_FFFF;
+    c.begin(0, transfer(10, 1, 2, 1));
+    c.begin(0, transfer(11, 1, 2, 1));
+    let commands = c.take_commands();
+    assert_eq!(commands[0], Command::PersistEpoch { epoch: 4 });
+    let rounds: Vec<Attempt> = sent(commands)
+        .filter_map(|(_, message)| match message {
+            ToParticipant::Prepare { attempt, .. } => Some(attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rounds, vec![(3 << 32) | 0xFFFF_FFFF, 4 << 32]);
+    c.begin(1, transfer(12, 1, 2, 1));
+    let again = c.take_commands();
+    assert!(
+        !again
+            .iter()
+            .any(|c| matches!(c, Command::PersistEpoch { .. })),
+        "logged once: {again:?}"
+    );
 }
