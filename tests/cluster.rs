@@ -473,7 +473,7 @@ fn coordinator_crash_leaves_no_stale_locks() {
         let cluster = &cluster;
         let cross = &cross;
         let submitter = scope.spawn(move || {
-            let txs = (0..2_000)
+            let txs = (0..20_000)
                 .map(|i| {
                     let (a, b) = cross[i % cross.len()];
                     Transaction::transfer(TxId::random(), a, b, 1)
@@ -482,7 +482,18 @@ fn coordinator_crash_leaves_no_stale_locks() {
             // The crash loses some answers; only the balances matter here.
             let _ = cluster.submit_batch_blocking(txs);
         });
-        std::thread::sleep(Duration::from_millis(5));
+        // Crash while the coordinator has the batch in flight.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cluster
+            .pending_blocking()
+            .is_ok_and(|p| p.coordinator_in_flight == 0)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the batch never reached the coordinator"
+            );
+            std::thread::yield_now();
+        }
         cluster.crash_coordinator();
         submitter.join().unwrap();
     });

@@ -3,7 +3,6 @@
 //! observable.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -14,7 +13,9 @@ use parashard_actors::protocols::model::{
     AccountId, AssetId, Key, Receipt, ShardId, Transaction, TxId, Value,
 };
 use parashard_actors::protocols::twopc::{ToCoordinator, ToParticipant};
-use parashard_actors::shard::{Crash, FromCoordinator, FromShard, Read, ShardActor, SubmitLocal};
+use parashard_actors::shard::{
+    CountPending, Crash, FromCoordinator, FromShard, Read, ShardActor, SubmitLocal,
+};
 use parashard_actors::storage::{
     DiskStorage, Recovered, ShardRecord, ShardSnapshot, SnapshotPolicy, Storage, StorageError,
 };
@@ -134,7 +135,11 @@ async fn prepared_lock_survives_snapshot_and_crash() {
     )
     .await;
     assert_eq!(read(&shard, &[ka, kb]).await, vec![Some(100), Some(100)]);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The shard handles its mailbox in order: by the time it counts, it
+    // has taken the transfer, which must wait for the restored lock.
+    let pending = shard.send(CountPending).await.unwrap();
+    assert_eq!(pending.deferred, 1, "{pending:?}");
+    assert_eq!(pending.locked, 1, "{pending:?}");
     assert!(
         local.try_recv().is_err(),
         "the local transfer waits for the restored lock"
