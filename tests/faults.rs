@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parashard::prelude::*;
 use parashard::protocols::twopc::CoordinatorConfig;
@@ -313,7 +313,7 @@ fn duplicated_and_reordered_messages_apply_once() {
 /// it had finished, so a late duplicate of a committed transaction's
 /// prepare locked it again and the duplicate commit behind it re-applied
 /// its (absolute) writes over a later local transfer, creating coins.
-/// Here every batch to and from shard 1 is duplicated 400 ms late, shard 1
+/// Here every batch to and from shard 1 is duplicated 800 ms late, shard 1
 /// crashes after applying the commit (with a snapshot after every
 /// record), and a local transfer on shard 1 runs before the duplicates
 /// arrive; the total must stay conserved.
@@ -344,7 +344,7 @@ fn late_duplicate_prepare_after_snapshot_restart() {
         .faults()
         .set_link_faults(parashard::LinkFaults {
             duplicate: 1.0,
-            delay_ms: 400..=400,
+            delay_ms: 800..=800,
             shards: Some(vec![ShardId(1)]),
             ..Default::default()
         })
@@ -360,8 +360,25 @@ fn late_duplicate_prepare_after_snapshot_restart() {
             let tx = Transaction::transfer(TxId::from_u128(1), AccountId(0), AccountId(1), AMOUNT);
             (tx.clone(), cluster.submit_batch_blocking(vec![tx]))
         });
-        // After the commit and the restart, before the late duplicates.
-        std::thread::sleep(Duration::from_millis(150));
+        // After the commit and the restart, before the late duplicates:
+        // the crash fired, shard 1 answers again, and the duplicates are
+        // still held back.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cluster.faults().stats().crashes == 0
+            || cluster
+                .get_many_blocking(&[Key::balance(AccountId(1), AssetId::COIN)])
+                .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "shard 1 never crashed and came back"
+            );
+            std::thread::yield_now();
+        }
+        assert!(
+            cluster.faults().in_transit() > 0,
+            "the late duplicates are still to come"
+        );
         let local = Transaction::transfer(TxId::from_u128(2), AccountId(1), AccountId(2), 50);
         let answer = cluster.submit_batch_blocking(vec![local.clone()]);
         common::record_batch(&[local], answer, &mut log);
@@ -370,7 +387,11 @@ fn late_duplicate_prepare_after_snapshot_restart() {
     });
     assert_eq!(cluster.faults().stats().crashes, 1, "the crash fired");
     // Let the late duplicates arrive before healing.
-    std::thread::sleep(Duration::from_millis(600));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster.faults().in_transit() > 0 {
+        assert!(Instant::now() < deadline, "late duplicates never arrived");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     cluster.heal();
     common::wait_quiet(&cluster, Duration::from_secs(20)).expect("quiet");
     let balances = common::balances(&cluster, 3);

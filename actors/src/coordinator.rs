@@ -122,7 +122,9 @@ impl CoordinatorActor {
         }
         let fate = self.faults.fate(to, true, messages.len());
         let shard = shard.clone();
-        faults::deliver(fate, messages, FromCoordinator, move |m| shard.do_send(m));
+        faults::deliver(&self.faults, fate, messages, FromCoordinator, move |m| {
+            shard.do_send(m)
+        });
     }
 
     fn now_ms(&self) -> u64 {

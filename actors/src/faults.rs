@@ -15,8 +15,8 @@
 
 use std::fmt;
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::seq::SliceRandom;
@@ -250,6 +250,9 @@ pub struct Faults {
     /// Whether anything is armed: the one check on the hot path.
     active: AtomicBool,
     inner: Mutex<Inner>,
+    /// Batches held back (delayed, duplicated or reordered) and not yet
+    /// delivered.
+    in_transit: Arc<AtomicU64>,
 }
 
 impl Faults {
@@ -267,7 +270,15 @@ impl Faults {
                 slow: Vec::new(),
                 stats: FaultStats::default(),
             }),
+            in_transit: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Batches the fault layer holds back (delayed, duplicated or
+    /// reordered) and has not delivered yet: a test waits for 0 before it
+    /// checks what late messages did.
+    pub fn in_transit(&self) -> u64 {
+        self.in_transit.load(Ordering::Acquire)
     }
 
     /// The seed of the fault layer's random choices.
@@ -499,6 +510,7 @@ impl Faults {
 /// and handing it to `send`. Delayed copies are sent from a task on the
 /// current arbiter, so they stay "in the network" if the sender crashes.
 pub(crate) fn deliver<T, M>(
+    faults: &Faults,
     fate: Fate,
     batch: Vec<T>,
     wrap: fn(Vec<T>) -> M,
@@ -518,18 +530,24 @@ pub(crate) fn deliver<T, M>(
     let batch = Fate::reorder(&order, batch);
     if let Some(extra_ms) = duplicate_ms {
         let (copy, send) = (batch.clone(), send.clone());
+        let in_transit = Arc::clone(&faults.in_transit);
+        in_transit.fetch_add(1, Ordering::AcqRel);
         actix::spawn(async move {
             actix::clock::sleep(Duration::from_millis(delay_ms + extra_ms)).await;
             send(wrap(copy));
+            in_transit.fetch_sub(1, Ordering::AcqRel);
         });
     }
     if delay_ms == 0 {
         send(wrap(batch));
         return;
     }
+    let in_transit = Arc::clone(&faults.in_transit);
+    in_transit.fetch_add(1, Ordering::AcqRel);
     actix::spawn(async move {
         actix::clock::sleep(Duration::from_millis(delay_ms)).await;
         send(wrap(batch));
+        in_transit.fetch_sub(1, Ordering::AcqRel);
     });
 }
 

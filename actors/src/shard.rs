@@ -147,7 +147,9 @@ impl ShardActor {
         }
         let fate = self.faults.fate(self.shard, false, messages.len());
         let coordinator = self.coordinator.clone();
-        faults::deliver(fate, messages, FromShard, move |m| coordinator.do_send(m));
+        faults::deliver(&self.faults, fate, messages, FromShard, move |m| {
+            coordinator.do_send(m)
+        });
     }
 
     fn now_ms(&self) -> u64 {
