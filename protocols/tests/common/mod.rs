@@ -3,6 +3,8 @@
 //! that name the first difference instead of dumping whole blocks.
 #![allow(dead_code)]
 
+pub mod oracle;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Once};
 
