@@ -402,6 +402,39 @@ const HOT_POOL: AccountId = AccountId(u64::MAX - 1);
 const HOT_ISSUER: AccountId = AccountId(u64::MAX - 2);
 /// The token the hot pool trades against the coin.
 const HOT_TOKEN: AssetId = AssetId(1);
+/// The fee collector of `bench-cluster`'s hot-counter line, on the pool's
+/// shard, and the contract that pays it.
+const FEE_COLLECTOR: AccountId = AccountId(u64::MAX - 3);
+const FEE_CONTRACT: ContractId = ContractId(1);
+
+/// Pays `args[0]` coins from the sender to [`FEE_COLLECTOR`] and counts
+/// the payment in the collector's field 0: a fee collector every
+/// transaction of every shard updates.
+struct PayFee;
+
+impl Contract for PayFee {
+    fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Value, TxError> {
+        let fee = args.first().copied().unwrap_or(1);
+        ctx.debit(Key::balance(ctx.sender(), AssetId::COIN), fee)?;
+        ctx.credit(Key::balance(FEE_COLLECTOR, AssetId::COIN), fee)?;
+        let count = Key::field(FEE_COLLECTOR, 0);
+        ctx.credit(count, 1)?;
+        ctx.balance(count)
+    }
+}
+
+/// A fee payment of `sender` through [`PayFee`].
+fn pay_fee(id: TxId, sender: AccountId, fee: Value) -> Transaction {
+    let access = AccessSet::new(
+        [],
+        [
+            Key::balance(sender, AssetId::COIN),
+            Key::balance(FEE_COLLECTOR, AssetId::COIN),
+            Key::field(FEE_COLLECTOR, 0),
+        ],
+    );
+    Transaction::custom(id, sender, FEE_CONTRACT, vec![fee], access)
+}
 
 /// Submits `txs` in batches of `--batch` from `--clients` threads and
 /// returns the throughput and how many committed; prints how many failed
@@ -534,6 +567,13 @@ fn hot_pool(
         })
         .collect();
     let spread = placed_transfers(&placement, rng, ids, args.accounts, args.swaps, true);
+    cluster.create_accounts_blocking(&[(FEE_COLLECTOR, 0)])?;
+    let fees: Vec<Transaction> = (0..args.swaps)
+        .map(|_| {
+            let payer = traders[rng.below(traders.len() as u64) as usize];
+            pay_fee(ids.next_id(), payer, 1)
+        })
+        .collect();
     if args.drop_percent > 0.0 {
         println!(
             "  fault injection: {}% of message batches lost in the next two runs",
@@ -549,6 +589,7 @@ fn hot_pool(
     }
     let (spread_tps, spread_ok) = run_batches(cluster, spread, args)?;
     let (hot_tps, hot_ok) = run_batches(cluster, swaps, args)?;
+    let (fee_tps, fee_ok) = run_batches(cluster, fees, args)?;
     cluster.heal();
     println!(
         "  cluster, cross-shard transfers, spread   {spread_tps:>11.0} tx/s  ({spread_ok} of {} committed)",
@@ -559,6 +600,12 @@ fn hot_pool(
         hot_tps / spread_tps,
         args.swaps,
         traders.len()
+    );
+    let counted = cluster.get_many_blocking(&[Key::field(FEE_COLLECTOR, 0)])?[0].unwrap_or(0);
+    println!(
+        "  cluster, cross-shard fees, one hot counter {fee_tps:>9.0} tx/s  {:.3}x spread  ({fee_ok} of {} committed; the counter reads {counted})",
+        fee_tps / spread_tps,
+        args.swaps,
     );
     Ok(())
 }
@@ -592,7 +639,9 @@ fn bench_cluster(args: &ClusterArgs) -> Result<(), CliError> {
         .workers(args.workers)
         .max_in_flight(args.batch * args.clients)
         .place(HOT_POOL, ShardId(args.pool_shard))
-        .place(HOT_ISSUER, ShardId(args.pool_shard));
+        .place(HOT_ISSUER, ShardId(args.pool_shard))
+        .place(FEE_COLLECTOR, ShardId(args.pool_shard))
+        .contract(FEE_CONTRACT, "pay-fee-1", Arc::new(PayFee))?;
     if let Some(dir) = &args.data_dir {
         bench_recovery::require_empty(dir)?;
         println!("  storage: on disk in {}", dir.display());

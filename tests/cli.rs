@@ -98,3 +98,43 @@ fn commands_refuse_bad_arguments_with_a_message() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+/// `bench-cluster` prints the hot-pool and hot-counter lines beside the
+/// spread line of the same size, every valid transaction commits, and the
+/// hot counter counts exactly the fees that committed.
+#[test]
+fn bench_cluster_reports_hot_keys_beside_spread_traffic() {
+    let out = parashard(&[
+        "bench-cluster",
+        "--accounts",
+        "2000",
+        "--txs",
+        "2000",
+        "--batch",
+        "500",
+        "--swaps",
+        "2000",
+        "--traders",
+        "100",
+    ]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |label: &str| {
+        report
+            .lines()
+            .find(|line| line.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no line {label:?} in:\n{report}"))
+            .to_string()
+    };
+    assert!(line("cluster, cross-shard transfers, spread").contains("(2000 of 2000 committed)"));
+    assert!(line("cluster, cross-shard swaps, one hot pool").contains("x spread"));
+    let fees = line("cluster, cross-shard fees, one hot counter");
+    assert!(
+        fees.contains("(2000 of 2000 committed; the counter reads 2000)"),
+        "{fees}"
+    );
+}
