@@ -610,8 +610,9 @@ struct FormingGroup {
 /// What running a unit's members on the values its shards sent gave.
 struct Ran {
     /// The members that succeeded, with their outputs, in the order they
-    /// ran.
-    committed: Vec<(TxId, Value)>,
+    /// ran. Inline for a lone transaction: the decision's shared copy is
+    /// then its one allocation.
+    committed: SmallVec<[(TxId, Value); 1]>,
     /// The members that failed, each for its own reason; they write
     /// nothing.
     failed: Vec<(TxId, TxError)>,
@@ -631,12 +632,12 @@ fn run_members(
     if let [tx] = members {
         return match execute_with_values(tx, values, registry) {
             Ok((output, writes)) => Ran {
-                committed: vec![(tx.id, output)],
+                committed: smallvec::smallvec![(tx.id, output)],
                 failed: Vec::new(),
                 writes,
             },
             Err(error) => Ran {
-                committed: Vec::new(),
+                committed: SmallVec::new(),
                 failed: vec![(tx.id, error)],
                 writes: Vec::new(),
             },
@@ -649,7 +650,7 @@ fn run_members(
         .collect();
     let mut written: Vec<Key> = Vec::new();
     let mut ran = Ran {
-        committed: Vec::with_capacity(members.len()),
+        committed: SmallVec::with_capacity(members.len()),
         failed: Vec::new(),
         writes: Vec::new(),
     };
@@ -905,7 +906,8 @@ impl Coordinator {
                 self.waiting_ids.prefetch(&ahead.id);
             }
             self.waiting_ids.remove(&tx.id);
-            Self::form(&mut forming, joins, Arc::new(tx));
+            let grouping = self.config.max_group > 1;
+            Self::form(&mut forming, grouping, joins, Arc::new(tx));
         }
         for group in forming.groups {
             self.start(now_ms, group.members);
@@ -929,15 +931,18 @@ impl Coordinator {
             })
     }
 
-    /// Puts `tx` into forming group `joins`, or into a group of its own.
-    fn form(forming: &mut Forming, joins: Option<usize>, tx: Arc<Transaction>) {
+    /// Puts `tx` into forming group `joins`, or into a group of its own;
+    /// with `grouping` its keys are indexed for later transactions to join.
+    fn form(forming: &mut Forming, grouping: bool, joins: Option<usize>, tx: Arc<Transaction>) {
         let keys = tx.access.len();
         let g = joins.unwrap_or_else(|| {
             forming.groups.push(FormingGroup::default());
             forming.groups.len() - 1
         });
-        for key in tx.access.keys() {
-            forming.by_key.insert(*key, g);
+        if grouping {
+            for key in tx.access.keys() {
+                forming.by_key.insert(*key, g);
+            }
         }
         let group = &mut forming.groups[g];
         group.keys += keys;
@@ -1135,7 +1140,7 @@ impl Coordinator {
                 (*shard, Writes::from(on_shard.as_slice()))
             })
             .collect();
-        let committed = Committed::from(ran.committed);
+        let committed = Committed::from(ran.committed.as_slice());
         self.commands.push(Command::PersistCommit {
             tx: id,
             committed: committed.clone(),
