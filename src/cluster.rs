@@ -334,7 +334,7 @@ type CoordinatorLog = Arc<dyn Storage<CoordinatorRecord>>;
 /// transaction there waits for several `fdatasync`s in turn, so more of
 /// them must be active to keep the logs' group commits full: on 2 cores,
 /// 1M cross-shard transfers ran at 72k-74k tx/s with 8,192 active and 66k
-/// with the in-memory default of 2,048 (`bench-cluster --data-dir`).
+/// with the in-memory default of 2,048 (`bench --data-dir`).
 pub const ON_DISK_MAX_ACTIVE: usize = 8_192;
 
 /// The most commits a shard or the coordinator may be asked to remember

@@ -19,11 +19,20 @@ pub use parashard_actors::storage::{SnapshotPolicy, StorageError, StorageStats};
 
 /// Everything a typical user needs.
 pub mod prelude {
-    pub use crate::{Cluster, ClusterError, CrashPoint, FaultError, LinkFaults};
+    pub use crate::{
+        Cluster, ClusterError, CrashPoint, FaultError, LinkFaults, MetricsSnapshot, SnapshotPolicy,
+    };
     pub use parashard_protocols::model::ShardId;
+    pub use parashard_protocols::placement::Placement;
+    pub use parashard_protocols::twopc::CoordinatorConfig;
     pub use parashard_protocols::{
         AbortReason, AccessSet, AccountId, AssetId, BlockExecutor, Call, Context, Contract,
         ContractId, Key, ParallelExecutor, Receipt, Registry, SequentialExecutor, State, Status,
         Transaction, TxError, TxId, Value,
     };
 }
+
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -25,7 +25,7 @@ const _: () = assert!(MI_OPTION_PURGE_DELAY + 1 == libmimalloc_sys::mi_option_us
 /// 10 ms). The benchmarks allocate and free block- and batch-sized buffers
 /// continuously (workloads, batches, receipts, log records); returned to
 /// the kernel, they came back as freshly zeroed transparent huge pages. A
-/// delay of 10 ms cost a 300,000-transfer `bench-cluster` run 16,271 page
+/// delay of 10 ms cost a 300,000-transfer `bench` run 16,271 page
 /// faults; 2 s brought that to ~670 in most runs but still to 5,000-7,000
 /// in about one run in four (whichever phase the purge fell into ran at a
 /// third of its speed: 1.0M instead of 3-4M local transfers/s); never
@@ -53,12 +53,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Executes generated transfer blocks sequentially and in parallel and
-    /// prints throughput medians and the speed-up (the default command).
-    Bench(BenchArgs),
-    /// Pushes local and cross-shard transfers through a whole in-memory
-    /// cluster (the public API) and compares with the executor alone.
-    BenchCluster(ClusterArgs),
+    /// The whole system (the default command): local and cross-shard
+    /// transfers, swaps on one hot pool and fees to one hot counter through
+    /// a cluster (the public API), beside the executor alone on the same
+    /// accounts.
+    #[command(alias = "bench-cluster")]
+    Bench(ClusterArgs),
+    /// The executor alone: generated transfer blocks executed sequentially
+    /// and in parallel, throughput medians and the speed-up, with reference
+    /// lines for what two cores give.
+    BenchExecutor(BenchArgs),
     /// Writes a one-shard on-disk log of committed transfers, then times
     /// how long the shard takes to recover from it (log replay, then from
     /// a snapshot).
@@ -144,19 +148,6 @@ struct BenchArgs {
     cold: bool,
 }
 
-impl Default for BenchArgs {
-    fn default() -> BenchArgs {
-        BenchArgs {
-            accounts: 1_000_000,
-            block: 10_000,
-            blocks: 30,
-            workers: 2,
-            seed: 1,
-            cold: false,
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 enum CliError {
     #[error("{0}")]
@@ -187,9 +178,16 @@ fn main() -> ExitCode {
     quiet_broken_pipe();
     tune_allocator();
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Bench(BenchArgs::default())) {
-        Command::Bench(args) => bench(&args),
-        Command::BenchCluster(args) => bench_cluster(&args),
+    let command = cli.command.unwrap_or_else(|| {
+        // No subcommand: `bench` with its defaults.
+        match Cli::parse_from(["parashard", "bench"]).command {
+            Some(command) => command,
+            None => unreachable!("`bench` parses as a subcommand"),
+        }
+    });
+    let result = match command {
+        Command::Bench(args) => bench_system(&args),
+        Command::BenchExecutor(args) => bench_executor(&args),
         Command::BenchRecovery(args) => bench_recovery::run(&args),
         Command::Simulate(args) => simulate(&args),
     };
@@ -243,14 +241,14 @@ fn measure(
     Ok(tps.iter_mut().map(|samples| median(samples)).collect())
 }
 
-fn bench(args: &BenchArgs) -> Result<(), CliError> {
+fn bench_executor(args: &BenchArgs) -> Result<(), CliError> {
     if args.accounts < 2 || args.block == 0 || args.blocks == 0 {
         return Err(CliError::Argument(
             "need --accounts >= 2, --block >= 1, --blocks >= 1".into(),
         ));
     }
     println!(
-        "parashard bench: {} transfers/block over {} accounts, {} blocks, seed {}{}",
+        "parashard bench-executor: {} transfers/block over {} accounts, {} blocks, seed {}{}",
         args.block,
         args.accounts,
         args.blocks,
@@ -397,12 +395,12 @@ fn placed_transfers(
         .collect()
 }
 
-/// The hot pool of `bench-cluster` and the account that seeds it.
+/// The hot pool of `bench` and the account that seeds it.
 const HOT_POOL: AccountId = AccountId(u64::MAX - 1);
 const HOT_ISSUER: AccountId = AccountId(u64::MAX - 2);
 /// The token the hot pool trades against the coin.
 const HOT_TOKEN: AssetId = AssetId(1);
-/// The fee collector of `bench-cluster`'s hot-counter line, on the pool's
+/// The fee collector of `bench`'s hot-counter line, on the pool's
 /// shard, and the contract that pays it.
 const FEE_COLLECTOR: AccountId = AccountId(u64::MAX - 3);
 const FEE_CONTRACT: ContractId = ContractId(1);
@@ -610,7 +608,7 @@ fn hot_pool(
     Ok(())
 }
 
-fn bench_cluster(args: &ClusterArgs) -> Result<(), CliError> {
+fn bench_system(args: &ClusterArgs) -> Result<(), CliError> {
     if args.shards < 2
         || args.accounts < 2 * u64::from(args.shards)
         || args.batch == 0
@@ -631,7 +629,7 @@ fn bench_cluster(args: &ClusterArgs) -> Result<(), CliError> {
         ));
     }
     println!(
-        "parashard bench-cluster: {} shards x {} workers, {} accounts, {} transfers per run, batches of {}, {} clients, seed {}",
+        "parashard bench: {} shards x {} workers, {} accounts, {} transfers per run, batches of {}, {} clients, seed {}",
         args.shards, args.workers, args.accounts, args.txs, args.batch, args.clients, args.seed
     );
     let mut builder = Cluster::builder()

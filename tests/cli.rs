@@ -34,7 +34,7 @@ fn figures(report: &str, label: &str) -> (f64, Option<f64>) {
 #[test]
 fn bench_reports_every_executor_against_sequential() {
     let out = parashard(&[
-        "bench",
+        "bench-executor",
         "--accounts",
         "5000",
         "--block",
@@ -69,17 +69,20 @@ fn bench_reports_every_executor_against_sequential() {
 #[test]
 fn commands_refuse_bad_arguments_with_a_message() {
     for (args, says) in [
-        (&["bench", "--accounts", "1"][..], "--accounts >= 2"),
-        (&["bench", "--blocks", "0"][..], "--blocks >= 1"),
         (
-            &["bench", "--workers", "0", "--accounts", "2"][..],
+            &["bench-executor", "--accounts", "1"][..],
+            "--accounts >= 2",
+        ),
+        (&["bench-executor", "--blocks", "0"][..], "--blocks >= 1"),
+        (
+            &["bench-executor", "--workers", "0", "--accounts", "2"][..],
             "at least one worker",
         ),
-        (&["bench-cluster", "--txs", "0"][..], "--txs >= 1"),
-        (&["bench-cluster", "--shards", "1"][..], "--shards >= 2"),
+        (&["bench", "--txs", "0"][..], "--txs >= 1"),
+        (&["bench", "--shards", "1"][..], "--shards >= 2"),
         (
             &[
-                "bench-cluster",
+                "bench",
                 "--max-active",
                 "0",
                 "--txs",
@@ -99,13 +102,13 @@ fn commands_refuse_bad_arguments_with_a_message() {
     }
 }
 
-/// `bench-cluster` prints the hot-pool and hot-counter lines beside the
+/// `parashard bench` prints the hot-pool and hot-counter lines beside the
 /// spread line of the same size, every valid transaction commits, and the
 /// hot counter counts exactly the fees that committed.
 #[test]
 fn bench_cluster_reports_hot_keys_beside_spread_traffic() {
     let out = parashard(&[
-        "bench-cluster",
+        "bench",
         "--accounts",
         "2000",
         "--txs",

@@ -49,7 +49,7 @@
 //! workers would mostly wait on each other, so the block runs sequentially
 //! instead. An adaptive executor (the default) also runs blocks in order
 //! while that measures faster on this machine (see [`super::adaptive`]).
-//! See the README for the measurements behind this design.
+//! See `docs/ARCHITECTURE.md` and `docs/PERFORMANCE.md` for the design and its measurements.
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};

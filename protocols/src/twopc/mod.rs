@@ -313,7 +313,7 @@ pub struct CoordinatorConfig {
     /// transaction holds locks and records on its shards and here, and
     /// with fewer of them those stay in the caches: on 2 cores, four
     /// clients' batches of 10,000 transfers over 100k accounts commit 1.7x
-    /// as fast with 2,048 active as with all 40,000 (`bench-cluster`).
+    /// as fast with 2,048 active as with all 40,000 (`parashard bench`).
     /// 0 counts as 1 (nothing could ever start).
     pub max_active: usize,
     /// How many of its latest commits the coordinator remembers, to answer
