@@ -10,14 +10,16 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use tokio::sync::{oneshot, Semaphore};
 use tracing::debug_span;
 
+use parashard_actors::batch::{Answer, Finished};
 use parashard_actors::coordinator::{single_shard, CountInFlight, SubmitCross};
 use parashard_actors::faults::{FaultError, Faults};
 use parashard_actors::runtime::{Runtime, RuntimeConfig, RuntimeError};
@@ -29,7 +31,8 @@ use parashard_actors::storage::{
 };
 use parashard_protocols::contracts::{Contract, Registry, RegistryError};
 use parashard_protocols::model::{
-    AccountId, AssetId, ContractId, Key, Receipt, ShardId, Status, Transaction, TxId, Value,
+    AccountId, AssetId, ContractId, Key, Receipt, ShardId, Status, Transaction, TxId, Unanswered,
+    Value,
 };
 use parashard_protocols::placement::{Placement, PlacementError};
 use parashard_protocols::twopc::CoordinatorConfig;
@@ -100,6 +103,18 @@ pub enum ClusterError {
     /// A blocking call was made from inside an async runtime.
     #[error("blocking cluster call inside an async runtime: use the async method")]
     BlockingInAsync,
+    /// A call got no answer within its timeout. A read changed nothing; a
+    /// submission that timed out waiting for room submitted nothing. (A
+    /// submission that was sent returns its receipts instead, those not
+    /// answered in time as [`Status::Unknown`].)
+    #[error("no answer within {} ms", after.as_millis())]
+    Timeout {
+        /// The timeout.
+        after: Duration,
+    },
+    /// The cluster was shut down.
+    #[error("the cluster was shut down")]
+    ShutDown,
 }
 
 /// Builds a [`Cluster`].
@@ -114,7 +129,12 @@ pub struct ClusterBuilder {
     snapshot_policy: Option<SnapshotPolicy>,
     fault_seed: Option<u64>,
     remember_committed: usize,
+    call_timeout: Duration,
 }
+
+/// How long a call waits for its answer unless told otherwise
+/// ([`ClusterBuilder::call_timeout`], [`Cluster::within`]).
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Default for ClusterBuilder {
     fn default() -> ClusterBuilder {
@@ -129,6 +149,7 @@ impl Default for ClusterBuilder {
             snapshot_policy: None,
             fault_seed: None,
             remember_committed: parashard_protocols::committed::DEFAULT_REMEMBERED,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
         }
     }
 }
@@ -149,6 +170,21 @@ impl ClusterBuilder {
     /// Places `account` on `shard` instead of by hash.
     pub fn place(mut self, account: AccountId, shard: ShardId) -> Self {
         self.placements.push((account, shard));
+        self
+    }
+
+    /// Places every `(account, shard)` pair, as [`ClusterBuilder::place`]
+    /// does one.
+    pub fn place_all(mut self, placements: impl IntoIterator<Item = (AccountId, ShardId)>) -> Self {
+        self.placements.extend(placements);
+        self
+    }
+
+    /// How long every call that waits (submissions, reads, `pending`) may
+    /// take before it gives up (default [`DEFAULT_CALL_TIMEOUT`]); a single
+    /// call can set its own with [`Cluster::within`].
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
         self
     }
 
@@ -248,6 +284,11 @@ impl ClusterBuilder {
                 "coordinator max_active 0: no cross-shard transaction could start".into(),
             ));
         }
+        if self.call_timeout.is_zero() {
+            return Err(ClusterError::Config(
+                "call_timeout 0: no call could ever be answered".into(),
+            ));
+        }
         if self.max_in_flight == 0 || self.max_in_flight > Semaphore::MAX_PERMITS {
             return Err(ClusterError::Config(format!(
                 "max_in_flight {} out of range",
@@ -320,9 +361,11 @@ impl ClusterBuilder {
             permits: Arc::new(Semaphore::new(self.max_in_flight)),
             max_in_flight: self.max_in_flight,
             metrics: Metrics::default(),
-            storage,
+            storage: Mutex::new(Some(storage)),
             blocking,
             faults,
+            timeout: self.call_timeout,
+            stopped: AtomicBool::new(false),
         })
     }
 }
@@ -396,6 +439,7 @@ pub struct ClusterStorageStats {
 struct Metrics {
     committed: AtomicU64,
     failed: AtomicU64,
+    unknown: AtomicU64,
     latency_us: Mutex<Option<Histogram<u64>>>,
 }
 
@@ -406,10 +450,16 @@ pub struct MetricsSnapshot {
     pub committed: u64,
     /// Transactions that failed or aborted.
     pub failed: u64,
-    /// Median submission-to-receipt latency.
+    /// Median submission-to-receipt latency, per transaction, in
+    /// microseconds.
     pub latency_us_p50: u64,
     /// 99th percentile latency.
     pub latency_us_p99: u64,
+    /// 99.9th percentile latency.
+    pub latency_us_p999: u64,
+    /// Transactions whose outcome their client did not learn
+    /// ([`Status::Unknown`]).
+    pub unknown: u64,
 }
 
 /// A running cluster. Usable from sync code (`*_blocking`) and from any
@@ -420,9 +470,13 @@ pub struct Cluster {
     permits: Arc<Semaphore>,
     max_in_flight: usize,
     metrics: Metrics,
-    storage: ClusterStorage,
+    /// Taken at shutdown: the logs close (and a data directory unlocks)
+    /// once the actors and this handle let go of them.
+    storage: Mutex<Option<ClusterStorage>>,
     blocking: tokio::runtime::Runtime,
     faults: Arc<Faults>,
+    timeout: Duration,
+    stopped: AtomicBool,
 }
 
 /// Unfinished work in a cluster: what a test waits to drain before it
@@ -460,22 +514,63 @@ impl Cluster {
         Ok(self.blocking.block_on(future))
     }
 
-    /// Submits a batch and waits for every receipt, in batch order. Waits
-    /// for room when the cluster is saturated.
-    pub async fn submit_batch(&self, txs: Vec<Transaction>) -> Result<Vec<Receipt>, ClusterError> {
-        let n = u32::try_from(txs.len())
+    /// The timeout every call that waits gets unless told otherwise
+    /// ([`ClusterBuilder::call_timeout`]).
+    pub fn call_timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The same calls with their own timeout, for one call or a few:
+    /// `cluster.within(Duration::from_secs(1)).submit_batch_blocking(txs)`.
+    pub fn within(&self, timeout: Duration) -> Within<'_> {
+        Within {
+            cluster: self,
+            timeout,
+        }
+    }
+
+    fn check_running(&self) -> Result<(), ClusterError> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(ClusterError::ShutDown);
+        }
+        Ok(())
+    }
+
+    /// The number of permits a batch of `len` takes, if it fits at all.
+    fn permits_for(&self, len: usize) -> Result<u32, ClusterError> {
+        u32::try_from(len)
             .ok()
-            .filter(|n| (*n as usize) <= self.max_in_flight);
-        let n = n.ok_or(ClusterError::BatchTooLarge {
-            len: txs.len(),
-            max: self.max_in_flight,
-        })?;
-        let _permit = self
-            .permits
-            .acquire_many(n)
+            .filter(|n| (*n as usize) <= self.max_in_flight)
+            .ok_or(ClusterError::BatchTooLarge {
+                len,
+                max: self.max_in_flight,
+            })
+    }
+
+    /// Submits a batch and waits for every receipt, in batch order. Waits
+    /// for room when the cluster is saturated. A part of the batch that
+    /// gets no answer within the call's timeout, or whose shard or
+    /// coordinator stopped before answering, gets [`Status::Unknown`]
+    /// receipts: submit those transactions again with the same ids to learn
+    /// their outcome. Timing out while waiting for room is
+    /// [`ClusterError::Timeout`] (nothing was submitted).
+    pub async fn submit_batch(&self, txs: Vec<Transaction>) -> Result<Vec<Receipt>, ClusterError> {
+        self.submit_batch_within(txs, self.timeout).await
+    }
+
+    async fn submit_batch_within(
+        &self,
+        txs: Vec<Transaction>,
+        timeout: Duration,
+    ) -> Result<Vec<Receipt>, ClusterError> {
+        self.check_running()?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let n = self.permits_for(txs.len())?;
+        let _permit = tokio::time::timeout_at(deadline, self.permits.acquire_many(n))
             .await
-            .map_err(|_| ClusterError::Unavailable("cluster".into()))?;
-        self.dispatch(txs).await
+            .map_err(|_| ClusterError::Timeout { after: timeout })?
+            .map_err(|_| ClusterError::ShutDown)?;
+        Ok(self.dispatch(txs, deadline, timeout).await)
     }
 
     /// Like [`Cluster::submit_batch`] but fails at once with
@@ -484,27 +579,30 @@ impl Cluster {
         &self,
         txs: Vec<Transaction>,
     ) -> Result<Vec<Receipt>, ClusterError> {
-        let n = u32::try_from(txs.len())
-            .ok()
-            .filter(|n| (*n as usize) <= self.max_in_flight);
-        let n = n.ok_or(ClusterError::BatchTooLarge {
-            len: txs.len(),
-            max: self.max_in_flight,
-        })?;
+        self.check_running()?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let n = self.permits_for(txs.len())?;
         let _permit = self
             .permits
             .try_acquire_many(n)
             .map_err(|_| ClusterError::Overloaded {
                 in_flight: self.max_in_flight - self.permits.available_permits(),
             })?;
-        self.dispatch(txs).await
+        Ok(self.dispatch(txs, deadline, self.timeout).await)
     }
 
-    async fn dispatch(&self, txs: Vec<Transaction>) -> Result<Vec<Receipt>, ClusterError> {
+    /// Sends each shard its local part of the batch and the coordinator the
+    /// cross-shard part, then gathers the receipts until `deadline`.
+    async fn dispatch(
+        &self,
+        txs: Vec<Transaction>,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+    ) -> Vec<Receipt> {
         let span = debug_span!("submit", txs = txs.len());
         let _entered = span.enter();
         let start = Instant::now();
-        let len = txs.len();
+        let ids: Vec<TxId> = txs.iter().map(|tx| tx.id).collect();
         // Split: one block per shard for local transactions, one batch of
         // cross-shard transactions for the coordinator (the last group).
         // Sized first, so that each transaction moves once.
@@ -533,67 +631,90 @@ impl Cluster {
             positions.push(i);
             group.push(tx);
         }
-        let cross = groups.pop().expect("the cross-shard group");
-        let local = groups;
-        let mut waiting = Vec::new();
-        for (shard, (positions, group)) in local.into_iter().enumerate() {
+        let mut parts = Vec::new();
+        for (target, (positions, group)) in groups.into_iter().enumerate() {
             if group.is_empty() {
                 continue;
             }
             let (reply, receiver) = oneshot::channel();
-            self.runtime.shards[shard]
-                .send(SubmitLocal { txs: group, reply })
-                .await
-                .map_err(|_| ClusterError::Unavailable(format!("shard {shard}")))?;
-            waiting.push((positions, receiver, format!("shard {shard}")));
+            let (who, sent) = if target < shards {
+                let send = self.runtime.shards[target].send(SubmitLocal { txs: group, reply });
+                let sent = tokio::time::timeout_at(deadline, send).await;
+                (format!("shard {target}"), sent.map(|r| r.is_ok()))
+            } else {
+                let send = self
+                    .runtime
+                    .coordinator
+                    .send(SubmitCross { txs: group, reply });
+                let sent = tokio::time::timeout_at(deadline, send).await;
+                ("coordinator".to_string(), sent.map(|r| r.is_ok()))
+            };
+            parts.push((positions, receiver, who, sent));
         }
-        if !cross.1.is_empty() {
-            let (reply, receiver) = oneshot::channel();
-            self.runtime
-                .coordinator
-                .send(SubmitCross {
-                    txs: cross.1,
-                    reply,
-                })
-                .await
-                .map_err(|_| ClusterError::Unavailable("coordinator".into()))?;
-            waiting.push((cross.0, receiver, "coordinator".into()));
-        }
-        let mut receipts: Vec<Option<Receipt>> = vec![None; len];
-        for (positions, receiver, who) in waiting {
-            let answer = receiver.await.map_err(|_| ClusterError::Unavailable(who))?;
-            for (position, receipt) in positions.into_iter().zip(answer) {
-                receipts[position] = Some(receipt);
+        let mut receipts: Vec<Option<Receipt>> = vec![None; ids.len()];
+        let mut latencies = Latencies::default();
+        for (positions, receiver, who, sent) in parts {
+            let answer = match sent {
+                Ok(true) => match tokio::time::timeout_at(deadline, receiver).await {
+                    Ok(Ok(answer)) => Ok(answer),
+                    Ok(Err(_)) => Err(Unanswered::Unavailable { who }),
+                    Err(_) => Err(Unanswered::TimedOut {
+                        after_ms: timeout.as_millis() as u64,
+                    }),
+                },
+                Ok(false) => Err(Unanswered::Unavailable { who }),
+                Err(_) => Err(Unanswered::TimedOut {
+                    after_ms: timeout.as_millis() as u64,
+                }),
+            };
+            match answer {
+                Ok(answer) => {
+                    latencies.add(&answer, start);
+                    for (position, receipt) in positions.into_iter().zip(answer.receipts) {
+                        receipts[position] = Some(receipt);
+                    }
+                }
+                Err(why) => {
+                    for position in positions {
+                        receipts[position] = Some(Receipt {
+                            tx_id: ids[position],
+                            status: Status::Unknown(why.clone()),
+                        });
+                    }
+                }
             }
         }
         let receipts: Vec<Receipt> = receipts
             .into_iter()
             .map(|r| r.expect("every position answered"))
             .collect();
-        self.record(&receipts, start);
-        Ok(receipts)
+        self.record(&receipts, latencies);
+        receipts
     }
 
-    fn record(&self, receipts: &[Receipt], start: Instant) {
-        let committed = receipts.iter().filter(|r| r.is_committed()).count() as u64;
-        self.metrics
-            .committed
-            .fetch_add(committed, Ordering::Relaxed);
-        self.metrics
-            .failed
-            .fetch_add(receipts.len() as u64 - committed, Ordering::Relaxed);
-        let micros = start.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
-        let mut histogram = self
-            .metrics
-            .latency_us
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+    fn record(&self, receipts: &[Receipt], latencies: Latencies) {
+        let (mut committed, mut unknown) = (0, 0);
+        for receipt in receipts {
+            match receipt.status {
+                Status::Committed { .. } => committed += 1,
+                Status::Unknown(_) => unknown += 1,
+                _ => {}
+            }
+        }
+        let metrics = &self.metrics;
+        metrics.committed.fetch_add(committed, Ordering::Relaxed);
+        metrics.unknown.fetch_add(unknown, Ordering::Relaxed);
+        let failed = receipts.len() as u64 - committed - unknown;
+        metrics.failed.fetch_add(failed, Ordering::Relaxed);
+        let mut histogram = metrics.latency_us.lock().unwrap_or_else(|e| e.into_inner());
         let histogram = histogram
             .get_or_insert_with(|| Histogram::new(3).expect("3 significant figures is valid"));
-        let _ = histogram.record_n(micros.max(1), receipts.len() as u64);
+        for (micros, count) in latencies.0 {
+            let _ = histogram.record_n(micros.max(1), count);
+        }
     }
 
-    /// Submits one transaction.
+    /// Submits one transaction (see [`Cluster::submit_batch`]).
     pub async fn submit(&self, tx: Transaction) -> Result<Receipt, ClusterError> {
         Ok(self.submit_batch(vec![tx]).await?.remove(0))
     }
@@ -613,6 +734,21 @@ impl Cluster {
 
     /// Reads keys (any shards); `None` for keys that do not exist.
     pub async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Value>>, ClusterError> {
+        self.get_many_within(keys, self.timeout).await
+    }
+
+    async fn get_many_within(
+        &self,
+        keys: &[Key],
+        timeout: Duration,
+    ) -> Result<Vec<Option<Value>>, ClusterError> {
+        self.check_running()?;
+        tokio::time::timeout(timeout, self.read(keys))
+            .await
+            .map_err(|_| ClusterError::Timeout { after: timeout })?
+    }
+
+    async fn read(&self, keys: &[Key]) -> Result<Vec<Option<Value>>, ClusterError> {
         let mut values = vec![None; keys.len()];
         let shards = self.placement.shards() as usize;
         let mut by_shard: Vec<(Vec<usize>, Vec<Key>)> =
@@ -729,6 +865,17 @@ impl Cluster {
     /// flight, and each shard's locks and queues. A crashed actor that is
     /// restarting answers once it is back.
     pub async fn pending(&self) -> Result<Pending, ClusterError> {
+        self.pending_within(self.timeout).await
+    }
+
+    async fn pending_within(&self, timeout: Duration) -> Result<Pending, ClusterError> {
+        self.check_running()?;
+        tokio::time::timeout(timeout, self.count_pending())
+            .await
+            .map_err(|_| ClusterError::Timeout { after: timeout })?
+    }
+
+    async fn count_pending(&self) -> Result<Pending, ClusterError> {
         let coordinator_in_flight = self
             .runtime
             .coordinator
@@ -755,41 +902,135 @@ impl Cluster {
         self.block_on(self.pending())?
     }
 
-    /// Counters and latency percentiles so far.
+    /// Counters and per-transaction latency percentiles so far.
     pub fn metrics(&self) -> MetricsSnapshot {
         let histogram = self
             .metrics
             .latency_us
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let (p50, p99) = histogram
-            .as_ref()
-            .map(|h| (h.value_at_quantile(0.5), h.value_at_quantile(0.99)))
-            .unwrap_or((0, 0));
+        let at = |q| histogram.as_ref().map_or(0, |h| h.value_at_quantile(q));
         MetricsSnapshot {
             committed: self.metrics.committed.load(Ordering::Relaxed),
             failed: self.metrics.failed.load(Ordering::Relaxed),
-            latency_us_p50: p50,
-            latency_us_p99: p99,
+            latency_us_p50: at(0.5),
+            latency_us_p99: at(0.99),
+            latency_us_p999: at(0.999),
+            unknown: self.metrics.unknown.load(Ordering::Relaxed),
         }
     }
 
     /// Storage counters (appends, syncs, snapshots) since the cluster
-    /// started.
+    /// started; zero after [`Cluster::shutdown`].
     pub fn storage_stats(&self) -> ClusterStorageStats {
+        let storage = self.storage.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(storage) = storage.as_ref() else {
+            return ClusterStorageStats::default();
+        };
         let mut shards = StorageStats::default();
-        for storage in &self.storage.shards {
-            shards += storage.stats();
+        for log in &storage.shards {
+            shards += log.stats();
         }
         ClusterStorageStats {
             shards,
-            coordinator: self.storage.coordinator.stats(),
+            coordinator: storage.coordinator.stats(),
         }
     }
 
-    /// Stops every actor.
-    pub fn shutdown(mut self) {
+    /// Stops every actor and waits until they are gone (their logs closed,
+    /// a data directory unlocked). Later calls get
+    /// [`ClusterError::ShutDown`]; shutting down twice does nothing more.
+    /// Dropping the cluster shuts it down too.
+    pub fn shutdown(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.permits.close();
         self.runtime.stop();
+        self.storage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A cluster's calls with a timeout of their own (see [`Cluster::within`]).
+#[derive(Clone, Copy)]
+pub struct Within<'a> {
+    cluster: &'a Cluster,
+    timeout: Duration,
+}
+
+impl Within<'_> {
+    /// [`Cluster::submit_batch`] with this timeout.
+    pub async fn submit_batch(&self, txs: Vec<Transaction>) -> Result<Vec<Receipt>, ClusterError> {
+        self.cluster.submit_batch_within(txs, self.timeout).await
+    }
+
+    /// [`Cluster::submit`] with this timeout.
+    pub async fn submit(&self, tx: Transaction) -> Result<Receipt, ClusterError> {
+        Ok(self.submit_batch(vec![tx]).await?.remove(0))
+    }
+
+    /// [`Cluster::get_many`] with this timeout.
+    pub async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Value>>, ClusterError> {
+        self.cluster.get_many_within(keys, self.timeout).await
+    }
+
+    /// [`Cluster::pending`] with this timeout.
+    pub async fn pending(&self) -> Result<Pending, ClusterError> {
+        self.cluster.pending_within(self.timeout).await
+    }
+
+    /// [`Within::submit_batch`] from sync code.
+    pub fn submit_batch_blocking(
+        &self,
+        txs: Vec<Transaction>,
+    ) -> Result<Vec<Receipt>, ClusterError> {
+        self.cluster.block_on(self.submit_batch(txs))?
+    }
+
+    /// [`Within::submit`] from sync code.
+    pub fn submit_blocking(&self, tx: Transaction) -> Result<Receipt, ClusterError> {
+        self.cluster.block_on(self.submit(tx))?
+    }
+
+    /// [`Within::get_many`] from sync code.
+    pub fn get_many_blocking(&self, keys: &[Key]) -> Result<Vec<Option<Value>>, ClusterError> {
+        self.cluster.block_on(self.get_many(keys))?
+    }
+
+    /// [`Within::pending`] from sync code.
+    pub fn pending_blocking(&self) -> Result<Pending, ClusterError> {
+        self.cluster.block_on(self.pending())?
+    }
+}
+
+/// Per-transaction latencies of one batch: (microseconds, how many).
+#[derive(Default)]
+struct Latencies(Vec<(u64, u64)>);
+
+impl Latencies {
+    /// Adds the latencies of a part of the batch that started at `start`.
+    fn add(&mut self, answer: &Answer, start: Instant) {
+        let micros = |at: Instant| at.saturating_duration_since(start).as_micros() as u64;
+        match &answer.finished {
+            Finished::Together(at) => self.0.push((micros(*at), answer.receipts.len() as u64)),
+            Finished::Each(times) => {
+                // Entries finishing in the same drain share a time: one
+                // histogram update per run of equal times.
+                for &at in times {
+                    match self.0.last_mut() {
+                        Some((last, count)) if *last == micros(at) => *count += 1,
+                        _ => self.0.push((micros(at), 1)),
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -8,7 +8,7 @@ mod cluster;
 pub mod manifest;
 pub use cluster::{
     failed, Cluster, ClusterBuilder, ClusterError, ClusterStorageStats, MetricsSnapshot, Pending,
-    MAX_REMEMBERED, ON_DISK_MAX_ACTIVE,
+    Within, DEFAULT_CALL_TIMEOUT, MAX_REMEMBERED, ON_DISK_MAX_ACTIVE,
 };
 pub use manifest::DataDirMismatch;
 pub use parashard_actors::faults::{
@@ -21,14 +21,19 @@ pub use parashard_actors::storage::{SnapshotPolicy, StorageError, StorageStats};
 pub mod prelude {
     pub use crate::{
         Cluster, ClusterError, CrashPoint, FaultError, LinkFaults, MetricsSnapshot, SnapshotPolicy,
+        Within,
     };
     pub use parashard_protocols::model::ShardId;
     pub use parashard_protocols::placement::Placement;
     pub use parashard_protocols::twopc::CoordinatorConfig;
+    pub use parashard_protocols::tx::{
+        AddLiquidity, ContractCall, CreateAccount, CreateAsset, CreatePool, Mint, Swap,
+        TokenTransfer, Transfer, WithId,
+    };
     pub use parashard_protocols::{
         AbortReason, AccessSet, AccountId, AssetId, BlockExecutor, Call, Context, Contract,
         ContractId, Key, ParallelExecutor, Receipt, Registry, SequentialExecutor, State, Status,
-        Transaction, TxError, TxId, Value,
+        Transaction, TxError, TxId, Unanswered, Value,
     };
 }
 

@@ -281,10 +281,18 @@ fn run(seed: u64, dir: Option<&std::path::Path>) {
         entry.outcome = loop {
             match cluster.submit_blocking(tx.clone()) {
                 Ok(receipt) if receipt.is_committed() => break Outcome::Committed,
-                Ok(_) => break Outcome::Failed,
-                Err(ClusterError::Unavailable(_)) if std::time::Instant::now() < deadline => {
+                Ok(receipt) if !receipt.is_unknown() => break Outcome::Failed,
+                Ok(_) | Err(ClusterError::Unavailable(_))
+                    if std::time::Instant::now() < deadline =>
+                {
                     std::thread::sleep(Duration::from_millis(20));
                 }
+                Ok(receipt) => panic!(
+                    "retry of {} never answered: {}; {}",
+                    tx.id,
+                    receipt.status,
+                    context()
+                ),
                 Err(e) => panic!("retry of {} never answered: {e}; {}", tx.id, context()),
             }
         };

@@ -1,15 +1,55 @@
 //! Replies to batches whose transactions finish at different times.
 
+use std::time::Instant;
+
 use tokio::sync::oneshot;
 
 use parashard_protocols::fastmap::{FastMap, IdMap, PREFETCH_AHEAD};
 use parashard_protocols::model::{Receipt, Status, TxError, TxId};
 
 /// The sender a client waits on for a batch's receipts, in batch order.
-pub type BatchReply = oneshot::Sender<Vec<Receipt>>;
+pub type BatchReply = oneshot::Sender<Answer>;
+
+/// A batch's receipts, in batch order, with when each transaction finished
+/// (for per-transaction latency).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// One receipt per entry.
+    pub receipts: Vec<Receipt>,
+    /// When the entries finished.
+    pub finished: Finished,
+}
+
+/// When a batch's entries finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finished {
+    /// All of them together (a block that ran as a whole).
+    Together(Instant),
+    /// Each at its own time, by position.
+    Each(Vec<Instant>),
+}
+
+impl Answer {
+    /// Receipts that all finished now.
+    pub fn now(receipts: Vec<Receipt>) -> Answer {
+        Answer {
+            receipts,
+            finished: Finished::Together(Instant::now()),
+        }
+    }
+
+    /// When entry `index` finished.
+    pub fn finished_at(&self, index: usize) -> Option<Instant> {
+        match &self.finished {
+            Finished::Together(at) => (index < self.receipts.len()).then_some(*at),
+            Finished::Each(times) => times.get(index).copied(),
+        }
+    }
+}
 
 struct Batch {
     receipts: Vec<Option<Receipt>>,
+    finished: Vec<Option<Instant>>,
     remaining: usize,
     reply: BatchReply,
 }
@@ -32,6 +72,7 @@ impl Batches {
     pub fn open(&mut self, ids: &[TxId], reply: BatchReply) -> (u64, Vec<bool>) {
         let len = ids.len();
         let batch = self.start(len, reply);
+        let now = Instant::now();
         let mut proceed = Vec::with_capacity(len);
         for (index, &id) in ids.iter().enumerate() {
             if let Some(ahead) = ids.get(index + PREFETCH_AHEAD) {
@@ -39,7 +80,7 @@ impl Batches {
             }
             if self.waiting.contains_key(&id) {
                 proceed.push(false);
-                self.finish_entry(batch, index, in_flight(id));
+                self.finish_entry(batch, index, in_flight(id), now);
             } else {
                 self.waiting.insert(id, (batch, index));
                 proceed.push(true);
@@ -54,15 +95,14 @@ impl Batches {
         let batch = self.next;
         self.next += 1;
         if len == 0 {
-            let _ = reply.send(Vec::new());
+            let _ = reply.send(Answer::now(Vec::new()));
         } else {
-            let receipts = vec![None; len];
-            let remaining = len;
             self.open.insert(
                 batch,
                 Batch {
-                    receipts,
-                    remaining,
+                    receipts: vec![None; len],
+                    finished: vec![None; len],
+                    remaining: len,
                     reply,
                 },
             );
@@ -86,8 +126,9 @@ impl Batches {
             debug_assert!(!self.waiting.contains_key(&id), "{id} is in flight");
             self.waiting.insert(id, (batch, index));
         }
+        let now = Instant::now();
         for (index, receipt) in answered {
-            self.finish_entry(batch, index, receipt);
+            self.finish_entry(batch, index, receipt, now);
         }
     }
 
@@ -102,20 +143,22 @@ impl Batches {
         !self.waiting.is_empty() && self.waiting.contains_key(id)
     }
 
-    /// Records `receipt` for its transaction, if it is awaited.
-    pub fn complete(&mut self, receipt: Receipt) {
+    /// Records `receipt` for its transaction, finished at `now`, if it is
+    /// awaited. (Callers finishing many at once read the clock once.)
+    pub fn complete(&mut self, receipt: Receipt, now: Instant) {
         if let Some((batch, index)) = self.waiting.remove(&receipt.tx_id) {
-            self.finish_entry(batch, index, receipt);
+            self.finish_entry(batch, index, receipt, now);
         }
     }
 
-    fn finish_entry(&mut self, batch: u64, index: usize, receipt: Receipt) {
+    fn finish_entry(&mut self, batch: u64, index: usize, receipt: Receipt, now: Instant) {
         let Some(open) = self.open.get_mut(&batch) else {
             return;
         };
         if let Some(slot) = open.receipts.get_mut(index) {
             debug_assert!(slot.is_none());
             *slot = Some(receipt);
+            open.finished[index] = Some(now);
             open.remaining -= 1;
         }
         if open.remaining == 0 {
@@ -125,8 +168,16 @@ impl Batches {
                 .into_iter()
                 .map(|r| r.expect("all complete"))
                 .collect();
+            let finished = done
+                .finished
+                .into_iter()
+                .map(|at| at.expect("all complete"))
+                .collect();
             // The client may have given up; that is its business.
-            let _ = done.reply.send(receipts);
+            let _ = done.reply.send(Answer {
+                receipts,
+                finished: Finished::Each(finished),
+            });
         }
     }
 
@@ -185,21 +236,32 @@ mod tests {
         let running = [(0, TxId::from_u128(0)), (2, TxId::from_u128(2))];
         batches.track(3, vec![(1, committed(1))], running.into_iter(), reply);
         assert!(batches.is_waiting(&TxId::from_u128(2)));
-        batches.complete(committed(2));
+        let start = Instant::now();
+        let (first, second) = (
+            start + std::time::Duration::from_millis(1),
+            start + std::time::Duration::from_millis(2),
+        );
+        batches.complete(committed(2), first);
         assert!(answer.try_recv().is_err(), "one entry still open");
-        batches.complete(committed(0));
+        batches.complete(committed(0), second);
+        let answer = answer.try_recv().unwrap();
         assert_eq!(
-            answer.try_recv().unwrap(),
+            answer.receipts,
             vec![committed(0), committed(1), committed(2)]
         );
+        // Each entry keeps its own finishing time.
+        assert_eq!(answer.finished_at(0), Some(second));
+        assert!(answer.finished_at(1).is_some_and(|at| at <= first));
+        assert_eq!(answer.finished_at(2), Some(first));
+        assert_eq!(answer.finished_at(3), None);
         assert_eq!(batches.pending(), 0);
 
         let (reply, mut answer) = oneshot::channel();
         batches.track(0, Vec::new(), std::iter::empty(), reply);
-        assert_eq!(answer.try_recv().unwrap(), Vec::new());
+        assert_eq!(answer.try_recv().unwrap().receipts, Vec::new());
         let (reply, mut answer) = oneshot::channel();
         batches.open(&[], reply);
-        assert_eq!(answer.try_recv().unwrap(), Vec::new());
+        assert_eq!(answer.try_recv().unwrap().receipts, Vec::new());
     }
 
     /// Receipts of a batch answered at once go back in position order.

@@ -261,6 +261,7 @@ impl CoordinatorActor {
         }
         let mut replied = 0;
         let mut commits_sent = false;
+        let now = std::time::Instant::now();
         for command in rest {
             if commits_sent
                 && !matches!(command, Command::Send { .. })
@@ -286,7 +287,7 @@ impl CoordinatorActor {
                         self.batches.prefetch(id);
                     }
                     replied += 1;
-                    self.batches.complete(receipt);
+                    self.batches.complete(receipt, now);
                 }
                 Command::SetTimer { at_ms } => self.schedule_timer(at_ms, ctx),
             }
@@ -371,10 +372,11 @@ impl Handler<SubmitCross> for CoordinatorActor {
                 let reason = AbortReason::CoordinatorStorage {
                     error: error.to_string(),
                 };
-                self.batches.complete(Receipt {
+                let receipt = Receipt {
                     tx_id: tx.id,
                     status: Status::Failed(TxError::CrossShardAborted { reason }),
-                });
+                };
+                self.batches.complete(receipt, std::time::Instant::now());
                 continue;
             }
             self.machine.begin(now, tx);

@@ -57,10 +57,10 @@ pub struct Runtime {
     /// The coordinator's address.
     pub coordinator: Addr<CoordinatorActor>,
     system: actix::System,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Joined on stop, so that every actor (and its storage) is gone when
     /// [`Runtime::stop`] returns and a new runtime may open the same files.
-    arbiters: Vec<Arbiter>,
+    arbiters: std::sync::Mutex<Vec<Arbiter>>,
 }
 
 impl Runtime {
@@ -139,18 +139,22 @@ impl Runtime {
             shards,
             coordinator,
             system,
-            thread: Some(thread),
-            arbiters,
+            thread: std::sync::Mutex::new(Some(thread)),
+            arbiters: std::sync::Mutex::new(arbiters),
         })
     }
 
-    /// Stops every actor and waits for the system thread.
-    pub fn stop(&mut self) {
+    /// Stops every actor and waits for the system thread. Stopping a
+    /// stopped runtime does nothing.
+    pub fn stop(&self) {
         self.system.stop();
-        if let Some(thread) = self.thread.take() {
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
             let _ = thread.join();
         }
-        for arbiter in self.arbiters.drain(..) {
+        let arbiters =
+            std::mem::take(&mut *self.arbiters.lock().unwrap_or_else(|e| e.into_inner()));
+        for arbiter in arbiters {
             arbiter.stop();
             let _ = arbiter.join();
         }

@@ -18,7 +18,7 @@ use parashard_protocols::model::{
 use parashard_protocols::recovery::ShardMemory;
 use parashard_protocols::twopc::{ParticipantConfig, ToCoordinator, ToParticipant};
 
-use crate::batch::{self, BatchReply, Batches};
+use crate::batch::{self, Answer, BatchReply, Batches};
 use crate::faults::{self, CrashPoint, Faults, Target};
 use crate::storage::{Recovered, ShardRecord, Storage, StorageError};
 
@@ -239,8 +239,10 @@ impl ShardActor {
     /// block (see [`parashard_protocols::twopc::Participant::take_unblocked`]).
     fn run_ready(&mut self) {
         let ready = self.memory.participant.take_unblocked(&mut self.deferred);
-        for receipt in self.run_block(ready) {
-            self.batches.complete(receipt);
+        let receipts = self.run_block(ready);
+        let now = std::time::Instant::now();
+        for receipt in receipts {
+            self.batches.complete(receipt, now);
         }
     }
 
@@ -364,7 +366,7 @@ impl Handler<SubmitLocal> for ShardActor {
             // soon as it ran, and never tracked as open.
             let ran = self.run_block(run);
             // The client may have given up; that is its business.
-            let _ = reply.send(batch::assemble(len, answered, ran));
+            let _ = reply.send(Answer::now(batch::assemble(len, answered, ran)));
             return;
         }
         let running = positions.into_iter().zip(run.iter().map(|tx| tx.id));

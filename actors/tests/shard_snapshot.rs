@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use parashard_actors::batch::Answer;
 use parashard_actors::protocols::contracts::Registry;
 use parashard_actors::protocols::exec::ParallelExecutor;
 use parashard_actors::protocols::model::{
@@ -35,10 +36,7 @@ impl Handler<FromShard> for Inbox {
     }
 }
 
-async fn submit(
-    shard: &Addr<ShardActor>,
-    txs: Vec<Transaction>,
-) -> oneshot::Receiver<Vec<Receipt>> {
+async fn submit(shard: &Addr<ShardActor>, txs: Vec<Transaction>) -> oneshot::Receiver<Answer> {
     let (reply, receiver) = oneshot::channel();
     shard.send(SubmitLocal { txs, reply }).await.unwrap();
     receiver
@@ -84,7 +82,7 @@ async fn shard_with_two_accounts(
         Transaction::create_account(TxId::from_u128(1), a, 100),
         Transaction::create_account(TxId::from_u128(2), b, 100),
     ];
-    let receipts = submit(&shard, genesis).await.await.unwrap();
+    let receipts = submit(&shard, genesis).await.await.unwrap().receipts;
     assert!(receipts.iter().all(Receipt::is_committed), "{receipts:?}");
     (
         shard,
@@ -152,7 +150,7 @@ async fn prepared_lock_survives_snapshot_and_crash() {
         }]))
         .await
         .unwrap();
-    let receipts = local.await.unwrap();
+    let receipts = local.await.unwrap().receipts;
     assert!(receipts[0].is_committed(), "{receipts:?}");
     assert_eq!(read(&shard, &[ka, kb]).await, vec![Some(80), Some(110)]);
     let sent = inbox.lock().unwrap().clone();
@@ -212,7 +210,11 @@ async fn failed_append_leaves_nothing_observable() {
         .armed
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let lost = Transaction::transfer(TxId::from_u128(3), a, b, 30);
-    let receipts = submit(&shard, vec![lost.clone()]).await.await.unwrap();
+    let receipts = submit(&shard, vec![lost.clone()])
+        .await
+        .await
+        .unwrap()
+        .receipts;
     assert!(!receipts[0].is_committed(), "{receipts:?}");
     assert!(
         try_read(&shard, &keys).await.is_err(),
@@ -221,7 +223,7 @@ async fn failed_append_leaves_nothing_observable() {
 
     shard.send(Crash).await.unwrap();
     assert_eq!(read(&shard, &keys).await, vec![Some(100), Some(100)]);
-    let receipts = submit(&shard, vec![lost]).await.await.unwrap();
+    let receipts = submit(&shard, vec![lost]).await.await.unwrap().receipts;
     assert!(receipts[0].is_committed(), "the retry runs: {receipts:?}");
     assert_eq!(read(&shard, &keys).await, vec![Some(70), Some(130)]);
 }

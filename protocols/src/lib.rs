@@ -19,12 +19,13 @@ pub mod recovery;
 pub mod sim;
 pub mod state;
 pub mod twopc;
+pub mod tx;
 pub mod workload;
 
 pub use contracts::{Context, Contract, Registry, RegistryError};
 pub use exec::{BlockExecutor, ExecutorError, ParallelExecutor, ParallelStats, SequentialExecutor};
 pub use model::{
     AbortReason, AccessSet, AccountId, AssetId, Call, ContractId, Key, Receipt, ShardId, Status,
-    Transaction, TxError, TxId, Value,
+    Transaction, TxError, TxId, Unanswered, Value,
 };
 pub use state::State;

@@ -665,14 +665,39 @@ pub enum Status {
     },
     /// Not applied, for the reason given.
     Failed(TxError),
+    /// The client stopped waiting before the outcome came back: the
+    /// transaction may or may not have committed. Submit it again with the
+    /// same id: a commit is remembered and answered with its receipt,
+    /// without running twice; otherwise it runs now.
+    Unknown(Unanswered),
+}
+
+/// Why a transaction's outcome is unknown to its client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unanswered {
+    /// No answer within the call's timeout.
+    #[error("no answer within {after_ms} ms")]
+    TimedOut {
+        /// The timeout, in milliseconds.
+        after_ms: u64,
+    },
+    /// The shard or coordinator it went to stopped before answering (it
+    /// crashed and is restarting, or the cluster shut down).
+    #[error("{who} stopped before answering")]
+    Unavailable {
+        /// `shard N` or `coordinator`.
+        who: String,
+    },
 }
 
 impl fmt::Display for Status {
-    /// `committed (output)` or `failed: reason`.
+    /// `committed (output)`, `failed: reason` or `unknown: reason`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Status::Committed { output } => write!(f, "committed ({output})"),
             Status::Failed(error) => write!(f, "failed: {error}"),
+            Status::Unknown(why) => write!(f, "unknown: {why}; submit again with the same id"),
         }
     }
 }
@@ -696,8 +721,14 @@ impl Receipt {
     pub fn error(&self) -> Option<&TxError> {
         match &self.status {
             Status::Failed(e) => Some(e),
-            Status::Committed { .. } => None,
+            Status::Committed { .. } | Status::Unknown(_) => None,
         }
+    }
+
+    /// Whether the outcome is unknown to the client ([`Status::Unknown`]):
+    /// submit the transaction again, with the same id, to learn it.
+    pub fn is_unknown(&self) -> bool {
+        matches!(self.status, Status::Unknown(_))
     }
 }
 

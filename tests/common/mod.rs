@@ -127,6 +127,8 @@ pub fn record_batch(
                     assert_eq!(tx.id, receipt.tx_id, "receipts in batch order");
                     if receipt.is_committed() {
                         Outcome::Committed
+                    } else if receipt.is_unknown() {
+                        Outcome::Unknown
                     } else {
                         Outcome::Failed
                     }

@@ -1,0 +1,253 @@
+//! Transactions built from named parts.
+//!
+//! Each call has a small struct whose fields say what each value is, so
+//! that two amounts cannot be swapped unnoticed. `.into()` makes the
+//! transaction with a fresh random id; `.with_id(id)` with an id of the
+//! caller's (to retry it later under the same id, see [`crate::committed`]).
+//! The access set is derived from the parts, as the positional constructors
+//! on [`Transaction`] derive it.
+//!
+//! ```
+//! use parashard_protocols::tx::{Swap, Transfer, WithId};
+//! use parashard_protocols::{AccountId, AssetId, Transaction, TxId};
+//!
+//! let (alice, bob, pool) = (AccountId(1), AccountId(2), AccountId(100));
+//! let pay: Transaction = Transfer { from: alice, to: bob, amount: 25 }.into();
+//! let swap = Swap {
+//!     trader: alice,
+//!     pool,
+//!     asset_in: AssetId(1),
+//!     asset_out: AssetId(2),
+//!     amount_in: 1_000,
+//!     min_out: 990,
+//! }
+//! .with_id(TxId::from_u128(7));
+//! assert_eq!(swap.id, TxId::from_u128(7));
+//! assert_ne!(pay.id, swap.id);
+//! ```
+
+use crate::model::{AccessSet, AccountId, AssetId, ContractId, Transaction, TxId, Value};
+
+/// Creates `account` holding `balance` coins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreateAccount {
+    /// The new account.
+    pub account: AccountId,
+    /// Its coins.
+    pub balance: Value,
+}
+
+/// Moves `amount` coins from `from` to `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transfer {
+    /// The payer (the sender).
+    pub from: AccountId,
+    /// The payee.
+    pub to: AccountId,
+    /// Coins moved.
+    pub amount: Value,
+}
+
+/// Registers `asset` with `issuer` as its only minter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreateAsset {
+    /// The minter (the sender).
+    pub issuer: AccountId,
+    /// The new asset.
+    pub asset: AssetId,
+}
+
+/// Mints `amount` of `asset` to `to`; only the asset's issuer may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mint {
+    /// The asset's issuer (the sender).
+    pub issuer: AccountId,
+    /// The asset.
+    pub asset: AssetId,
+    /// Who receives it.
+    pub to: AccountId,
+    /// How much.
+    pub amount: Value,
+}
+
+/// Moves `amount` of `asset` from `from` to `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenTransfer {
+    /// The payer (the sender).
+    pub from: AccountId,
+    /// The asset.
+    pub asset: AssetId,
+    /// The payee.
+    pub to: AccountId,
+    /// How much.
+    pub amount: Value,
+}
+
+/// Creates the constant-product pool `pool` for a pair of assets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreatePool {
+    /// Who creates it (the sender).
+    pub creator: AccountId,
+    /// The pool's account.
+    pub pool: AccountId,
+    /// One asset of the pair.
+    pub asset_a: AssetId,
+    /// The other.
+    pub asset_b: AssetId,
+    /// The swap fee, in basis points.
+    pub fee_bps: Value,
+}
+
+/// Deposits both assets of `pool`'s pair for pool shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddLiquidity {
+    /// Who deposits (the sender).
+    pub provider: AccountId,
+    /// The pool.
+    pub pool: AccountId,
+    /// The pool's first asset.
+    pub asset_a: AssetId,
+    /// The pool's second asset.
+    pub asset_b: AssetId,
+    /// How much of `asset_a`.
+    pub amount_a: Value,
+    /// How much of `asset_b`.
+    pub amount_b: Value,
+}
+
+/// Sells `amount_in` of `asset_in` to `pool` for at least `min_out` of
+/// `asset_out`; fails with [`crate::TxError::Slippage`] below that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Swap {
+    /// Who swaps (the sender).
+    pub trader: AccountId,
+    /// The pool.
+    pub pool: AccountId,
+    /// The asset sold.
+    pub asset_in: AssetId,
+    /// The asset bought.
+    pub asset_out: AssetId,
+    /// How much is sold.
+    pub amount_in: Value,
+    /// The least the trader accepts.
+    pub min_out: Value,
+}
+
+/// Calls a user contract with `args`, allowed to touch `access`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContractCall {
+    /// The sender.
+    pub sender: AccountId,
+    /// The contract.
+    pub contract: ContractId,
+    /// Its arguments.
+    pub args: Vec<Value>,
+    /// Every key the call may read or write.
+    pub access: AccessSet,
+}
+
+/// Builds the transaction of a call's parts with a given id.
+pub trait WithId {
+    /// The transaction, with id `id`.
+    fn with_id(self, id: TxId) -> Transaction;
+}
+
+macro_rules! with_id {
+    ($($name:ident => |$part:ident, $id:ident| $build:expr;)*) => {$(
+        impl WithId for $name {
+            fn with_id(self, $id: TxId) -> Transaction {
+                let $part = self;
+                $build
+            }
+        }
+
+        impl From<$name> for Transaction {
+            /// The transaction, with a fresh random id.
+            fn from(part: $name) -> Transaction {
+                part.with_id(TxId::random())
+            }
+        }
+    )*};
+}
+
+with_id! {
+    CreateAccount => |p, id| Transaction::create_account(id, p.account, p.balance);
+    Transfer => |p, id| Transaction::transfer(id, p.from, p.to, p.amount);
+    CreateAsset => |p, id| Transaction::create_asset(id, p.issuer, p.asset);
+    Mint => |p, id| Transaction::mint(id, p.issuer, p.asset, p.to, p.amount);
+    TokenTransfer => |p, id| Transaction::token_transfer(id, p.from, p.asset, p.to, p.amount);
+    CreatePool => |p, id| {
+        Transaction::create_pool(id, p.creator, p.pool, p.asset_a, p.asset_b, p.fee_bps)
+    };
+    AddLiquidity => |p, id| Transaction::add_liquidity(
+        id, p.provider, p.pool, p.asset_a, p.asset_b, p.amount_a, p.amount_b,
+    );
+    Swap => |p, id| Transaction::swap(
+        id, p.trader, p.pool, p.asset_in, p.asset_out, p.amount_in, p.min_out,
+    );
+    ContractCall => |p, id| Transaction::custom(id, p.sender, p.contract, p.args, p.access);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Call;
+
+    /// Each named form builds exactly the transaction of its positional
+    /// constructor, and `into` gives every transaction an id of its own.
+    #[test]
+    fn named_parts_match_the_positional_constructors() {
+        let (a, b, pool, id) = (AccountId(1), AccountId(2), AccountId(9), TxId::from_u128(5));
+        let (x, y) = (AssetId(3), AssetId(4));
+        let swap = Swap {
+            trader: a,
+            pool,
+            asset_in: x,
+            asset_out: y,
+            amount_in: 100,
+            min_out: 90,
+        };
+        assert_eq!(
+            swap.with_id(id),
+            Transaction::swap(id, a, pool, x, y, 100, 90)
+        );
+        let mut liquidity = AddLiquidity {
+            provider: a,
+            pool,
+            asset_a: x,
+            asset_b: y,
+            amount_a: 7,
+            amount_b: 0,
+        };
+        liquidity.amount_b = 8;
+        let expected = Transaction::add_liquidity(id, a, pool, x, y, 7, 8);
+        assert_eq!(liquidity.with_id(id), expected);
+        let pay = Transfer {
+            from: a,
+            to: b,
+            amount: 3,
+        };
+        assert_eq!(pay.with_id(id), Transaction::transfer(id, a, b, 3));
+        let first: Transaction = pay.into();
+        let second: Transaction = pay.into();
+        assert_ne!(first.id, second.id, "fresh ids");
+        assert_eq!(first.call, Call::Transfer { to: b, amount: 3 });
+        let mint = Mint {
+            issuer: a,
+            asset: x,
+            to: b,
+            amount: 4,
+        };
+        assert_eq!(mint.with_id(id), Transaction::mint(id, a, x, b, 4));
+        let tokens = TokenTransfer {
+            from: a,
+            asset: x,
+            to: b,
+            amount: 6,
+        };
+        assert_eq!(
+            tokens.with_id(id),
+            Transaction::token_transfer(id, a, x, b, 6)
+        );
+    }
+}
