@@ -920,6 +920,16 @@ impl Cluster {
         }
     }
 
+    /// Clears the counters and latencies of [`Cluster::metrics`], to
+    /// measure from now on (a benchmark's next phase).
+    pub fn reset_metrics(&self) {
+        let metrics = &self.metrics;
+        for counter in [&metrics.committed, &metrics.failed, &metrics.unknown] {
+            counter.store(0, Ordering::Relaxed);
+        }
+        *metrics.latency_us.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     /// Storage counters (appends, syncs, snapshots) since the cluster
     /// started; zero after [`Cluster::shutdown`].
     pub fn storage_stats(&self) -> ClusterStorageStats {

@@ -102,42 +102,177 @@ fn commands_refuse_bad_arguments_with_a_message() {
     }
 }
 
-/// `parashard bench` prints the hot-pool and hot-counter lines beside the
-/// spread line of the same size, every valid transaction commits, and the
-/// hot counter counts exactly the fees that committed.
-#[test]
-fn bench_cluster_reports_hot_keys_beside_spread_traffic() {
-    let out = parashard(&[
-        "bench",
-        "--accounts",
-        "2000",
-        "--txs",
-        "2000",
-        "--batch",
-        "500",
-        "--swaps",
-        "2000",
-        "--traders",
-        "100",
-    ]);
-    let report = String::from_utf8_lossy(&out.stdout);
+/// A small run: 2,000 accounts, 2,000 transactions, batches of 500.
+const SMALL: [&str; 6] = ["--accounts", "2000", "--txs", "2000", "--batch", "500"];
+
+/// Runs `parashard ARGS --json FILE` and returns stdout and the JSON.
+fn bench_json(args: &[&str]) -> (String, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bench.json");
+    let mut all = args.to_vec();
+    all.extend(["--json", path.to_str().unwrap()]);
+    let out = parashard(&all);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
-        "{report}\n{}",
+        "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let line = |label: &str| {
-        report
-            .lines()
-            .find(|line| line.trim_start().starts_with(label))
-            .unwrap_or_else(|| panic!("no line {label:?} in:\n{report}"))
-            .to_string()
-    };
-    assert!(line("cluster, cross-shard transfers, spread").contains("(2000 of 2000 committed)"));
-    assert!(line("cluster, cross-shard swaps, one hot pool").contains("x spread"));
-    let fees = line("cluster, cross-shard fees, one hot counter");
+    let json = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    (stdout, json)
+}
+
+fn phase<'a>(run: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    run["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no phase {name:?} in {run}"))
+}
+
+/// `parashard bench` (the default line-up) prints its table and writes
+/// every figure the schema (docs/BENCH_JSON.md) names; the hot-pool and
+/// hot-counter phases stand beside the spread phase of the same size,
+/// every valid transaction commits, and the hot counter counts exactly the
+/// fees that committed.
+#[test]
+fn bench_reports_every_figure_and_hot_keys_beside_spread_traffic() {
+    let args = [
+        &["bench"][..],
+        &SMALL,
+        &["--swaps", "2000", "--traders", "100"],
+    ]
+    .concat();
+    let (stdout, run) = bench_json(&args);
     assert!(
-        fees.contains("(2000 of 2000 committed; the counter reads 2000)"),
-        "{fees}"
+        stdout.contains("committed/s") && stdout.contains("p999 ms"),
+        "{stdout}"
     );
+    for field in [
+        "workload", "shards", "workers", "accounts", "batch", "clients", "seed", "skew", "pools",
+        "storage", "logs",
+    ] {
+        assert!(!run[field].is_null(), "{field} missing: {run}");
+    }
+    let names = [
+        "local transfers",
+        "cross-shard transfers",
+        "spread cross-shard transfers",
+        "swaps, one hot pool",
+        "fees, one hot counter",
+    ];
+    for name in names {
+        let p = phase(&run, name);
+        for field in [
+            "transactions",
+            "seconds",
+            "committed",
+            "failed",
+            "unknown",
+            "committed_per_s",
+            "failed_per_s",
+            "executor_alone_per_s",
+            "ratio_to_executor",
+            "kinds",
+            "failures",
+        ] {
+            assert!(!p[field].is_null(), "{name}: {field} missing: {p}");
+        }
+        let latency = &p["latency_us"];
+        let (p50, p99, p999) = (
+            latency["p50"].as_u64().unwrap(),
+            latency["p99"].as_u64().unwrap(),
+            latency["p999"].as_u64().unwrap(),
+        );
+        assert!(0 < p50 && p50 <= p99 && p99 <= p999, "{name}: {latency}");
+        assert_eq!(p["shard_load"].as_array().unwrap().len(), 4, "{name}");
+        let sum = p["committed"].as_u64().unwrap()
+            + p["failed"].as_u64().unwrap()
+            + p["unknown"].as_u64().unwrap();
+        assert_eq!(sum, p["transactions"].as_u64().unwrap(), "{name}");
+    }
+    assert_eq!(
+        phase(&run, "spread cross-shard transfers")["committed"],
+        2000
+    );
+    let hot = phase(&run, "swaps, one hot pool");
+    assert_eq!(hot["beside"]["phase"], "spread cross-shard transfers");
+    assert!(hot["beside"]["ratio"].as_f64().unwrap() > 0.0);
+    // Every swap touches the pool's shard.
+    assert_eq!(hot["shard_load"][0], 1.0);
+    let fees = phase(&run, "fees, one hot counter");
+    assert_eq!(fees["committed"], 2000);
+    assert_eq!(fees["kinds"]["fee"]["committed"], 2000);
+    let check = run["checks"]["fee counter"].as_str().unwrap();
+    assert!(check.starts_with("ok: reads 2000"), "{check}");
+}
+
+/// The dApp mix runs transfers, swaps and fee payments and reports each
+/// kind; with Zipf skew the most popular shard carries more of the load.
+#[test]
+fn bench_mixed_workload_reports_each_kind() {
+    let mixed = [
+        "bench",
+        "--workload",
+        "mixed",
+        "--skew",
+        "1.2",
+        "--pools",
+        "4",
+    ];
+    let (_, run) = bench_json(&[&mixed[..], &SMALL].concat());
+    let mix = phase(&run, "dApp mix");
+    for kind in ["transfer", "swap", "fee"] {
+        let k = &mix["kinds"][kind];
+        assert!(k["committed"].as_u64().unwrap() > 0, "{kind}: {mix}");
+    }
+    assert_eq!(
+        run["checks"]["fee counter"]
+            .as_str()
+            .map(|c| c.starts_with("ok")),
+        Some(true)
+    );
+}
+
+/// `--sweep` runs every point, and writes the plot and the JSON of each
+/// run; the cross-shard share moves the load as it must.
+#[test]
+fn bench_sweep_writes_a_plot_and_every_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let plot = dir.path().join("sweep.svg");
+    let sweep = [
+        "--sweep",
+        "cross-percent=0,100",
+        "--plot",
+        plot.to_str().unwrap(),
+    ];
+    let transfer = ["bench", "--workload", "transfer"];
+    let (stdout, sweep) = bench_json(&[&transfer[..], &SMALL, &sweep].concat());
+    assert!(stdout.contains("plot: "), "{stdout}");
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("committed tx/s"),
+        "{svg}"
+    );
+    assert!(svg.contains("p99 latency"));
+    assert_eq!(sweep["parameter"], "cross-percent");
+    let runs = sweep["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    // Local transfers touch one shard each, cross-shard ones two: the
+    // shares of transactions touching each shard add up to 1 and to 2.
+    for (run, touched) in runs.iter().zip([1.0, 2.0]) {
+        let load: f64 = phase(run, "transfers")["shard_load"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .sum();
+        assert!((load - touched).abs() < 1e-9, "{load} against {touched}");
+    }
+    let out = parashard(&["bench", "--sweep", "cross-percent=0,100"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--sweep needs one workload"));
+    let out = parashard(&["bench", "--workload", "transfer", "--sweep", "color=1,2"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot sweep"));
 }
