@@ -31,8 +31,8 @@ use parashard_actors::storage::{
 };
 use parashard_protocols::contracts::{Contract, Registry, RegistryError};
 use parashard_protocols::model::{
-    AccountId, AssetId, ContractId, Key, Receipt, ShardId, Status, Transaction, TxId, Unanswered,
-    Value,
+    AccountId, AssetId, ContractId, Key, Receipt, ShardId, Status, Transaction, TxError, TxId,
+    Unanswered, Value,
 };
 use parashard_protocols::placement::{Placement, PlacementError};
 use parashard_protocols::twopc::CoordinatorConfig;
@@ -334,11 +334,12 @@ impl ClusterBuilder {
                 .map_or(0, |d| d.as_nanos() as u64)
         });
         let faults = Arc::new(Faults::new(fault_seed, self.shards));
+        let registry = Arc::new(self.registry);
         let runtime = Runtime::start(RuntimeConfig {
             faults: faults.clone(),
             placement: placement.clone(),
             workers: self.workers,
-            registry: Arc::new(self.registry),
+            registry: registry.clone(),
             coordinator: CoordinatorConfig {
                 remember_committed: self.remember_committed,
                 // One admission rule: what the cluster admitted (at most
@@ -366,6 +367,7 @@ impl ClusterBuilder {
             faults,
             timeout: self.call_timeout,
             stopped: AtomicBool::new(false),
+            registry,
         })
     }
 }
@@ -477,6 +479,7 @@ pub struct Cluster {
     faults: Arc<Faults>,
     timeout: Duration,
     stopped: AtomicBool,
+    registry: Arc<Registry>,
 }
 
 /// Unfinished work in a cluster: what a test waits to drain before it
@@ -505,6 +508,19 @@ impl Cluster {
     /// Where keys live.
     pub fn placement(&self) -> &Placement {
         &self.placement
+    }
+
+    /// A call of user contract `contract` from `sender` with `args`, with
+    /// the access set the contract declares for them
+    /// ([`Contract::access`]) and a fresh id: `cluster.call(trader, ROUTER,
+    /// args)?` instead of listing the keys by hand.
+    pub fn call(
+        &self,
+        sender: AccountId,
+        contract: ContractId,
+        args: Vec<Value>,
+    ) -> Result<Transaction, TxError> {
+        self.registry.call(sender, contract, args)
     }
 
     fn block_on<F: std::future::Future>(&self, future: F) -> Result<F::Output, ClusterError> {

@@ -116,7 +116,7 @@ pub struct AddLiquidity {
 }
 
 /// Sells `amount_in` of `asset_in` to `pool` for at least `min_out` of
-/// `asset_out`; fails with [`crate::TxError::Slippage`] below that.
+/// `asset_out`; fails with [`crate::TxError::SlippageExceeded`] below that.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Swap {
     /// Who swaps (the sender).

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use crate::model::{AccountId, Call, ContractId, Key, Transaction, TxError, TxId, Value};
+use crate::model::{
+    AccessSet, AccountId, Call, ContractId, Key, Transaction, TxError, TxId, Value,
+};
 use crate::state::Slot;
 
 /// User contract code. `execute` runs against a [`Context`] that allows
@@ -25,6 +27,19 @@ use crate::state::Slot;
 pub trait Contract: Send + Sync {
     /// Executes one call and returns its output value.
     fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Value, TxError>;
+
+    /// The keys a call from `sender` with `args` may touch, worked out
+    /// from the arguments by the contract itself, so that a call and its
+    /// access set cannot drift apart: [`Registry::call`] (and
+    /// `Cluster::call` in the facade) build transactions with it. The
+    /// default declares nothing: callers then give the access set with the
+    /// call ([`Transaction::custom`]).
+    fn access(&self, sender: AccountId, args: &[Value]) -> Result<AccessSet, TxError> {
+        let _ = (sender, args);
+        Err(TxError::InvalidInput {
+            reason: "this contract does not declare its access set: give it with the call".into(),
+        })
+    }
 }
 
 /// Error registering a contract.
@@ -85,6 +100,29 @@ impl Registry {
             .iter()
             .map(|(id, registered)| (*id, registered.version.clone()))
             .collect()
+    }
+
+    /// A call of contract `id` from `sender` with `args`, with the access
+    /// set the contract declares for them ([`Contract::access`]) and a
+    /// fresh id.
+    pub fn call(
+        &self,
+        sender: AccountId,
+        id: ContractId,
+        args: Vec<Value>,
+    ) -> Result<Transaction, TxError> {
+        let contract = self
+            .get(id)
+            .ok_or(TxError::UnknownContract { contract: id })?;
+        let access = contract.access(sender, &args)?;
+        access.validate()?;
+        Ok(Transaction::custom(
+            TxId::random(),
+            sender,
+            id,
+            args,
+            access,
+        ))
     }
 
     fn get(&self, id: ContractId) -> Option<&Arc<dyn Contract>> {
