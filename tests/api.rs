@@ -223,3 +223,59 @@ fn latency_is_per_transaction() {
     );
     assert!(metrics.latency_us_p99 <= metrics.latency_us_p999);
 }
+
+/// `Cluster::call` builds a call with the access set its contract declares
+/// for the arguments; a contract that declares none, or an unknown one, is
+/// a typed error.
+#[test]
+fn calls_take_their_access_set_from_the_contract() {
+    struct Counter;
+    impl Contract for Counter {
+        fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Value, TxError> {
+            let (account, by): (AccountId, Value) = Args::decode(args)?;
+            ctx.credit(Key::field(account, 1), by)?;
+            ctx.balance(Key::field(account, 1))
+        }
+
+        fn access(&self, _sender: AccountId, args: &[Value]) -> Result<AccessSet, TxError> {
+            let (account, _): (AccountId, Value) = Args::decode(args)?;
+            Ok(AccessSet::new([], [Key::field(account, 1)]))
+        }
+    }
+    const COUNTER: ContractId = ContractId(41);
+    let gate = Gate::default();
+    gate.open();
+    let cluster = Cluster::builder()
+        .shards(2)
+        .contract(COUNTER, "counter-1", Arc::new(Counter))
+        .unwrap()
+        .contract(GATE, "gate-1", Arc::new(gate))
+        .unwrap()
+        .start()
+        .unwrap();
+    let call = cluster
+        .call(AccountId(1), COUNTER, (AccountId(5), 3 as Value).encode())
+        .unwrap();
+    assert_eq!(
+        call.access,
+        AccessSet::new([], [Key::field(AccountId(5), 1)])
+    );
+    let receipt = cluster.submit_blocking(call).unwrap();
+    assert_eq!(receipt.status, Status::Committed { output: 3 });
+    assert!(matches!(
+        cluster.call(AccountId(1), COUNTER, vec![5]),
+        Err(TxError::InvalidInput { .. })
+    ));
+    assert!(matches!(
+        cluster.call(AccountId(1), GATE, vec![]),
+        Err(TxError::InvalidInput { reason }) if reason.contains("does not declare")
+    ));
+    assert_eq!(
+        cluster
+            .call(AccountId(1), ContractId(99), vec![])
+            .unwrap_err(),
+        TxError::UnknownContract {
+            contract: ContractId(99)
+        }
+    );
+}

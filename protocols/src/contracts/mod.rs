@@ -3,6 +3,7 @@
 //! native contracts (coin, multi-asset token, constant-product AMM).
 
 pub mod amm;
+pub mod args;
 pub mod coin;
 pub mod token;
 
