@@ -26,10 +26,13 @@
 //! assert_ne!(pay.id, swap.id);
 //! ```
 
-use crate::model::{AccessSet, AccountId, AssetId, ContractId, Transaction, TxId, Value};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{AccessSet, AccountId, AssetId, ContractId, Key, Transaction, TxId, Value};
 
 /// Creates `account` holding `balance` coins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateAccount {
     /// The new account.
     pub account: AccountId,
@@ -38,7 +41,8 @@ pub struct CreateAccount {
 }
 
 /// Moves `amount` coins from `from` to `to`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Transfer {
     /// The payer (the sender).
     pub from: AccountId,
@@ -49,7 +53,8 @@ pub struct Transfer {
 }
 
 /// Registers `asset` with `issuer` as its only minter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateAsset {
     /// The minter (the sender).
     pub issuer: AccountId,
@@ -58,7 +63,8 @@ pub struct CreateAsset {
 }
 
 /// Mints `amount` of `asset` to `to`; only the asset's issuer may.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Mint {
     /// The asset's issuer (the sender).
     pub issuer: AccountId,
@@ -71,7 +77,8 @@ pub struct Mint {
 }
 
 /// Moves `amount` of `asset` from `from` to `to`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TokenTransfer {
     /// The payer (the sender).
     pub from: AccountId,
@@ -84,7 +91,8 @@ pub struct TokenTransfer {
 }
 
 /// Creates the constant-product pool `pool` for a pair of assets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreatePool {
     /// Who creates it (the sender).
     pub creator: AccountId,
@@ -99,7 +107,8 @@ pub struct CreatePool {
 }
 
 /// Deposits both assets of `pool`'s pair for pool shares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AddLiquidity {
     /// Who deposits (the sender).
     pub provider: AccountId,
@@ -117,7 +126,8 @@ pub struct AddLiquidity {
 
 /// Sells `amount_in` of `asset_in` to `pool` for at least `min_out` of
 /// `asset_out`; fails with [`crate::TxError::SlippageExceeded`] below that.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Swap {
     /// Who swaps (the sender).
     pub trader: AccountId,
@@ -144,6 +154,103 @@ pub struct ContractCall {
     pub args: Vec<Value>,
     /// Every key the call may read or write.
     pub access: AccessSet,
+}
+
+/// A key as a request names it: a balance (`{"account": 1, "asset": 0}`)
+/// or a contract field (`{"account": 1, "field": 3}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum KeyRef {
+    /// The balance of `asset` held by `account`.
+    Balance {
+        /// The account.
+        account: AccountId,
+        /// The asset (0: the coin).
+        asset: AssetId,
+    },
+    /// Contract field `field` of `account`.
+    Field {
+        /// The account.
+        account: AccountId,
+        /// The field number.
+        field: u64,
+    },
+}
+
+impl KeyRef {
+    /// The key it names.
+    pub fn key(self) -> Key {
+        match self {
+            KeyRef::Balance { account, asset } => Key::balance(account, asset),
+            KeyRef::Field { account, field } => Key::field(account, field),
+        }
+    }
+}
+
+/// A user contract call as a request spells it: the keys it may only read
+/// and those it may write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallRequest {
+    /// The sender.
+    pub sender: AccountId,
+    /// The contract.
+    pub contract: ContractId,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<Value>,
+    /// Keys it may only read.
+    #[serde(default)]
+    pub reads: Vec<KeyRef>,
+    /// Keys it may read and write.
+    #[serde(default)]
+    pub writes: Vec<KeyRef>,
+}
+
+/// Any call, as data: the JSON form of a transaction (`docs/JSONL.md`),
+/// tagged by `type`. Turn it into a transaction with [`WithId::with_id`]
+/// or `into`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// [`CreateAccount`].
+    CreateAccount(CreateAccount),
+    /// [`Transfer`].
+    Transfer(Transfer),
+    /// [`CreateAsset`].
+    CreateAsset(CreateAsset),
+    /// [`Mint`].
+    Mint(Mint),
+    /// [`TokenTransfer`].
+    TokenTransfer(TokenTransfer),
+    /// [`CreatePool`].
+    CreatePool(CreatePool),
+    /// [`AddLiquidity`].
+    AddLiquidity(AddLiquidity),
+    /// [`Swap`].
+    Swap(Swap),
+    /// A user contract call.
+    Call(CallRequest),
+}
+
+impl WithId for Request {
+    fn with_id(self, id: TxId) -> Transaction {
+        match self {
+            Request::CreateAccount(part) => part.with_id(id),
+            Request::Transfer(part) => part.with_id(id),
+            Request::CreateAsset(part) => part.with_id(id),
+            Request::Mint(part) => part.with_id(id),
+            Request::TokenTransfer(part) => part.with_id(id),
+            Request::CreatePool(part) => part.with_id(id),
+            Request::AddLiquidity(part) => part.with_id(id),
+            Request::Swap(part) => part.with_id(id),
+            Request::Call(call) => {
+                let keys = |refs: Vec<KeyRef>| refs.into_iter().map(KeyRef::key).collect::<Vec<_>>();
+                let access = AccessSet::new(keys(call.reads), keys(call.writes));
+                Transaction::custom(id, call.sender, call.contract, call.args, access)
+            }
+        }
+    }
 }
 
 /// Builds the transaction of a call's parts with a given id.
@@ -249,5 +356,41 @@ mod tests {
             tokens.with_id(id),
             Transaction::token_transfer(id, a, x, b, 6)
         );
+    }
+
+    /// Requests decode from their JSON form, tagged by `type`, into the
+    /// transactions their named parts build; unknown fields and types are
+    /// refused.
+    #[test]
+    fn requests_decode_from_json() {
+        let id = TxId::from_u128(1);
+        let decode = |text: &str| serde_json::from_str::<Request>(text);
+        let transfer = decode(r#"{"type":"transfer","from":1,"to":2,"amount":5}"#).unwrap();
+        assert_eq!(
+            transfer.with_id(id),
+            Transaction::transfer(id, AccountId(1), AccountId(2), 5)
+        );
+        let call = decode(
+            r#"{"type":"call","sender":1,"contract":7,"args":[3],
+                "reads":[{"account":1,"field":2}],"writes":[{"account":4,"asset":0}]}"#,
+        )
+        .unwrap();
+        let access = AccessSet::new(
+            [Key::field(AccountId(1), 2)],
+            [Key::balance(AccountId(4), AssetId::COIN)],
+        );
+        assert_eq!(
+            call.with_id(id),
+            Transaction::custom(id, AccountId(1), ContractId(7), vec![3], access)
+        );
+        for bad in [
+            r#"{"type":"transfer","from":1,"to":2}"#,
+            r#"{"type":"transfer","from":1,"to":2,"amount":5,"memo":1}"#,
+            r#"{"type":"teleport","from":1}"#,
+            r#"{"type":"transfer","from":-1,"to":2,"amount":5}"#,
+            r#"{"type":"call","sender":1,"contract":7,"writes":[{"account":4}]}"#,
+        ] {
+            assert!(decode(bad).is_err(), "{bad} decoded");
+        }
     }
 }
