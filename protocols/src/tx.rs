@@ -245,7 +245,8 @@ impl WithId for Request {
             Request::AddLiquidity(part) => part.with_id(id),
             Request::Swap(part) => part.with_id(id),
             Request::Call(call) => {
-                let keys = |refs: Vec<KeyRef>| refs.into_iter().map(KeyRef::key).collect::<Vec<_>>();
+                let keys =
+                    |refs: Vec<KeyRef>| refs.into_iter().map(KeyRef::key).collect::<Vec<_>>();
                 let access = AccessSet::new(keys(call.reads), keys(call.writes));
                 Transaction::custom(id, call.sender, call.contract, call.args, access)
             }
