@@ -116,7 +116,7 @@ impl Dao {
 }
 
 impl Contract for Dao {
-    fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Value, TxError> {
+    fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Output, TxError> {
         let invalid = |reason: String| TxError::InvalidInput { reason };
         let sender = ctx.sender();
         // A member's weight, or an error if the sender is none.
@@ -150,7 +150,7 @@ impl Contract for Dao {
                 for member in members.chunks(2) {
                     ctx.write(Key::field(dao, WEIGHT + member[0]), member[1])?;
                 }
-                Ok(total)
+                Ok(total.into())
             }
             &[PROPOSE, dao, proposal, recipient, amount] => {
                 let (dao, proposal) = (AccountId(dao), AccountId(proposal));
@@ -165,7 +165,7 @@ impl Contract for Dao {
                 for tally in [YES, NO, EXECUTED] {
                     ctx.write(Key::field(proposal, tally), 0)?;
                 }
-                Ok(amount)
+                Ok(amount.into())
             }
             &[VOTE, dao, proposal, yes] if yes <= 1 => {
                 let (dao, proposal) = (AccountId(dao), AccountId(proposal));
@@ -182,7 +182,7 @@ impl Contract for Dao {
                     .ok_or(TxError::Overflow { key: tally })?;
                 ctx.write(tally, after)?;
                 ctx.write(voted, 1)?;
-                Ok(after)
+                Ok(after.into())
             }
             &[EXECUTE, dao, proposal] => {
                 let (dao, proposal) = (AccountId(dao), AccountId(proposal));
@@ -207,7 +207,7 @@ impl Contract for Dao {
                 ctx.debit(coins(dao), amount)?;
                 ctx.credit(coins(recipient), amount)?;
                 ctx.write(executed, 1)?;
-                Ok(amount)
+                Ok(amount.into())
             }
             _ => Err(invalid("dao: unknown operation or wrong arguments".into())),
         }

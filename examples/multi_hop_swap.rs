@@ -24,7 +24,8 @@ const ETH_BTC: AccountId = AccountId(300);
 
 /// Swaps along a route of two pools: `route(pool_1, pool_2, asset_in,
 /// asset_mid, asset_out, amount_in, min_out)`. Only the final output is
-/// guarded: what the first hop pays is what the second sells.
+/// guarded: what the first hop pays is what the second sells. It returns
+/// both hops' outputs: `(amount_mid, amount_out)`.
 struct Router;
 
 /// The route's arguments, by name.
@@ -61,12 +62,13 @@ impl Route {
 }
 
 impl Contract for Router {
-    fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Value, TxError> {
+    fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Output, TxError> {
         let route = Route::parse(args)?;
         let [a, b, c] = route.assets;
         let [first, second] = route.pools;
         let middle = amm::swap(ctx, first, a, b, route.amount_in, 1)?;
-        amm::swap(ctx, second, b, c, middle, route.min_out)
+        let out = amm::swap(ctx, second, b, c, middle, route.min_out)?;
+        Ok(Output::of((middle, out)))
     }
 
     fn access(&self, trader: AccountId, args: &[Value]) -> Result<AccessSet, TxError> {
@@ -207,12 +209,15 @@ pub fn run(routes: u64) -> Result<(), Box<dyn std::error::Error>> {
         return Err("a failed route changed the trader's balances".into());
     }
 
+    let eth_in_second_pool = cluster.balance_blocking(ETH_BTC, ETH)?.unwrap_or(0);
     let receipts = cluster.submit_batch_blocking(calls)?;
-    let mut bought = 0;
+    let (mut bought, mut middle_total) = (0, 0);
     for (trader, receipt) in traders.iter().zip(&receipts) {
-        let Status::Committed { output } = receipt.status else {
+        let Status::Committed { output } = &receipt.status else {
             return Err(format!("{trader}'s route: {}", receipt.status).into());
         };
+        let (middle, output): (Value, Value) = output.decode()?;
+        middle_total += middle;
         let [usd, eth, btc] = balances(&cluster, *trader)?;
         // Atomic: all $100 left, nothing stuck in the middle asset, and
         // exactly the route's output arrived.
@@ -222,6 +227,15 @@ pub fn run(routes: u64) -> Result<(), Box<dyn std::error::Error>> {
             );
         }
         bought += output;
+    }
+    // The first hops' outputs, as the router returned them, are exactly
+    // what the second pool was sold.
+    let eth_sold = cluster.balance_blocking(ETH_BTC, ETH)?.unwrap_or(0) - eth_in_second_pool;
+    if eth_sold != middle_total {
+        return Err(format!(
+            "the routes report {middle_total} ETH sold on, the pool got {eth_sold}"
+        )
+        .into());
     }
     let after = totals(&cluster, &holders)?;
     let k_after = [

@@ -90,7 +90,7 @@ impl Market {
 }
 
 impl Contract for Market {
-    fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Value, TxError> {
+    fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Output, TxError> {
         let invalid = |reason: &str| TxError::InvalidInput {
             reason: reason.into(),
         };
@@ -114,7 +114,7 @@ impl Contract for Market {
                 ctx.write(field(token, PRICE), 0)?;
                 ctx.write(field(token, CREATOR), sender.0)?;
                 ctx.write(field(token, ROYALTY_BPS), royalty_bps)?;
-                Ok(0)
+                Ok(0.into())
             }
             (LIST, &[price]) => {
                 let owner = ctx.read(field(token, OWNER))?.ok_or(TxError::NotFound {
@@ -127,7 +127,7 @@ impl Contract for Market {
                     });
                 }
                 ctx.write(field(token, PRICE), price)?;
-                Ok(price)
+                Ok(price.into())
             }
             (BUY, &[seller, max_price]) => {
                 let owner = ctx.read(field(token, OWNER))?.ok_or(TxError::NotFound {
@@ -156,7 +156,7 @@ impl Contract for Market {
                 ctx.credit(coins(creator), royalty)?;
                 ctx.write(field(token, OWNER), sender.0)?;
                 ctx.write(field(token, PRICE), 0)?;
-                Ok(price)
+                Ok(price.into())
             }
             _ => Err(invalid("market: unknown operation or wrong arguments")),
         }

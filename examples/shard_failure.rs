@@ -168,7 +168,7 @@ pub fn run(swaps: usize) -> Result<(), Box<dyn std::error::Error>> {
     let mut bought: HashMap<AccountId, Value> = HashMap::new();
     for tx in &all {
         if let Some(Status::Committed { output }) = outcomes.get(&tx.id) {
-            *bought.entry(tx.sender).or_default() += output;
+            *bought.entry(tx.sender).or_default() += output.value();
         }
     }
     for trader in &traders {

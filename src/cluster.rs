@@ -180,6 +180,25 @@ impl ClusterBuilder {
         self
     }
 
+    /// Places each of `accounts` on the shard `shard_of` gives it, as
+    /// [`ClusterBuilder::place`] does one: a placement rule (ranges,
+    /// modulo, a lookup) applied to the accounts it covers. The results are
+    /// recorded like any explicit placement, so a data directory refuses a
+    /// later start whose rule moved one of them; accounts not named go by
+    /// hash.
+    pub fn place_by(
+        mut self,
+        accounts: impl IntoIterator<Item = AccountId>,
+        shard_of: impl Fn(AccountId) -> ShardId,
+    ) -> Self {
+        self.placements.extend(
+            accounts
+                .into_iter()
+                .map(|account| (account, shard_of(account))),
+        );
+        self
+    }
+
     /// How long every call that waits (submissions, reads, `pending`) may
     /// take before it gives up (default [`DEFAULT_CALL_TIMEOUT`]); a single
     /// call can set its own with [`Cluster::within`].

@@ -33,8 +33,8 @@ pub mod prelude {
     };
     pub use parashard_protocols::{
         AbortReason, AccessSet, AccountId, AssetId, BlockExecutor, Call, Context, Contract,
-        ContractId, Key, ParallelExecutor, Receipt, Registry, SequentialExecutor, State, Status,
-        Transaction, TxError, TxId, Unanswered, Value,
+        ContractId, Key, Output, ParallelExecutor, Receipt, Registry, SequentialExecutor, State,
+        Status, Transaction, TxError, TxId, Unanswered, Value,
     };
 }
 

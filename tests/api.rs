@@ -44,6 +44,29 @@ fn place_all_places_every_account() {
     }
 }
 
+/// `place_by` puts every account it names where its rule says, and a
+/// rule naming a shard that does not exist is refused at start.
+#[test]
+fn place_by_applies_a_rule_to_every_account() {
+    let by_range = |account: AccountId| ShardId((account.0 / 100) as u32);
+    let cluster = Cluster::builder()
+        .shards(3)
+        .place_by((0..300).map(AccountId), by_range)
+        .start()
+        .unwrap();
+    for account in (0..300).map(AccountId) {
+        assert_eq!(
+            cluster.placement().shard_of_account(account),
+            by_range(account)
+        );
+    }
+    let refused = Cluster::builder()
+        .shards(3)
+        .place_by((0..400).map(AccountId), by_range)
+        .start();
+    assert!(refused.is_err(), "account 300 placed on shard 3 of 3");
+}
+
 /// A user contract that holds its shard's thread until the test opens the
 /// gate: while it runs, that shard answers nothing, for certain.
 #[derive(Clone, Default)]
@@ -70,14 +93,14 @@ impl Gate {
 }
 
 impl Contract for Gate {
-    fn execute(&self, ctx: &mut Context<'_>, _args: &[Value]) -> Result<Value, TxError> {
+    fn execute(&self, ctx: &mut Context<'_>, _args: &[Value]) -> Result<Output, TxError> {
         let (open, opened) = &*self.0;
         let mut guard = open.lock().unwrap();
         while !*guard {
             guard = opened.wait(guard).unwrap();
         }
         ctx.write(Key::field(ctx.sender(), 0), 1)?;
-        Ok(1)
+        Ok(1.into())
     }
 }
 
@@ -130,7 +153,7 @@ fn a_partly_answered_batch_returns_what_it_has() {
 
     gate.open();
     let again = cluster.submit_blocking(held).unwrap();
-    assert_eq!(again.status, Status::Committed { output: 1 });
+    assert_eq!(again.status, Status::Committed { output: 1.into() });
     assert_eq!(cluster.get_many_blocking(&[field]).unwrap(), vec![Some(1)]);
     let balances: Vec<_> = [0, 1]
         .map(|a| {
@@ -231,10 +254,10 @@ fn latency_is_per_transaction() {
 fn calls_take_their_access_set_from_the_contract() {
     struct Counter;
     impl Contract for Counter {
-        fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Value, TxError> {
+        fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Output, TxError> {
             let (account, by): (AccountId, Value) = Args::decode(args)?;
             ctx.credit(Key::field(account, 1), by)?;
-            ctx.balance(Key::field(account, 1))
+            ctx.balance(Key::field(account, 1)).map(Output::from)
         }
 
         fn access(&self, _sender: AccountId, args: &[Value]) -> Result<AccessSet, TxError> {
@@ -261,7 +284,7 @@ fn calls_take_their_access_set_from_the_contract() {
         AccessSet::new([], [Key::field(AccountId(5), 1)])
     );
     let receipt = cluster.submit_blocking(call).unwrap();
-    assert_eq!(receipt.status, Status::Committed { output: 3 });
+    assert_eq!(receipt.status, Status::Committed { output: 3.into() });
     assert!(matches!(
         cluster.call(AccountId(1), COUNTER, vec![5]),
         Err(TxError::InvalidInput { .. })
@@ -278,4 +301,103 @@ fn calls_take_their_access_set_from_the_contract() {
             contract: ContractId(99)
         }
     );
+}
+
+/// A contract that returns `args[0]` words: the sender's balance, then
+/// 1, 2, 3, ... It moves one coin from the sender to account `args[1]`,
+/// so that the call is local or cross-shard as the test places it.
+struct Words;
+
+const WORDS: ContractId = ContractId(41);
+
+impl Contract for Words {
+    fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Output, TxError> {
+        let (count, to): (Value, AccountId) = Args::decode(args)?;
+        let from = Key::balance(ctx.sender(), AssetId::COIN);
+        ctx.debit(from, 1)?;
+        ctx.credit(Key::balance(to, AssetId::COIN), 1)?;
+        let balance = ctx.balance(from)?;
+        Ok(Output::from_words(std::iter::once(balance).chain(1..count)))
+    }
+
+    fn access(&self, sender: AccountId, args: &[Value]) -> Result<AccessSet, TxError> {
+        let (_, to): (Value, AccountId) = Args::decode(args)?;
+        let coin = |account| Key::balance(account, AssetId::COIN);
+        Ok(AccessSet::new([], [coin(sender), coin(to)]))
+    }
+}
+
+/// A contract's several output words reach the receipt whole, locally and
+/// through 2PC, and a retry with the same id is answered with the same
+/// words from the commit memory without running again; more words than
+/// `MAX_OUTPUT_WORDS` fail the call with a typed error and write nothing.
+#[test]
+fn outputs_of_several_words_reach_the_receipt_and_its_retry() {
+    let placements = [(0, 0), (1, 0), (2, 1)].map(|(a, s)| (AccountId(a), ShardId(s)));
+    let cluster = Cluster::builder()
+        .shards(2)
+        .place_all(placements)
+        .contract(WORDS, "words-1", Arc::new(Words))
+        .unwrap()
+        .start()
+        .unwrap();
+    let genesis: Vec<_> = (0..3).map(|a| (AccountId(a), 1_000)).collect();
+    cluster.create_accounts_blocking(&genesis).unwrap();
+    let local = cluster
+        .call(AccountId(0), WORDS, (3u64, AccountId(1)).encode())
+        .unwrap();
+    let cross = cluster
+        .call(AccountId(0), WORDS, (2u64, AccountId(2)).encode())
+        .unwrap();
+    let receipts = cluster
+        .submit_batch_blocking(vec![local.clone(), cross.clone()])
+        .unwrap();
+    let words = |receipt: &Receipt| match &receipt.status {
+        Status::Committed { output } => output.words().to_vec(),
+        other => panic!("not committed: {other}"),
+    };
+    let (first, second) = (words(&receipts[0]), words(&receipts[1]));
+    assert_eq!(first.len(), 3);
+    assert_eq!(second.len(), 2);
+    assert_eq!(first[1..], [1, 2]);
+    assert_eq!(second[1..], [1]);
+    // One of them saw the other's debit: balances 999 and 998, in some order.
+    let mut seen = [first[0], second[0]];
+    seen.sort();
+    assert_eq!(seen, [998, 999]);
+    let (amount_left, one): (Value, Value) = match &receipts[1].status {
+        Status::Committed { output } => output.decode().unwrap(),
+        other => panic!("not committed: {other}"),
+    };
+    assert_eq!((amount_left, one), (second[0], 1));
+
+    let retried = cluster.submit_batch_blocking(vec![local, cross]).unwrap();
+    assert_eq!(retried, receipts);
+    assert_eq!(
+        cluster
+            .balance_blocking(AccountId(0), AssetId::COIN)
+            .unwrap(),
+        Some(998),
+        "a retry ran again"
+    );
+
+    let too_many = (model_max_words() as u64 + 1, AccountId(1)).encode();
+    let receipt = cluster
+        .submit_blocking(cluster.call(AccountId(0), WORDS, too_many).unwrap())
+        .unwrap();
+    assert!(
+        matches!(receipt.error(), Some(TxError::InvalidInput { reason }) if reason.contains("at most 8")),
+        "{receipt:?}"
+    );
+    assert_eq!(
+        cluster
+            .balance_blocking(AccountId(0), AssetId::COIN)
+            .unwrap(),
+        Some(998),
+        "a refused output wrote"
+    );
+}
+
+fn model_max_words() -> usize {
+    parashard::protocols::model::MAX_OUTPUT_WORDS
 }

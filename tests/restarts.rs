@@ -29,11 +29,11 @@ fn held(depositor: AccountId) -> Key {
 struct Escrow;
 
 impl Contract for Escrow {
-    fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Value, TxError> {
+    fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Output, TxError> {
         let amount = args.first().copied().unwrap_or(0);
         ctx.debit(coin(ctx.sender()), amount)?;
         ctx.credit(held(ctx.sender()), amount)?;
-        Ok(amount)
+        Ok(amount.into())
     }
 }
 
@@ -43,7 +43,7 @@ impl Contract for Escrow {
 struct Tampered;
 
 impl Contract for Tampered {
-    fn execute(&self, _ctx: &mut Context<'_>, _args: &[Value]) -> Result<Value, TxError> {
+    fn execute(&self, _ctx: &mut Context<'_>, _args: &[Value]) -> Result<Output, TxError> {
         Err(TxError::InvalidInput {
             reason: "tampered".into(),
         })

@@ -222,7 +222,9 @@ mod tests {
     fn committed(n: u128) -> Receipt {
         Receipt {
             tx_id: TxId::from_u128(n),
-            status: Status::Committed { output: n as u64 },
+            status: Status::Committed {
+                output: (n as u64).into(),
+            },
         }
     }
 

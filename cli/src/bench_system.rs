@@ -253,13 +253,13 @@ fn pool(i: u64) -> AccountId {
 struct PayFee;
 
 impl Contract for PayFee {
-    fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Value, TxError> {
+    fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Output, TxError> {
         let fee = args.first().copied().unwrap_or(1);
         ctx.debit(Key::balance(ctx.sender(), AssetId::COIN), fee)?;
         ctx.credit(Key::balance(FEE_COLLECTOR, AssetId::COIN), fee)?;
         let count = Key::field(FEE_COLLECTOR, 0);
         ctx.credit(count, 1)?;
-        ctx.balance(count)
+        ctx.balance(count).map(Output::from)
     }
 }
 

@@ -17,7 +17,7 @@
 use std::hash::BuildHasher;
 
 use crate::fastmap::PREFETCH_AHEAD;
-use crate::model::{Receipt, Status, Transaction, TxId, Value};
+use crate::model::{Output, Receipt, Status, Transaction, TxId};
 
 /// Commits remembered by default: at a million transactions per second,
 /// about a second of history per shard; about 40 MB when full.
@@ -39,7 +39,7 @@ pub const MAX_CAPACITY: usize = (1 << 31) - 1;
 pub struct CommittedMemory {
     capacity: usize,
     /// `(id, output)` in arrival order, starting at `oldest` once full.
-    ring: Vec<(TxId, Value)>,
+    ring: Vec<(TxId, Output)>,
     oldest: usize,
     /// `hash << 32 | ring position + 1`, or 0 for an empty bucket; at most
     /// half full, linear probing; grows with the ring.
@@ -111,7 +111,7 @@ impl CommittedMemory {
         Some(Receipt {
             tx_id: *id,
             status: Status::Committed {
-                output: self.ring[position].1,
+                output: self.ring[position].1.clone(),
             },
         })
     }
@@ -137,7 +137,7 @@ impl CommittedMemory {
     /// Remembers that `id` committed with `output`, forgetting the oldest
     /// commit if the memory is full. An id remembered already keeps its
     /// first output (an id commits once).
-    pub fn remember(&mut self, id: TxId, output: Value) {
+    pub fn remember(&mut self, id: TxId, output: Output) {
         let hash = self.hash(&id);
         if self.capacity == 0 || self.find_hashed(&id, hash).is_some() {
             return;
@@ -228,17 +228,17 @@ impl CommittedMemory {
                     self.prefetch(&evicted);
                 }
             }
-            if let Status::Committed { output } = receipt.status {
-                self.remember(receipt.tx_id, output);
+            if let Status::Committed { output } = &receipt.status {
+                self.remember(receipt.tx_id, output.clone());
             }
         }
     }
 
     /// Every remembered commit, oldest first: what a snapshot keeps, and
     /// what [`CommittedMemory::remember`] takes back in the same order.
-    pub fn iter(&self) -> impl Iterator<Item = (TxId, Value)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (TxId, Output)> + '_ {
         let (newer, older) = self.ring.split_at(self.oldest);
-        older.iter().chain(newer).copied()
+        older.iter().chain(newer).cloned()
     }
 
     /// The most commits remembered.
@@ -260,7 +260,7 @@ impl CommittedMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::TxError;
+    use crate::model::{TxError, Value};
 
     fn id(n: u128) -> TxId {
         TxId::from_u128(n)
@@ -273,16 +273,16 @@ mod tests {
     fn remembers_the_latest_commits() {
         let mut memory = CommittedMemory::new(3);
         for n in 1..=4 {
-            memory.remember(id(n), n as Value * 10);
+            memory.remember(id(n), (n as Value * 10).into());
         }
-        memory.remember(id(3), 999);
+        memory.remember(id(3), 999.into());
         assert_eq!(memory.len(), 3);
         assert_eq!(memory.receipt(&id(1)), None, "the oldest is forgotten");
         assert_eq!(
             memory.receipt(&id(3)),
             Some(Receipt {
                 tx_id: id(3),
-                status: Status::Committed { output: 30 },
+                status: Status::Committed { output: 30.into() },
             })
         );
         let batch: Vec<Transaction> = [5, 3, 1, 4]
@@ -302,7 +302,10 @@ mod tests {
             "positions of the remembered ones"
         );
         let saved: Vec<_> = memory.iter().collect();
-        assert_eq!(saved, vec![(id(2), 20), (id(3), 30), (id(4), 40)]);
+        assert_eq!(
+            saved,
+            vec![(id(2), 20.into()), (id(3), 30.into()), (id(4), 40.into())]
+        );
         let mut restored = CommittedMemory::new(3);
         for (tx, output) in saved {
             restored.remember(tx, output);
@@ -330,12 +333,14 @@ mod tests {
                 (1 + rng.below(9) as usize, 40)
             };
             let mut memory = CommittedMemory::new(capacity);
-            let mut model: VecDeque<(TxId, Value)> = VecDeque::new();
+            let mut model: VecDeque<(TxId, Output)> = VecDeque::new();
             for step in 0..2_000 {
                 let tx = id(u128::from(rng.below(ids)));
                 if rng.chance(60) {
-                    let output = rng.below(1_000);
-                    memory.remember(tx, output);
+                    // Outputs of zero to two words: none of them is special.
+                    let words = rng.below(3);
+                    let output = Output::from_words((0..words).map(|_| rng.below(1_000)));
+                    memory.remember(tx, output.clone());
                     if !model.iter().any(|(t, _)| *t == tx) {
                         if model.len() == capacity {
                             model.pop_front();
@@ -347,15 +352,17 @@ mod tests {
                         model
                             .iter()
                             .find(|(t, _)| *t == tx)
-                            .map(|&(_, output)| Receipt {
+                            .map(|(_, output)| Receipt {
                                 tx_id: tx,
-                                status: Status::Committed { output },
+                                status: Status::Committed {
+                                    output: output.clone(),
+                                },
                             });
                     assert_eq!(memory.receipt(&tx), expected, "seed {seed} step {step}");
                 }
                 assert_eq!(
                     memory.iter().collect::<Vec<_>>(),
-                    model.iter().copied().collect::<Vec<_>>(),
+                    model.iter().cloned().collect::<Vec<_>>(),
                     "seed {seed} step {step}"
                 );
             }
@@ -369,7 +376,7 @@ mod tests {
         let receipts = [
             Receipt {
                 tx_id: id(1),
-                status: Status::Committed { output: 5 },
+                status: Status::Committed { output: 5.into() },
             },
             Receipt {
                 tx_id: id(2),

@@ -653,15 +653,89 @@ impl AbortReason {
     }
 }
 
+/// The most words a call may return.
+pub const MAX_OUTPUT_WORDS: usize = 8;
+
+/// What a committed call returned: one word for native calls (a swap's
+/// amount out, minted pool shares, 0 for the rest), up to
+/// [`MAX_OUTPUT_WORDS`] for a user contract. One word stays inline.
+///
+/// ```
+/// use parashard_protocols::model::Output;
+/// use parashard_protocols::AccountId;
+///
+/// let output = Output::of((AccountId(7), 42u64));
+/// assert_eq!(output.words(), &[7, 42]);
+/// let (winner, amount): (AccountId, u64) = output.decode().unwrap();
+/// assert_eq!((winner, amount), (AccountId(7), 42));
+/// assert_eq!(Output::from(5).value(), 5);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Output(SmallVec<[Value; 1]>);
+
+impl Output {
+    /// The output's words.
+    pub fn words(&self) -> &[Value] {
+        &self.0
+    }
+
+    /// The first word (0 if there is none): the whole output of a native
+    /// call.
+    pub fn value(&self) -> Value {
+        self.0.first().copied().unwrap_or(0)
+    }
+
+    /// An output of several words.
+    pub fn from_words(words: impl IntoIterator<Item = Value>) -> Output {
+        Output(words.into_iter().collect())
+    }
+
+    /// The number of words.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it holds no word.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<Value> for Output {
+    fn from(value: Value) -> Output {
+        Output(smallvec::smallvec![value])
+    }
+}
+
+impl PartialEq<Value> for Output {
+    fn eq(&self, other: &Value) -> bool {
+        self.0.as_slice() == [*other]
+    }
+}
+
+impl fmt::Display for Output {
+    /// The words, comma-separated.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, word) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{word}")?;
+        }
+        Ok(())
+    }
+}
+
 /// The outcome of one transaction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Status {
     /// Applied. `output` is the call's return value (a swap's amount out,
-    /// minted pool shares, a user contract's result; 0 otherwise).
+    /// minted pool shares, a user contract's words; 0 otherwise).
     Committed {
         /// The return value.
-        output: Value,
+        output: Output,
     },
     /// Not applied, for the reason given.
     Failed(TxError),
@@ -740,7 +814,14 @@ mod tests {
     /// the reason of a failure.
     #[test]
     fn status_displays_output_or_reason() {
-        assert_eq!(Status::Committed { output: 5 }.to_string(), "committed (5)");
+        assert_eq!(
+            Status::Committed { output: 5.into() }.to_string(),
+            "committed (5)"
+        );
+        let pair = Status::Committed {
+            output: Output::from_words([5, 6]),
+        };
+        assert_eq!(pair.to_string(), "committed (5, 6)");
         let failed = Status::Failed(TxError::UnknownAccount {
             account: AccountId(9),
         });

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Key, Receipt, ShardId, Status, Transaction, TxId, Value};
+use crate::model::{Key, Output, Receipt, ShardId, Status, Transaction, TxId, Value};
 use crate::state::State;
 
 use crate::twopc::{Attempt, Committed, Finished, Writes};
@@ -21,7 +21,7 @@ pub enum ShardRecord {
     Block {
         /// Each transaction the block committed, in block order, with its
         /// output (what the shard's commit memory answers a retry with).
-        committed: Vec<(TxId, Value)>,
+        committed: Vec<(TxId, Output)>,
         /// The value the block left in each key its committed transactions
         /// declared for writing, in block order; a key may appear more than
         /// once, always with the same (final) value.
@@ -97,7 +97,7 @@ pub struct ShardSnapshot {
     pub decided_below: Attempt,
     /// Local commits remembered to answer re-submissions, oldest first
     /// (see [`crate::committed`]).
-    pub committed: Vec<(TxId, Value)>,
+    pub committed: Vec<(TxId, Output)>,
 }
 
 /// A coordinator's snapshot: the commit decisions not yet done, as
@@ -109,7 +109,7 @@ pub struct CoordinatorSnapshot {
     pub commits: Vec<CoordinatorRecord>,
     /// Finished commits remembered to answer re-submissions, oldest first
     /// (see [`crate::committed`]).
-    pub committed: Vec<(TxId, Value)>,
+    pub committed: Vec<(TxId, Output)>,
     /// The epoch of the incarnation that wrote the snapshot.
     pub epoch: u32,
 }
@@ -127,10 +127,10 @@ impl ShardRecord {
         let mut writes = Vec::with_capacity(block.len() * 2);
         for (tx, receipt) in block.iter().zip(receipts) {
             debug_assert_eq!(tx.id, receipt.tx_id);
-            let Status::Committed { output } = receipt.status else {
+            let Status::Committed { output } = &receipt.status else {
                 continue;
             };
-            committed.push((tx.id, output));
+            committed.push((tx.id, output.clone()));
             for key in &tx.access.writes {
                 if let Some(value) = state.get(key) {
                     writes.push((*key, value));

@@ -186,8 +186,8 @@ pub fn recover_coordinator(
             // A mark of a commit not open here changes nothing.
             CoordinatorRecord::Done { tx } => {
                 if let Some((committed, _)) = open.remove(&tx) {
-                    for &(member, output) in committed.iter() {
-                        machine.restore_committed(member, output);
+                    for (member, output) in committed.iter() {
+                        machine.restore_committed(*member, output.clone());
                     }
                 }
             }
@@ -211,7 +211,7 @@ mod tests {
     fn commit(id: u128, from: u64, to: u64, output: Value) -> CoordinatorRecord {
         CoordinatorRecord::Commit {
             tx: TxId::from_u128(id),
-            committed: [(TxId::from_u128(id), output)].into(),
+            committed: [(TxId::from_u128(id), output.into())].into(),
             writes: vec![
                 (
                     ShardId(0),
@@ -277,7 +277,7 @@ mod tests {
     fn coordinator_log_recovers_done_and_open_commits() {
         let snapshot = CoordinatorSnapshot {
             commits: vec![commit(1, 0, 1, 5)],
-            committed: vec![(TxId::from_u128(7), 70)],
+            committed: vec![(TxId::from_u128(7), 70.into())],
             epoch: 4,
         };
         let records = vec![
@@ -326,7 +326,10 @@ mod tests {
         remembered.sort_unstable();
         assert_eq!(
             remembered,
-            vec![(TxId::from_u128(1), 5), (TxId::from_u128(7), 70)]
+            vec![
+                (TxId::from_u128(1), 5.into()),
+                (TxId::from_u128(7), 70.into())
+            ]
         );
         let retry = Transaction::transfer(TxId::from_u128(1), AccountId(0), AccountId(1), 1);
         machine.begin(0, retry);
@@ -334,7 +337,7 @@ mod tests {
             machine.take_commands(),
             vec![Command::Reply(Receipt {
                 tx_id: TxId::from_u128(1),
-                status: Status::Committed { output: 5 },
+                status: Status::Committed { output: 5.into() },
             })]
         );
     }

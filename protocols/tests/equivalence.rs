@@ -568,8 +568,8 @@ fn check_redo(case: &Case, executor: &dyn BlockExecutor) -> Result<(), TestCaseE
             .execute_block(&mut state, block)
             .map_err(|e| TestCaseError::fail(format!("seed {}: {e}", case.seed)))?;
         records.push(ShardRecord::block(&state, block, &receipts));
-        committed.extend(receipts.iter().filter_map(|r| match r.status {
-            Status::Committed { output } => Some((r.tx_id, output)),
+        committed.extend(receipts.iter().filter_map(|r| match &r.status {
+            Status::Committed { output } => Some((r.tx_id, output.clone())),
             _ => None,
         }));
         let memory = ShardMemory::recover(
@@ -636,7 +636,7 @@ fn check_oracle(case: &Case, executors: &Executors) -> Result<(), TestCaseError>
                 .map_err(|e| TestCaseError::fail(format!("seed {}: {e}", case.seed)))?;
             for ((tx, receipt), want) in block.iter().zip(&receipts).zip(&expected) {
                 let got = match &receipt.status {
-                    Status::Committed { output } => Outcome::Committed(*output),
+                    Status::Committed { output } => Outcome::Committed(output.value()),
                     Status::Failed(error) => Outcome::Failed(oracle::kind(error)),
                     _ => Outcome::Failed("unknown status"),
                 };

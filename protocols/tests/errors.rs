@@ -176,8 +176,8 @@ fn ids() -> TxIds {
 }
 
 fn output(receipt: &Receipt) -> Value {
-    match receipt.status {
-        Status::Committed { output } => output,
+    match &receipt.status {
+        Status::Committed { output } => output.value(),
         _ => panic!("not committed: {receipt:?}"),
     }
 }

@@ -52,10 +52,10 @@ use super::{Record, Recovered, SnapshotPolicy, Storage, StorageError, StorageSta
 /// version (two digits), bumped whenever the encoding of what the file
 /// holds changes. A file in another version is refused with
 /// [`StorageError::UnsupportedFormat`].
-pub const LOG_MAGIC: [u8; 8] = *b"PSHLOG04";
+pub const LOG_MAGIC: [u8; 8] = *b"PSHLOG05";
 /// The first bytes of every snapshot file (kind, then version, as in
 /// [`LOG_MAGIC`]).
-pub const SNAPSHOT_MAGIC: [u8; 8] = *b"PSHSNP04";
+pub const SNAPSHOT_MAGIC: [u8; 8] = *b"PSHSNP05";
 /// Where the version digits start in a magic.
 const FORMAT_VERSION_AT: usize = 6;
 /// A log file's header: the magic and the generation.

@@ -13,7 +13,7 @@
 //! assert!(<(AccountId, Value)>::decode(&[9]).is_err());
 //! ```
 
-use crate::model::{AccountId, AssetId, ContractId, TxError, Value};
+use crate::model::{AccountId, AssetId, ContractId, Output, TxError, Value};
 
 /// One argument: a type that is a word.
 pub trait Arg: Sized {
@@ -96,6 +96,25 @@ tuple_args!(6: A 0, B 1, C 2, D 3, E 4, F 5);
 tuple_args!(7: A 0, B 1, C 2, D 3, E 4, F 5, G 6);
 tuple_args!(8: A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
 
+impl Output {
+    /// An output of typed parts: what a contract returns for several
+    /// results (`Ok(Output::of((amount_out, fee)))`).
+    pub fn of(parts: impl Args) -> Output {
+        Output::from_words(parts.encode())
+    }
+
+    /// The output as typed parts; [`TxError::InvalidInput`] if it has not
+    /// exactly [`Args::LEN`] words.
+    pub fn decode<T: Args>(&self) -> Result<T, TxError> {
+        if self.len() != T::LEN {
+            return Err(TxError::InvalidInput {
+                reason: format!("the output has {} words, not {}", self.len(), T::LEN),
+            });
+        }
+        T::decode(self.words())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +136,14 @@ mod tests {
             TxError::InvalidInput {
                 reason: "the call takes 2 arguments, not 4".into()
             }
+        );
+        let output = Output::of((AccountId(1), 2 as Value));
+        assert_eq!(output.decode(), Ok((AccountId(1), 2 as Value)));
+        assert_eq!(
+            output.decode::<(Value,)>(),
+            Err(TxError::InvalidInput {
+                reason: "the output has 2 words, not 1".into()
+            })
         );
         let eight = (1u64, 2u64, 3u64, 4u64, 5u64, 6u64, 7u64, 8u64);
         assert_eq!(Args::decode(&eight.encode()), Ok(eight));

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use crate::model::{
-    AccessSet, AccountId, Call, ContractId, Key, Transaction, TxError, TxId, Value,
+    AccessSet, AccountId, Call, ContractId, Key, Output, Transaction, TxError, TxId, Value,
+    MAX_OUTPUT_WORDS,
 };
 use crate::state::Slot;
 
@@ -26,8 +27,10 @@ use crate::state::Slot;
 /// Contracts must be deterministic: the parallel executor relies on a call
 /// giving the same result for the same state and arguments.
 pub trait Contract: Send + Sync {
-    /// Executes one call and returns its output value.
-    fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Value, TxError>;
+    /// Executes one call and returns its output: one word
+    /// (`Ok(value.into())`) or several (`Ok(Output::of((a, b)))`), at
+    /// most [`crate::model::MAX_OUTPUT_WORDS`].
+    fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Output, TxError>;
 
     /// The keys a call from `sender` with `args` may touch, worked out
     /// from the arguments by the contract itself, so that a call and its
@@ -261,42 +264,48 @@ pub(crate) fn run(
     tx: &Transaction,
     slots: &[Option<&Slot>],
     registry: &Registry,
-) -> Result<(Value, Writes), TxError> {
+) -> Result<(Output, Writes), TxError> {
     if let Some(result) = coin::transfer_fast(tx, slots) {
         return result.map(|[(_, from_left), (_, to_sum)]| {
-            (0, [(0, from_left), (1, to_sum)].into_iter().collect())
+            (
+                0.into(),
+                [(0, from_left), (1, to_sum)].into_iter().collect(),
+            )
         });
     }
     tx.access.validate()?;
     let mut ctx = Context::new(tx, slots);
     let output = match &tx.call {
         Call::CreateAccount { account, balance } => {
-            coin::create_account(&mut ctx, *account, *balance)
+            coin::create_account(&mut ctx, *account, *balance).map(Output::from)
         }
-        Call::Transfer { to, amount } => coin::transfer(&mut ctx, *to, *amount),
-        Call::CreateAsset { asset } => token::create_asset(&mut ctx, *asset),
-        Call::Mint { asset, to, amount } => token::mint(&mut ctx, *asset, *to, *amount),
+        Call::Transfer { to, amount } => coin::transfer(&mut ctx, *to, *amount).map(Output::from),
+        Call::CreateAsset { asset } => token::create_asset(&mut ctx, *asset).map(Output::from),
+        Call::Mint { asset, to, amount } => {
+            token::mint(&mut ctx, *asset, *to, *amount).map(Output::from)
+        }
         Call::TokenTransfer { asset, to, amount } => {
-            token::transfer(&mut ctx, *asset, *to, *amount)
+            token::transfer(&mut ctx, *asset, *to, *amount).map(Output::from)
         }
         Call::CreatePool {
             pool,
             asset_a,
             asset_b,
             fee_bps,
-        } => amm::create_pool(&mut ctx, *pool, *asset_a, *asset_b, *fee_bps),
+        } => amm::create_pool(&mut ctx, *pool, *asset_a, *asset_b, *fee_bps).map(Output::from),
         Call::AddLiquidity {
             pool,
             amount_a,
             amount_b,
-        } => amm::add_liquidity(&mut ctx, *pool, *amount_a, *amount_b),
+        } => amm::add_liquidity(&mut ctx, *pool, *amount_a, *amount_b).map(Output::from),
         Call::Swap {
             pool,
             asset_in,
             asset_out,
             amount_in,
             min_out,
-        } => amm::swap(&mut ctx, *pool, *asset_in, *asset_out, *amount_in, *min_out),
+        } => amm::swap(&mut ctx, *pool, *asset_in, *asset_out, *amount_in, *min_out)
+            .map(Output::from),
         Call::Custom { contract, args } => {
             let code = registry.get(*contract).ok_or(TxError::UnknownContract {
                 contract: *contract,
@@ -313,5 +322,13 @@ pub(crate) fn run(
             )
         }
     }?;
+    if output.len() > MAX_OUTPUT_WORDS {
+        return Err(TxError::InvalidInput {
+            reason: format!(
+                "the contract returned {} words, at most {MAX_OUTPUT_WORDS} allowed",
+                output.len()
+            ),
+        });
+    }
     Ok((output, ctx.into_writes()))
 }

@@ -112,7 +112,7 @@ pub(crate) fn run_and_store(
             for (slot, value) in balances {
                 slot.store(value);
             }
-            Status::Committed { output: 0 }
+            Status::Committed { output: 0.into() }
         }
         Some(Err(error)) => Status::Failed(error),
         None => match crate::contracts::run(tx, slots, registry) {
@@ -161,7 +161,7 @@ pub fn execute_with_values(
     registry: &crate::contracts::Registry,
 ) -> Result<
     (
-        crate::model::Value,
+        crate::model::Output,
         Vec<(crate::model::Key, crate::model::Value)>,
     ),
     crate::model::TxError,

@@ -92,7 +92,9 @@ use crate::contracts::Registry;
 use crate::exec::execute_with_values;
 use crate::fastmap::{FastMap, FastSet, IdMap, PREFETCH_AHEAD};
 use crate::locks::{Granted, LockTable};
-use crate::model::{AbortReason, Key, Receipt, ShardId, Status, Transaction, TxError, TxId, Value};
+use crate::model::{
+    AbortReason, Key, Output, Receipt, ShardId, Status, Transaction, TxError, TxId, Value,
+};
 use crate::placement::Placement;
 use crate::records::ShardRecord;
 
@@ -119,7 +121,7 @@ pub type Writes = Arc<[(Key, Value)]>;
 
 /// The transactions a commit decision commits, with their outputs, in the
 /// order they ran. Shared like [`Writes`].
-pub type Committed = Arc<[(TxId, Value)]>;
+pub type Committed = Arc<[(TxId, Output)]>;
 
 /// The high 64 bits of every group id ([`group_id`]): "parash" in ASCII,
 /// then the version nibble of a custom (version 8) UUID. Random (version
@@ -612,7 +614,7 @@ struct Ran {
     /// The members that succeeded, with their outputs, in the order they
     /// ran. Inline for a lone transaction: the decision's shared copy is
     /// then its one allocation.
-    committed: SmallVec<[(TxId, Value); 1]>,
+    committed: SmallVec<[(TxId, Output); 1]>,
     /// The members that failed, each for its own reason; they write
     /// nothing.
     failed: Vec<(TxId, TxError)>,
@@ -1292,8 +1294,9 @@ impl Coordinator {
         let committed = committed.clone();
         self.in_flight.remove(&id);
         self.commands.push(Command::Done { tx: id });
-        for &(member, output) in committed.iter() {
-            self.committed.remember(member, output);
+        for (member, output) in committed.iter() {
+            let (member, output) = (*member, output.clone());
+            self.committed.remember(member, output.clone());
             self.answer(member, Status::Committed { output });
         }
     }
@@ -1463,7 +1466,7 @@ impl Coordinator {
     /// Remembers, after a restart, that `id` committed (and every shard
     /// applied it) with `output`: a re-submission of it is answered from
     /// memory. Give them oldest first.
-    pub fn restore_committed(&mut self, id: TxId, output: Value) {
+    pub fn restore_committed(&mut self, id: TxId, output: Output) {
         self.committed.remember(id, output);
     }
 
@@ -1492,7 +1495,7 @@ impl Coordinator {
     }
 
     /// The commits remembered, oldest first (for snapshots).
-    pub fn committed(&self) -> impl Iterator<Item = (TxId, Value)> + '_ {
+    pub fn committed(&self) -> impl Iterator<Item = (TxId, Output)> + '_ {
         self.committed.iter()
     }
 
@@ -2353,7 +2356,7 @@ mod tests {
             vec![
                 Command::PersistCommit {
                     tx: tx.id,
-                    committed: [(tx.id, 0)].into(),
+                    committed: [(tx.id, 0.into())].into(),
                     writes,
                 },
                 and_decided(commit(0, tx.id, vec![(from, 70)]), 1),
@@ -2378,7 +2381,7 @@ mod tests {
         );
         let receipt = Receipt {
             tx_id: tx.id,
-            status: Status::Committed { output: 0 },
+            status: Status::Committed { output: 0.into() },
         };
         assert_eq!(
             c.take_commands(),
@@ -2639,7 +2642,7 @@ mod tests {
             .collect();
         let committed = Receipt {
             tx_id: b.id,
-            status: Status::Committed { output: 0 },
+            status: Status::Committed { output: 0.into() },
         };
         assert_eq!(replies, vec![committed]);
         assert_eq!(c.in_flight(), 0);
@@ -2957,7 +2960,7 @@ mod tests {
         c.recover_commit(
             50,
             tx.id,
-            [(tx.id, 7)].into(),
+            [(tx.id, 7.into())].into(),
             vec![
                 (ShardId(0), [(from, 70)].into()),
                 (ShardId(1), [(to, 35)].into()),
@@ -2980,7 +2983,7 @@ mod tests {
                 Command::Done { tx: tx.id },
                 Command::Reply(Receipt {
                     tx_id: tx.id,
-                    status: Status::Committed { output: 7 }
+                    status: Status::Committed { output: 7.into() }
                 })
             ]
         );
@@ -2991,14 +2994,14 @@ mod tests {
     #[test]
     fn restored_commits_answer_resubmissions() {
         let (mut c, tx, _, _) = setup();
-        c.restore_committed(tx.id, 9);
-        assert_eq!(c.committed().collect::<Vec<_>>(), vec![(tx.id, 9)]);
+        c.restore_committed(tx.id, 9.into());
+        assert_eq!(c.committed().collect::<Vec<_>>(), vec![(tx.id, 9.into())]);
         c.begin(0, tx.clone());
         assert_eq!(
             c.take_commands(),
             vec![Command::Reply(Receipt {
                 tx_id: tx.id,
-                status: Status::Committed { output: 9 }
+                status: Status::Committed { output: 9.into() }
             })]
         );
         let (fresh, tx, _, _) = setup();
@@ -3010,7 +3013,7 @@ mod tests {
             fresh.placement.clone(),
             fresh.registry.clone(),
         );
-        forgetful.restore_committed(tx.id, 9);
+        forgetful.restore_committed(tx.id, 9.into());
         forgetful.begin(0, tx.clone());
         assert_eq!(forgetful.in_flight(), 1, "runs again");
     }

@@ -12,7 +12,7 @@ use parashard_protocols::contracts::{amm, token};
 use parashard_protocols::model::MAX_ACCESS_KEYS;
 use parashard_protocols::workload::{Rng, TxIds};
 use parashard_protocols::{
-    AccessSet, AccountId, AssetId, BlockExecutor, Call, Context, Contract, ContractId, Key,
+    AccessSet, AccountId, AssetId, BlockExecutor, Call, Context, Contract, ContractId, Key, Output,
     Receipt, Registry, SequentialExecutor, State, Status, Transaction, TxError, Value,
 };
 
@@ -80,7 +80,7 @@ pub fn counter_key(account: AccountId) -> Key {
 }
 
 impl Contract for Counter {
-    fn execute(&self, ctx: &mut Context<'_>, _args: &[Value]) -> Result<Value, TxError> {
+    fn execute(&self, ctx: &mut Context<'_>, _args: &[Value]) -> Result<Output, TxError> {
         let key = counter_key(ctx.sender());
         let next = ctx
             .read(key)?
@@ -88,7 +88,7 @@ impl Contract for Counter {
             .checked_add(1)
             .ok_or(TxError::Overflow { key })?;
         ctx.write(key, next)?;
-        Ok(next)
+        Ok(next.into())
     }
 }
 
@@ -96,7 +96,7 @@ impl Contract for Counter {
 pub struct Mover;
 
 impl Contract for Mover {
-    fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Value, TxError> {
+    fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Output, TxError> {
         let [to, amount] = args else {
             return Err(TxError::InvalidInput {
                 reason: format!("mover takes 2 arguments, {} given", args.len()),
@@ -107,7 +107,7 @@ impl Contract for Mover {
         ctx.require_account(to)?;
         ctx.debit(Key::balance(from, AssetId::COIN), *amount)?;
         ctx.credit(Key::balance(to, AssetId::COIN), *amount)?;
-        Ok(*amount)
+        Ok((*amount).into())
     }
 }
 
@@ -116,7 +116,7 @@ impl Contract for Mover {
 pub struct Panicker;
 
 impl Contract for Panicker {
-    fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Value, TxError> {
+    fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Output, TxError> {
         ctx.credit(Key::balance(ctx.sender(), AssetId::COIN), 1_000_000)?;
         if args.first() == Some(&0) {
             panic!("test contract panic");
@@ -136,7 +136,7 @@ pub fn sneaky_target(sender: AccountId) -> Key {
 }
 
 impl Contract for Sneaky {
-    fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Value, TxError> {
+    fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Output, TxError> {
         let sender = ctx.sender();
         ctx.credit(Key::balance(sender, AssetId::COIN), 1_000_000)?;
         match args.first().copied().unwrap_or(0) {
@@ -144,6 +144,7 @@ impl Contract for Sneaky {
             1 => ctx.write(counter_key(sender), 5).map(|()| 0),
             _ => ctx.write(sneaky_target(sender), 5).map(|()| 0),
         }
+        .map(Output::from)
     }
 }
 
@@ -705,13 +706,13 @@ pub fn totals(state: &State, also: &BTreeSet<AssetId>) -> BTreeMap<AssetId, u128
 pub fn created_value(block: &[Transaction], receipts: &[Receipt]) -> BTreeMap<AssetId, u128> {
     let mut created = BTreeMap::new();
     for (tx, receipt) in block.iter().zip(receipts) {
-        let Status::Committed { output } = receipt.status else {
+        let Status::Committed { output } = &receipt.status else {
             continue;
         };
         let (asset, amount) = match tx.call {
             Call::CreateAccount { balance, .. } => (AssetId::COIN, balance),
             Call::Mint { asset, amount, .. } => (asset, amount),
-            Call::AddLiquidity { pool, .. } => (AssetId::lp_shares(pool), output),
+            Call::AddLiquidity { pool, .. } => (AssetId::lp_shares(pool), output.value()),
             _ => continue,
         };
         *created.entry(asset).or_insert(0u128) += u128::from(amount);

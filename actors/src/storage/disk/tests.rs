@@ -26,7 +26,7 @@ fn batch(seed: u64, n: u64) -> Vec<ShardRecord> {
     (0..n)
         .map(|i| match (seed + i) % 3 {
             0 => ShardRecord::Block {
-                committed: vec![(TxId::from_u128(u128::from(seed * 1_000 + i)), i)],
+                committed: vec![(TxId::from_u128(u128::from(seed * 1_000 + i)), i.into())],
                 writes: vec![(key(seed), seed + i), (key(i), i)],
             },
             1 => ShardRecord::Prepared {
@@ -48,7 +48,7 @@ fn snapshot(n: u64) -> ShardSnapshot {
         prepared: vec![(TxId::from_u128(7), 0, vec![key(n)])],
         finished: vec![(TxId::from_u128(8), Finished::Aborted(2), 2)],
         decided_below: 1,
-        committed: vec![(TxId::from_u128(9), n)],
+        committed: vec![(TxId::from_u128(9), n.into())],
     }
 }
 

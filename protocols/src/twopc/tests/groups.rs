@@ -91,7 +91,11 @@ fn sharing_transactions_run_as_one_group() {
         vec![
             Command::PersistCommit {
                 tx: group,
-                committed: [(TxId::from_u128(10), 0), (TxId::from_u128(11), 0)].into(),
+                committed: [
+                    (TxId::from_u128(10), 0.into()),
+                    (TxId::from_u128(11), 0.into())
+                ]
+                .into(),
                 writes: vec![
                     (ShardId(0), [(k1, 50)].into()),
                     (ShardId(1), [(k2, 35), (k3, 20)].into()),
@@ -111,7 +115,7 @@ fn sharing_transactions_run_as_one_group() {
             },
         );
     }
-    let committed = Status::Committed { output: 0 };
+    let committed = Status::Committed { output: 0.into() };
     assert_eq!(
         c.take_commands(),
         vec![
@@ -148,7 +152,7 @@ fn a_failing_member_fails_alone() {
         commands[0],
         Command::PersistCommit {
             tx: group,
-            committed: [(TxId::from_u128(10), 0)].into(),
+            committed: [(TxId::from_u128(10), 0.into())].into(),
             writes: vec![
                 (ShardId(0), [(k1, 30)].into()),
                 (ShardId(1), [(k2, 30)].into()),
@@ -302,7 +306,11 @@ fn recovered_group_commit_answers_every_member() {
     c.recover_commit(
         0,
         group,
-        [(TxId::from_u128(10), 4), (TxId::from_u128(11), 5)].into(),
+        [
+            (TxId::from_u128(10), 4.into()),
+            (TxId::from_u128(11), 5.into()),
+        ]
+        .into(),
         vec![
             (ShardId(0), [(k1, 50)].into()),
             (ShardId(1), [(k2, 35), (k3, 20)].into()),
@@ -325,8 +333,8 @@ fn recovered_group_commit_answers_every_member() {
         c.take_commands(),
         vec![
             Command::Done { tx: group },
-            reply(10, Status::Committed { output: 4 }),
-            reply(11, Status::Committed { output: 5 }),
+            reply(10, Status::Committed { output: 4.into() }),
+            reply(11, Status::Committed { output: 5.into() }),
         ]
     );
     assert_eq!(c.in_flight(), 0);
