@@ -14,8 +14,8 @@ use parashard::prelude::*;
 pub const MARKET: ContractId = ContractId(7);
 
 // A token's fields, on the token's own account.
-const OWNER: u64 = 0;
-const PRICE: u64 = 1;
+pub const OWNER: u64 = 0;
+pub const PRICE: u64 = 1;
 const CREATOR: u64 = 2;
 const ROYALTY_BPS: u64 = 3;
 

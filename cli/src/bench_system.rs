@@ -23,6 +23,14 @@ use parashard::protocols::workload::{Rng, TxIds};
 use crate::bench_recovery;
 use crate::CliError;
 
+/// The NFT market of `examples/nft_market.rs`, so that the dApp mix runs
+/// the contract readers read (its `main` and `run` go unused here).
+#[allow(dead_code)]
+#[path = "../../examples/nft_market.rs"]
+mod nft_market;
+
+use nft_market::{Market, MARKET};
+
 /// The workloads `bench` runs.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -35,8 +43,9 @@ pub enum Workload {
     /// Swaps of traders on every shard against `--pools` pools (`--skew`
     /// over pools: a high skew makes one pool hot).
     Swap,
-    /// A dApp mix: 60% transfers, 30% swaps, 10% fee payments through a
-    /// user contract.
+    /// A dApp mix: 50% transfers, 20% swaps, 10% fee payments through a
+    /// user contract, 20% NFT sales through the `nft_market` example's
+    /// contract (each sale buys a token minted and listed in the set-up).
     Mixed,
 }
 
@@ -247,6 +256,44 @@ fn pool(i: u64) -> AccountId {
     AccountId(POOL_BASE + i)
 }
 
+/// NFT token accounts of the `mixed` workload, one per sale, start here
+/// (far above the traders, below the pools).
+const NFT_BASE: u64 = 1 << 48;
+/// A token's listing price and its creator's royalty.
+const NFT_PRICE: Value = 1_000;
+const NFT_ROYALTY_BPS: Value = 250;
+
+fn nft(i: u64) -> AccountId {
+    AccountId(NFT_BASE + i)
+}
+
+/// What transaction number `i` of the `mixed` workload is: a fixed cycle
+/// of ten, so that the set-up knows how many tokens the sales need.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MixedKind {
+    Transfer,
+    Swap,
+    Fee,
+    NftSale,
+}
+
+fn mixed_kind(i: u64) -> MixedKind {
+    match i % 10 {
+        0..=4 => MixedKind::Transfer,
+        5 | 6 => MixedKind::Swap,
+        7 => MixedKind::Fee,
+        _ => MixedKind::NftSale,
+    }
+}
+
+/// How many NFT sales a `mixed` phase of `txs` transactions holds.
+fn nft_sales(txs: u64) -> u64 {
+    (0..10)
+        .filter(|&i| mixed_kind(i) == MixedKind::NftSale)
+        .map(|i| txs / 10 + u64::from(txs % 10 > i))
+        .sum()
+}
+
 /// Pays `args[0]` coins from the sender to [`FEE_COLLECTOR`] and counts
 /// the payment in the collector's field 0: a fee collector every
 /// transaction of every shard updates.
@@ -286,6 +333,9 @@ fn registry() -> Registry {
     let mut registry = Registry::new();
     registry
         .register(FEE_CONTRACT, "pay-fee-1", Arc::new(PayFee))
+        .expect("one registration");
+    registry
+        .register(MARKET, "nft-market-1", Arc::new(Market))
         .expect("one registration");
     registry
 }
@@ -375,6 +425,12 @@ impl Generator {
 
     fn any_account(&mut self) -> AccountId {
         AccountId(self.rng.below(self.accounts))
+    }
+
+    /// The creator of NFT token `i`: spread over the accounts, so that
+    /// royalties do not all go to one key.
+    fn nft_creator(&self, i: u64) -> AccountId {
+        AccountId(i.wrapping_mul(0x9E37_79B9) % self.accounts)
     }
 }
 
@@ -524,7 +580,8 @@ fn start_cluster(args: &SystemArgs) -> Result<Cluster, CliError> {
         .place_all(pools)
         .place(ISSUER, ShardId(args.pool_shard))
         .place(FEE_COLLECTOR, ShardId(args.pool_shard))
-        .contract(FEE_CONTRACT, "pay-fee-1", Arc::new(PayFee))?;
+        .contract(FEE_CONTRACT, "pay-fee-1", Arc::new(PayFee))?
+        .contract(MARKET, "nft-market-1", Arc::new(Market))?;
     if let Some(dir) = &args.data_dir {
         bench_recovery::require_empty(dir)?;
         builder = builder.data_dir(dir);
@@ -611,6 +668,30 @@ fn set_up(
         expect_all_committed("set-up", vec![cluster.submit_blocking(tx.clone())?])?;
     }
     genesis.extend(setup);
+    if args.workload == Workload::Mixed {
+        // Every sale buys a token of its own, minted and listed here by its
+        // creator: mints first, then listings, each step a batch.
+        let tokens = nft_sales(args.txs as u64);
+        let mints: Vec<_> = (0..tokens)
+            .map(|i| {
+                Market::mint(
+                    gen.ids.next_id(),
+                    gen.nft_creator(i),
+                    nft(i),
+                    NFT_ROYALTY_BPS,
+                )
+            })
+            .collect();
+        let listings: Vec<_> = (0..tokens)
+            .map(|i| Market::list(gen.ids.next_id(), gen.nft_creator(i), nft(i), NFT_PRICE))
+            .collect();
+        for (step, txs) in [("NFT mints", mints), ("NFT listings", listings)] {
+            for chunk in txs.chunks(args.batch) {
+                expect_all_committed(step, cluster.submit_batch_blocking(chunk.to_vec())?)?;
+            }
+            genesis.extend(txs);
+        }
+    }
     Ok(genesis)
 }
 
@@ -697,16 +778,24 @@ fn phases(args: &SystemArgs, gen: &mut Generator) -> Result<Vec<Phase>, CliError
             vec![phase("swaps", txs)]
         }
         Workload::Mixed => {
-            let txs = (0..args.txs)
-                .map(|_| match gen.rng.below(10) {
-                    0..=5 => gen.transfer(args.cross_percent),
-                    6..=8 => {
+            let mut sold = 0;
+            let txs = (0..args.txs as u64)
+                .map(|i| match mixed_kind(i) {
+                    MixedKind::Transfer => gen.transfer(args.cross_percent),
+                    MixedKind::Swap => {
                         let trader = gen.any_account();
                         gen.swap(trader, args.pools)
                     }
-                    _ => {
+                    MixedKind::Fee => {
                         let payer = gen.any_account();
                         pay_fee(gen.ids.next_id(), payer, 1)
+                    }
+                    MixedKind::NftSale => {
+                        let (token, creator) = (nft(sold), gen.nft_creator(sold));
+                        sold += 1;
+                        let buyer = gen.any_account();
+                        let id = gen.ids.next_id();
+                        Market::buy(id, buyer, token, creator, creator, NFT_PRICE)
                     }
                 })
                 .collect();
@@ -774,6 +863,33 @@ fn run_once(args: &SystemArgs) -> Result<RunReport, CliError> {
             )));
         }
     }
+    let sales = reports
+        .iter()
+        .filter_map(|r| r.kinds.get("nft sale"))
+        .map(|k| k.committed)
+        .sum::<u64>();
+    if args.workload == Workload::Mixed {
+        // A sold token is delisted (price 0); the others keep their price.
+        let tokens = nft_sales(args.txs as u64);
+        let prices: Vec<Key> = (0..tokens)
+            .map(|i| Key::field(nft(i), nft_market::PRICE))
+            .collect();
+        let delisted = cluster
+            .get_many_blocking(&prices)?
+            .into_iter()
+            .filter(|price| *price == Some(0))
+            .count() as u64;
+        let verdict = if delisted == sales { "ok" } else { "MISMATCH" };
+        checks.insert(
+            "nft sales".to_string(),
+            format!("{verdict}: {delisted} tokens sold, {sales} sales committed"),
+        );
+        if delisted != sales {
+            return Err(CliError::Argument(format!(
+                "{delisted} NFT tokens changed hands, but {sales} sales committed"
+            )));
+        }
+    }
     let storage = match &args.data_dir {
         Some(dir) => format!("disk: {}", dir.display()),
         None => "memory".to_string(),
@@ -834,6 +950,7 @@ fn kind_of(tx: &Transaction) -> &'static str {
         Call::Transfer { .. } => "transfer",
         Call::Swap { .. } => "swap",
         Call::Custom { contract, .. } if contract == FEE_CONTRACT => "fee",
+        Call::Custom { contract, .. } if contract == MARKET => "nft sale",
         _ => "other",
     }
 }

@@ -208,8 +208,10 @@ fn bench_reports_every_figure_and_hot_keys_beside_spread_traffic() {
     assert!(check.starts_with("ok: reads 2000"), "{check}");
 }
 
-/// The dApp mix runs transfers, swaps and fee payments and reports each
-/// kind; with Zipf skew the most popular shard carries more of the load.
+/// The dApp mix runs transfers, swaps, fee payments and NFT sales (the
+/// example's market contract) and reports each kind, and its checks (the
+/// fee counter, the tokens sold) hold; with Zipf skew the most popular
+/// shard carries more of the load.
 #[test]
 fn bench_mixed_workload_reports_each_kind() {
     let mixed = [
@@ -223,16 +225,17 @@ fn bench_mixed_workload_reports_each_kind() {
     ];
     let (_, run) = bench_json(&[&mixed[..], &SMALL].concat());
     let mix = phase(&run, "dApp mix");
-    for kind in ["transfer", "swap", "fee"] {
+    for kind in ["transfer", "swap", "fee", "nft sale"] {
         let k = &mix["kinds"][kind];
         assert!(k["committed"].as_u64().unwrap() > 0, "{kind}: {mix}");
     }
-    assert_eq!(
-        run["checks"]["fee counter"]
-            .as_str()
-            .map(|c| c.starts_with("ok")),
-        Some(true)
-    );
+    let sales = mix["kinds"]["nft sale"]["committed"].as_u64().unwrap();
+    for check in ["fee counter", "nft sales"] {
+        let text = run["checks"][check].as_str().unwrap_or("missing");
+        assert!(text.starts_with("ok"), "{check}: {text}");
+    }
+    let sold = run["checks"]["nft sales"].as_str().unwrap();
+    assert!(sold.contains(&format!("{sales} tokens sold")), "{sold}");
 }
 
 /// `--sweep` runs every point, and writes the plot and the JSON of each
