@@ -147,3 +147,151 @@ fn hot_pool_swaps_match_sequential_execution() {
     assert_eq!(total(TOKEN), TRADERS * 10_000 + RESERVE);
     cluster.shutdown();
 }
+
+/// A pot every call adds to without reading it: `args = [op, amount]`.
+/// Op 0 adds `amount` to the pot (an add key) and to the sender's share;
+/// op 1 subtracts it from the pot and adds it to the sender's takings.
+struct Pot;
+
+const POT: ContractId = ContractId(20);
+const POT_ACCOUNT: AccountId = AccountId(20_000);
+
+fn pot_key() -> Key {
+    Key::field(POT_ACCOUNT, 0)
+}
+
+fn share_key(account: AccountId) -> Key {
+    Key::field(account, 1)
+}
+
+fn takings_key(account: AccountId) -> Key {
+    Key::field(account, 2)
+}
+
+impl Contract for Pot {
+    fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Output, TxError> {
+        let (op, amount): (Value, Value) = Args::decode(args)?;
+        let sender = ctx.sender();
+        if op == 0 {
+            ctx.add(pot_key(), amount)?;
+            ctx.credit(share_key(sender), amount)?;
+        } else {
+            ctx.subtract(pot_key(), amount)?;
+            ctx.credit(takings_key(sender), amount)?;
+        }
+        Ok(0.into())
+    }
+
+    fn access(&self, sender: AccountId, args: &[Value]) -> Result<AccessSet, TxError> {
+        let (op, _): (Value, Value) = Args::decode(args)?;
+        let own = if op == 0 {
+            share_key(sender)
+        } else {
+            takings_key(sender)
+        };
+        Ok(AccessSet::with_adds([], [own], [pot_key()]))
+    }
+}
+
+/// Adds to one key from every shard, local and cross-shard, are bounded
+/// exactly: with room for 100 adds of 10 below `u64::MAX`, exactly 100 of
+/// 300 commit and the rest fail with `Overflow`, writing nothing; then
+/// with 1,000 in the pot, exactly 100 of 150 subtractions of 10 commit
+/// and the rest fail with `InsufficientFunds`. The pot moves by exactly
+/// what committed, and reading the pot inside a call that declared it as
+/// an add key is refused.
+#[test]
+fn adds_to_one_key_from_every_shard_keep_their_bounds_exactly() {
+    let senders: Vec<AccountId> = (0..30).map(AccountId).collect();
+    let cluster = Cluster::builder()
+        .shards(3)
+        .place(POT_ACCOUNT, ShardId(0))
+        .place_by(senders.iter().copied(), |a| ShardId((a.0 % 3) as u32))
+        .contract(POT, "pot-1", std::sync::Arc::new(Pot))
+        .unwrap()
+        .start()
+        .unwrap();
+    let call = |sender: AccountId, op: Value, amount: Value| {
+        cluster.call(sender, POT, (op, amount).encode()).unwrap()
+    };
+    let fill = cluster
+        .submit_blocking(call(senders[0], 0, Value::MAX - 1_000))
+        .unwrap();
+    assert!(fill.is_committed(), "{fill:?}");
+
+    let adds: Vec<Transaction> = (0..300).map(|i| call(senders[i % 30], 0, 10)).collect();
+    let receipts = cluster.submit_batch_blocking(adds).unwrap();
+    let committed = receipts.iter().filter(|r| r.is_committed()).count();
+    assert_eq!(committed, 100, "{:?}", &receipts[..5]);
+    for receipt in receipts.iter().filter(|r| !r.is_committed()) {
+        assert!(
+            matches!(receipt.error(), Some(TxError::Overflow { key }) if *key == pot_key()),
+            "{receipt:?}"
+        );
+    }
+    let pot = || cluster.get_many_blocking(&[pot_key()]).unwrap()[0];
+    assert_eq!(pot(), Some(Value::MAX));
+    let shares: Vec<Key> = senders.iter().map(|&s| share_key(s)).collect();
+    let total_shares: u128 = cluster
+        .get_many_blocking(&shares)
+        .unwrap()
+        .into_iter()
+        .map(|v| u128::from(v.unwrap_or(0)))
+        .sum();
+    assert_eq!(
+        total_shares,
+        u128::from(Value::MAX - 1_000) + 1_000,
+        "a failed add wrote its share"
+    );
+
+    // Empty the pot down to 1,000, then race 150 takers for it.
+    let drain = cluster
+        .submit_blocking(call(senders[1], 1, Value::MAX - 1_000))
+        .unwrap();
+    assert!(drain.is_committed(), "{drain:?}");
+    let takes: Vec<Transaction> = (0..150).map(|i| call(senders[i % 30], 1, 10)).collect();
+    let receipts = cluster.submit_batch_blocking(takes).unwrap();
+    assert_eq!(receipts.iter().filter(|r| r.is_committed()).count(), 100);
+    for receipt in receipts.iter().filter(|r| !r.is_committed()) {
+        assert!(
+            matches!(receipt.error(), Some(TxError::InsufficientFunds { key, .. }) if *key == pot_key()),
+            "{receipt:?}"
+        );
+    }
+    assert_eq!(pot(), Some(0));
+
+    // Reading an add key is refused, and the call writes nothing.
+    struct Peek;
+    impl Contract for Peek {
+        fn execute(&self, ctx: &mut Context<'_>, _: &[Value]) -> Result<Output, TxError> {
+            ctx.credit(share_key(ctx.sender()), 1)?;
+            ctx.read(pot_key()).map(|v| v.unwrap_or(0).into())
+        }
+    }
+    let cluster = Cluster::builder()
+        .shards(2)
+        .place(POT_ACCOUNT, ShardId(0))
+        .place(AccountId(1), ShardId(1))
+        .contract(ContractId(21), "peek-1", std::sync::Arc::new(Peek))
+        .unwrap()
+        .start()
+        .unwrap();
+    let access = AccessSet::with_adds([], [share_key(AccountId(1))], [pot_key()]);
+    let peek = ContractCall {
+        sender: AccountId(1),
+        contract: ContractId(21),
+        args: vec![],
+        access,
+    };
+    let receipt = cluster.submit_blocking(peek.into()).unwrap();
+    assert!(
+        matches!(receipt.error(), Some(TxError::AccessViolation { key, write: false }) if *key == pot_key()),
+        "{receipt:?}"
+    );
+    assert_eq!(
+        cluster
+            .get_many_blocking(&[share_key(AccountId(1))])
+            .unwrap()[0],
+        None
+    );
+}

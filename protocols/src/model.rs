@@ -137,12 +137,22 @@ pub const MAX_ACCESS_KEYS: usize = 64;
 /// The keys a transaction may touch, declared up front. The executor routes
 /// and schedules by it, and the execution context refuses anything outside
 /// it.
+///
+/// The last [`AccessSet::adds`] keys of `writes` are *add* keys: the call
+/// may only add to them and subtract from them
+/// ([`crate::Context::add`]), never read them, so its outcome does not
+/// depend on their values, only on whether the result stays in bounds
+/// (a fee collector, a volume counter, a total supply).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessSet {
     /// Keys the transaction only reads.
     pub reads: SmallVec<[Key; 3]>,
-    /// Keys the transaction may read and write.
+    /// Keys the transaction may change: read and write, except the last
+    /// `adds`, which it may only add to.
     pub writes: SmallVec<[Key; 4]>,
+    /// How many of `writes`, at its end, are add keys.
+    #[serde(default)]
+    pub adds: u8,
 }
 
 impl AccessSet {
@@ -164,6 +174,55 @@ impl AccessSet {
             }
         }
         set
+    }
+
+    /// An access set with add keys besides: keys the call only adds to
+    /// (see the type's docs). An add key also named as a read or a write
+    /// is a write: the call reads it, so it is ordered like any write.
+    pub fn with_adds(
+        reads: impl IntoIterator<Item = Key>,
+        writes: impl IntoIterator<Item = Key>,
+        adds: impl IntoIterator<Item = Key>,
+    ) -> AccessSet {
+        let reads: SmallVec<[Key; 3]> = reads.into_iter().collect();
+        let mut set = AccessSet::new([], writes);
+        let mut added: SmallVec<[Key; 2]> = SmallVec::new();
+        for key in adds {
+            if reads.contains(&key) {
+                if !set.writes.contains(&key) {
+                    set.writes.push(key);
+                }
+            } else if !set.writes.contains(&key) && !added.contains(&key) {
+                added.push(key);
+            }
+        }
+        set.reads = reads
+            .into_iter()
+            .filter(|key| !set.writes.contains(key))
+            .fold(SmallVec::new(), |mut kept, key| {
+                if !kept.contains(&key) {
+                    kept.push(key);
+                }
+                kept
+            });
+        // Bounded by validate (at most MAX_ACCESS_KEYS keys in all); a set
+        // too large for the count is refused there.
+        set.adds = u8::try_from(added.len()).unwrap_or(u8::MAX);
+        set.writes.extend(added);
+        set
+    }
+
+    /// The add keys: the last [`AccessSet::adds`] of `writes`.
+    pub fn add_keys(&self) -> &[Key] {
+        let adds = usize::from(self.adds).min(self.writes.len());
+        &self.writes[self.writes.len() - adds..]
+    }
+
+    /// Whether declared key number `j` (reads first, then writes) is an
+    /// add key.
+    #[inline]
+    pub fn is_add(&self, j: usize) -> bool {
+        self.adds != 0 && j >= self.len().saturating_sub(usize::from(self.adds)) && j < self.len()
     }
 
     /// Every declared key: reads first, then writes.
@@ -190,8 +249,18 @@ impl AccessSet {
         self.len() == 0
     }
 
-    /// Checks that the set is bounded and names each key once.
+    /// Checks that the set is bounded, names each key once, and has no
+    /// more add keys than writes.
     pub fn validate(&self) -> Result<(), TxError> {
+        if usize::from(self.adds) > self.writes.len() {
+            return Err(TxError::InvalidInput {
+                reason: format!(
+                    "access set declares {} add keys among {} writes",
+                    self.adds,
+                    self.writes.len()
+                ),
+            });
+        }
         if self.len() > MAX_ACCESS_KEYS {
             return Err(TxError::InvalidInput {
                 reason: format!(
@@ -809,6 +878,31 @@ impl Receipt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Add keys go last among the writes; an add key also named as a
+    /// read or a write becomes a write, named once; a set claiming more
+    /// add keys than writes is refused by `validate`.
+    #[test]
+    fn add_keys_are_the_tail_of_the_writes() {
+        let key = |n| Key::field(AccountId(n), 0);
+        let set =
+            AccessSet::with_adds([key(1), key(2)], [key(3)], [key(4), key(2), key(3), key(4)]);
+        assert_eq!(set.reads.as_slice(), [key(1)]);
+        assert_eq!(set.writes.as_slice(), [key(3), key(2), key(4)]);
+        assert_eq!(set.add_keys(), [key(4)]);
+        assert_eq!(set.validate(), Ok(()));
+        assert!((0..set.len())
+            .map(|j| set.is_add(j))
+            .eq([false, false, false, true]));
+        let mut forged = AccessSet::new([], [key(1)]);
+        forged.adds = 2;
+        assert!(matches!(
+            forged.validate(),
+            Err(TxError::InvalidInput { .. })
+        ));
+        assert!(forged.add_keys().len() <= forged.writes.len());
+        assert!(forged.is_add(0), "no arithmetic overflow on a forged count");
+    }
 
     /// A status prints as a reader would say it: the output of a commit,
     /// the reason of a failure.

@@ -205,6 +205,9 @@ pub struct CallRequest {
     /// Keys it may read and write.
     #[serde(default)]
     pub writes: Vec<KeyRef>,
+    /// Keys it may only add to (see [`AccessSet`]).
+    #[serde(default)]
+    pub adds: Vec<KeyRef>,
 }
 
 /// Any call, as data: the JSON form of a transaction (`docs/JSONL.md`),
@@ -247,7 +250,8 @@ impl WithId for Request {
             Request::Call(call) => {
                 let keys =
                     |refs: Vec<KeyRef>| refs.into_iter().map(KeyRef::key).collect::<Vec<_>>();
-                let access = AccessSet::new(keys(call.reads), keys(call.writes));
+                let access =
+                    AccessSet::with_adds(keys(call.reads), keys(call.writes), keys(call.adds));
                 Transaction::custom(id, call.sender, call.contract, call.args, access)
             }
         }
@@ -373,12 +377,14 @@ mod tests {
         );
         let call = decode(
             r#"{"type":"call","sender":1,"contract":7,"args":[3],
-                "reads":[{"account":1,"field":2}],"writes":[{"account":4,"asset":0}]}"#,
+                "reads":[{"account":1,"field":2}],"writes":[{"account":4,"asset":0}],
+                "adds":[{"account":5,"field":0}]}"#,
         )
         .unwrap();
-        let access = AccessSet::new(
+        let access = AccessSet::with_adds(
             [Key::field(AccountId(1), 2)],
             [Key::balance(AccountId(4), AssetId::COIN)],
+            [Key::field(AccountId(5), 0)],
         );
         assert_eq!(
             call.with_id(id),

@@ -75,6 +75,7 @@ pub(crate) fn transfer_fast<'s>(
     let from_key = Key::balance(from, AssetId::COIN);
     let to_key = Key::balance(to, AssetId::COIN);
     let canonical = tx.access.reads.is_empty()
+        && tx.access.adds == 0
         && tx.access.writes.len() == 2
         && from != to
         && tx.access.writes[0] == from_key
@@ -106,6 +107,7 @@ pub(crate) fn transfer_fast<'s>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contracts::Writes;
     use crate::model::TxId;
     use crate::state::State;
     use crate::workload::Rng;
@@ -136,7 +138,8 @@ mod tests {
             let slots: Vec<Option<&Slot>> = tx.access.keys().map(|k| state.slot(k)).collect();
             let fast = transfer_fast(&tx, &slots).expect("canonical transfer").map(
                 |[(_, from_left), (_, to_sum)]| {
-                    (0, [(0, from_left), (1, to_sum)].into_iter().collect())
+                    let writes: Writes = [(0, from_left), (1, to_sum)].into_iter().collect();
+                    (0, writes)
                 },
             );
             let mut ctx = Context::new(&tx, &slots);
@@ -148,7 +151,7 @@ mod tests {
                     _ => unreachable!(),
                 },
             )
-            .map(|output| (output, ctx.into_writes()));
+            .and_then(|output| Ok((output, ctx.into_writes()?)));
             assert_eq!(fast, general, "seed {seed:#x}, case {case}");
         }
     }

@@ -146,6 +146,11 @@ impl std::fmt::Debug for Registry {
 /// call succeeds.
 pub(crate) type Writes = SmallVec<[(u8, Value); 4]>;
 
+/// A call's net additions to its add keys, by position: what it added
+/// minus what it subtracted, resolved against the key's value when the
+/// call ends.
+type Deltas = SmallVec<[(u8, i128); 1]>;
+
 /// What a call sees: its transaction and the state of its declared keys.
 pub struct Context<'a> {
     tx: &'a Transaction,
@@ -153,6 +158,7 @@ pub struct Context<'a> {
     /// if the key does not exist yet.
     slots: &'a [Option<&'a Slot>],
     writes: Writes,
+    deltas: Deltas,
 }
 
 impl<'a> Context<'a> {
@@ -162,6 +168,7 @@ impl<'a> Context<'a> {
             tx,
             slots,
             writes: Writes::new(),
+            deltas: Deltas::new(),
         }
     }
 
@@ -181,11 +188,13 @@ impl<'a> Context<'a> {
     }
 
     /// The value of `key`, or `None` if it does not exist. Sees this call's
-    /// own earlier writes.
+    /// own earlier writes. An add key cannot be read
+    /// ([`TxError::AccessViolation`]).
     #[inline]
     pub fn read(&self, key: Key) -> Result<Option<Value>, TxError> {
         let position = self
             .position(&key)
+            .filter(|p| !self.tx.access.is_add(*p))
             .ok_or(TxError::AccessViolation { key, write: false })?;
         if let Some((_, value)) = self
             .writes
@@ -197,12 +206,13 @@ impl<'a> Context<'a> {
         Ok(self.slots[position].and_then(Slot::load))
     }
 
-    /// Sets `key` to `value`, creating it if needed.
+    /// Sets `key` to `value`, creating it if needed. An add key cannot be
+    /// set, only added to ([`Context::add`]).
     #[inline]
     pub fn write(&mut self, key: Key, value: Value) -> Result<(), TxError> {
         let position = self
             .position(&key)
-            .filter(|p| *p >= self.tx.access.reads.len())
+            .filter(|p| *p >= self.tx.access.reads.len() && !self.tx.access.is_add(*p))
             .ok_or(TxError::AccessViolation { key, write: true })?;
         // The access set holds at most MAX_ACCESS_KEYS (< 256) keys.
         let position = position as u8;
@@ -243,6 +253,49 @@ impl<'a> Context<'a> {
         self.write(key, sum)
     }
 
+    /// Adds `amount` to `key`. On an add key (see [`AccessSet`]) the call
+    /// does not read the key: its additions and subtractions are summed,
+    /// and when the call ends the key moves by the net amount, which must
+    /// keep it within `0..=Value::MAX` or the call fails
+    /// ([`TxError::Overflow`], [`TxError::InsufficientFunds`]) and writes
+    /// nothing. A missing key counts as 0. On a write key it is
+    /// [`Context::credit`].
+    #[inline]
+    pub fn add(&mut self, key: Key, amount: Value) -> Result<(), TxError> {
+        self.add_signed(key, i128::from(amount), true)
+    }
+
+    /// Subtracts `amount` from `key`: the opposite of [`Context::add`]; on
+    /// a write key it is [`Context::debit`].
+    #[inline]
+    pub fn subtract(&mut self, key: Key, amount: Value) -> Result<(), TxError> {
+        self.add_signed(key, -i128::from(amount), false)
+    }
+
+    fn add_signed(&mut self, key: Key, delta: i128, up: bool) -> Result<(), TxError> {
+        let position = self
+            .position(&key)
+            .filter(|p| *p >= self.tx.access.reads.len())
+            .ok_or(TxError::AccessViolation { key, write: true })?;
+        if !self.tx.access.is_add(position) {
+            let amount = delta.unsigned_abs() as Value;
+            return if up {
+                self.credit(key, amount)
+            } else {
+                self.debit(key, amount)
+            };
+        }
+        // The access set holds at most MAX_ACCESS_KEYS (< 256) keys. A net
+        // delta that saturates i128 is far out of bounds either way, so it
+        // fails as it should.
+        let position = position as u8;
+        match self.deltas.iter_mut().find(|(p, _)| *p == position) {
+            Some(entry) => entry.1 = entry.1.saturating_add(delta),
+            None => self.deltas.push((position, delta)),
+        }
+        Ok(())
+    }
+
     /// Fails with [`TxError::UnknownAccount`] unless `account` exists (holds
     /// a coin balance).
     pub fn require_account(&self, account: AccountId) -> Result<(), TxError> {
@@ -253,8 +306,28 @@ impl<'a> Context<'a> {
         }
     }
 
-    fn into_writes(self) -> Writes {
-        self.writes
+    /// The call's writes, with each add key's net delta resolved against
+    /// the key's value now: the executors call this in the transaction's
+    /// place in the order, when the value is the one the order gives.
+    fn into_writes(self) -> Result<Writes, TxError> {
+        let mut writes = self.writes;
+        for (position, delta) in self.deltas {
+            let key = *self.tx.access.key(usize::from(position)).expect("declared");
+            let current = self.slots[usize::from(position)]
+                .and_then(Slot::load)
+                .unwrap_or(0);
+            let sum = i128::from(current) + delta;
+            if sum < 0 {
+                return Err(TxError::InsufficientFunds {
+                    key,
+                    needed: u64::try_from(-delta).unwrap_or(Value::MAX),
+                    available: current,
+                });
+            }
+            let value = Value::try_from(sum).map_err(|_| TxError::Overflow { key })?;
+            writes.push((position, value));
+        }
+        Ok(writes)
     }
 }
 
@@ -330,5 +403,5 @@ pub(crate) fn run(
             ),
         });
     }
-    Ok((output, ctx.into_writes()))
+    Ok((output, ctx.into_writes()?))
 }

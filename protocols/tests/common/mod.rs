@@ -64,6 +64,10 @@ pub const MOVER: ContractId = ContractId(2);
 pub const PANICKER: ContractId = ContractId(3);
 /// [`Sneaky`]'s id.
 pub const SNEAKY: ContractId = ContractId(4);
+/// [`Tally`]'s id.
+pub const TALLY: ContractId = ContractId(5);
+/// The account that holds [`Tally`]'s shared total.
+pub const TALLY_ACCOUNT: AccountId = AccountId(SPECIAL_BASE + 40);
 /// An id no contract is registered under.
 pub const UNREGISTERED: ContractId = ContractId(99);
 
@@ -148,14 +152,68 @@ impl Contract for Sneaky {
     }
 }
 
-/// The registry every test uses: the four test contracts.
+/// A shared total every call adds to without reading it (an add key),
+/// and the sender's own share (a write key): `args = [op, amount]`.
+/// Op 0 adds `amount` to both; op 1 subtracts it from both (the share
+/// first, so a short share fails before the total is judged); op 2 reads
+/// the total, which an add key refuses; op 3 adds `amount` twice to the
+/// total and subtracts it once (net `+amount`: only the net is judged).
+pub struct Tally;
+
+/// The shared total [`Tally`] adds to.
+pub fn tally_key() -> Key {
+    Key::field(TALLY_ACCOUNT, 0)
+}
+
+/// A sender's share in [`Tally`].
+pub fn share_key(account: AccountId) -> Key {
+    Key::field(account, 9)
+}
+
+impl Contract for Tally {
+    fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Output, TxError> {
+        let [op, amount] = args else {
+            return Err(TxError::InvalidInput {
+                reason: format!("tally takes 2 arguments, {} given", args.len()),
+            });
+        };
+        let share = share_key(ctx.sender());
+        match op {
+            0 => {
+                ctx.credit(share, *amount)?;
+                ctx.add(tally_key(), *amount)?;
+            }
+            1 => {
+                ctx.debit(share, *amount)?;
+                ctx.subtract(tally_key(), *amount)?;
+            }
+            2 => {
+                ctx.read(tally_key())?;
+            }
+            _ => {
+                ctx.add(tally_key(), *amount)?;
+                ctx.add(tally_key(), *amount)?;
+                ctx.subtract(tally_key(), *amount)?;
+            }
+        }
+        Ok(Output::from(*op))
+    }
+}
+
+/// The access set of a [`Tally`] call: the share written, the total added to.
+pub fn tally_access(sender: AccountId) -> AccessSet {
+    AccessSet::with_adds([], [share_key(sender)], [tally_key()])
+}
+
+/// The registry every test uses: the five test contracts.
 pub fn registry() -> Arc<Registry> {
     let mut registry = Registry::new();
-    let contracts: [(ContractId, Arc<dyn Contract>); 4] = [
+    let contracts: [(ContractId, Arc<dyn Contract>); 5] = [
         (COUNTER, Arc::new(Counter)),
         (MOVER, Arc::new(Mover)),
         (PANICKER, Arc::new(Panicker)),
         (SNEAKY, Arc::new(Sneaky)),
+        (TALLY, Arc::new(Tally)),
     ];
     for (id, contract) in contracts {
         registry
@@ -592,7 +650,22 @@ impl Generator {
                 }
                 Transaction::swap(id, from, pool, asset_in, asset_out, amount_in, min_out)
             }
-            Kind::Custom => match (fail, self.rng.below(4)) {
+            Kind::Custom => match (fail, self.rng.below(5)) {
+                (false, 4) => {
+                    let op = self.rng.below(2);
+                    let amount = self.amount();
+                    Transaction::custom(id, from, TALLY, vec![op, amount], tally_access(from))
+                }
+                (true, 4) => {
+                    // Huge net additions push the total towards the top
+                    // (later ones overflow); large subtractions go below zero.
+                    let (op, amount) = match self.rng.below(3) {
+                        0 => (3, self.huge()),
+                        1 => (1, self.huge()),
+                        _ => (2, 1),
+                    };
+                    Transaction::custom(id, from, TALLY, vec![op, amount], tally_access(from))
+                }
                 (false, 0 | 1) => {
                     Transaction::custom(id, from, COUNTER, vec![], counter_access(from))
                 }

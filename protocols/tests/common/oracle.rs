@@ -10,7 +10,9 @@ use parashard_protocols::model::{
     AccountId, AssetId, Call, Key, Transaction, TxError, Value, MAX_ACCESS_KEYS,
 };
 
-use super::{counter_key, sneaky_target, COUNTER, MOVER, PANICKER, SNEAKY};
+use super::{
+    counter_key, share_key, sneaky_target, tally_key, COUNTER, MOVER, PANICKER, SNEAKY, TALLY,
+};
 
 /// What the oracle says of one transaction: committed with an output, or
 /// failed with an error of this kind (the variant's name).
@@ -301,6 +303,32 @@ fn run(c: &mut Call1<'_>) -> Result<Value, Fail> {
                 1 => c.put(counter_key(sender), 5).map(|()| 0),
                 _ => c.put(sneaky_target(sender), 5).map(|()| 0),
             }
+        }
+        Call::Custom { contract, args } if *contract == TALLY => {
+            let [op, amount] = args[..] else {
+                return Err("InvalidInput");
+            };
+            let share = share_key(sender);
+            // The total's net change, judged against its value once the
+            // call is done.
+            let net = match op {
+                0 => {
+                    c.give(share, amount)?;
+                    i128::from(amount)
+                }
+                1 => {
+                    c.take(share, amount)?;
+                    -i128::from(amount)
+                }
+                2 => return Err("AccessViolation"),
+                _ => i128::from(amount),
+            };
+            let total = i128::from(c.state.get(&tally_key()).copied().unwrap_or(0)) + net;
+            if total < 0 {
+                return Err("InsufficientFunds");
+            }
+            c.put(tally_key(), Value::try_from(total).map_err(|_| "Overflow")?)?;
+            Ok(op)
         }
         Call::Custom { .. } => Err("UnknownContract"),
         _ => Err("other"),
