@@ -351,8 +351,7 @@ mod tests {
     fn memory_log_counts_what_records_hold() {
         let record = block(1_000);
         let footprint = record.footprint();
-        let per_tx = std::mem::size_of::<(TxId, parashard_protocols::Output)>()
-            + 2 * std::mem::size_of::<(Key, Value)>();
+        let per_tx = std::mem::size_of::<(TxId, Value)>() + 2 * std::mem::size_of::<(Key, Value)>();
         assert!(footprint >= 1_000 * per_tx as u64);
         let policy = SnapshotPolicy {
             log_bytes: 3 * footprint,

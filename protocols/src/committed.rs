@@ -14,10 +14,11 @@
 //! first), so a retry is safe within that many later commits of the same
 //! shard (or, for cross-shard transactions, of the coordinator).
 
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 
 use crate::fastmap::PREFETCH_AHEAD;
-use crate::model::{Output, Receipt, Status, Transaction, TxId};
+use crate::model::{Output, Receipt, Status, Transaction, TxId, Value};
 
 /// Commits remembered by default: at a million transactions per second,
 /// about a second of history per shard; about 40 MB when full.
@@ -35,11 +36,18 @@ pub const MAX_CAPACITY: usize = (1 << 31) - 1;
 /// 8-byte entries (32 hash bits, which also give the home bucket, and the
 /// ring position) finds them. A lookup of an id not remembered, the common
 /// case, touches one table line and no ring entry.
+///
+/// The ring keeps one output word inline (24 bytes an entry): outputs of
+/// another length, which only user contracts return, wait in a side map
+/// by ring position, which is empty, and costs nothing, while none does.
 #[derive(Debug, Clone)]
 pub struct CommittedMemory {
     capacity: usize,
-    /// `(id, output)` in arrival order, starting at `oldest` once full.
-    ring: Vec<(TxId, Output)>,
+    /// `(id, output word)` in arrival order, starting at `oldest` once
+    /// full.
+    ring: Vec<(TxId, Value)>,
+    /// The outputs that are not one word, by ring position.
+    wide: HashMap<usize, Output, foldhash::fast::RandomState>,
     oldest: usize,
     /// `hash << 32 | ring position + 1`, or 0 for an empty bucket; at most
     /// half full, linear probing; grows with the ring.
@@ -54,6 +62,7 @@ impl CommittedMemory {
         CommittedMemory {
             capacity: capacity.min(MAX_CAPACITY),
             ring: Vec::new(),
+            wide: HashMap::default(),
             oldest: 0,
             table: Vec::new(),
             hasher: Default::default(),
@@ -111,7 +120,7 @@ impl CommittedMemory {
         Some(Receipt {
             tx_id: *id,
             status: Status::Committed {
-                output: self.ring[position].1.clone(),
+                output: self.output_at(position),
             },
         })
     }
@@ -134,10 +143,23 @@ impl CommittedMemory {
             .collect()
     }
 
+    fn output_at(&self, position: usize) -> Output {
+        match self.wide.get(&position) {
+            Some(output) => output.clone(),
+            None => Output::from(self.ring[position].1),
+        }
+    }
+
     /// Remembers that `id` committed with `output`, forgetting the oldest
     /// commit if the memory is full. An id remembered already keeps its
     /// first output (an id commits once).
     pub fn remember(&mut self, id: TxId, output: Output) {
+        self.remember_ref(id, &output);
+    }
+
+    /// [`CommittedMemory::remember`] of a borrowed output: a one-word
+    /// output, the usual, is copied, not cloned.
+    fn remember_ref(&mut self, id: TxId, output: &Output) {
         let hash = self.hash(&id);
         if self.capacity == 0 || self.find_hashed(&id, hash).is_some() {
             return;
@@ -145,14 +167,21 @@ impl CommittedMemory {
         if (self.ring.len() + 1) * 2 > self.table.len() {
             self.grow();
         }
+        let (word, wide) = match output.words() {
+            [word] => (*word, None),
+            _ => (0, Some(output.clone())),
+        };
         let position = if self.ring.len() < self.capacity {
-            self.ring.push((id, output));
+            self.ring.push((id, word));
             self.ring.len() - 1
         } else {
             let position = self.oldest;
             let forgotten = self.ring[position].0;
             self.unlink(&forgotten, position);
-            self.ring[position] = (id, output);
+            if !self.wide.is_empty() {
+                self.wide.remove(&position);
+            }
+            self.ring[position] = (id, word);
             self.oldest = if position + 1 == self.capacity {
                 0
             } else {
@@ -160,6 +189,9 @@ impl CommittedMemory {
             };
             position
         };
+        if let Some(output) = wide {
+            self.wide.insert(position, output);
+        }
         self.place(u64::from(hash) << 32 | (position as u64 + 1));
     }
 
@@ -229,7 +261,7 @@ impl CommittedMemory {
                 }
             }
             if let Status::Committed { output } = &receipt.status {
-                self.remember(receipt.tx_id, output.clone());
+                self.remember_ref(receipt.tx_id, output);
             }
         }
     }
@@ -237,8 +269,8 @@ impl CommittedMemory {
     /// Every remembered commit, oldest first: what a snapshot keeps, and
     /// what [`CommittedMemory::remember`] takes back in the same order.
     pub fn iter(&self) -> impl Iterator<Item = (TxId, Output)> + '_ {
-        let (newer, older) = self.ring.split_at(self.oldest);
-        older.iter().chain(newer).cloned()
+        let positions = (self.oldest..self.ring.len()).chain(0..self.oldest);
+        positions.map(|position| (self.ring[position].0, self.output_at(position)))
     }
 
     /// The most commits remembered.

@@ -99,7 +99,7 @@ impl ShardMemory {
                 for (key, value) in writes {
                     self.state.set(key, value);
                 }
-                for (tx, output) in committed {
+                for (tx, output) in committed.iter() {
                     self.committed.remember(tx, output);
                 }
             }

@@ -1199,8 +1199,8 @@ impl<'c> Sim<'c> {
                         record: ShardRecord::Block { committed, .. },
                         ..
                     } => {
-                        for (tx, _) in committed {
-                            *applied.entry((*tx, node.id)).or_default() += 1;
+                        for tx in committed.ids() {
+                            *applied.entry((tx, node.id)).or_default() += 1;
                         }
                     }
                     _ => {}

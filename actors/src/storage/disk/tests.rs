@@ -26,7 +26,9 @@ fn batch(seed: u64, n: u64) -> Vec<ShardRecord> {
     (0..n)
         .map(|i| match (seed + i) % 3 {
             0 => ShardRecord::Block {
-                committed: vec![(TxId::from_u128(u128::from(seed * 1_000 + i)), i.into())],
+                committed: [(TxId::from_u128(u128::from(seed * 1_000 + i)), i.into())]
+                    .into_iter()
+                    .collect(),
                 writes: vec![(key(seed), seed + i), (key(i), i)],
             },
             1 => ShardRecord::Prepared {
