@@ -397,7 +397,7 @@ mod tests {
             prepared: Vec::new(),
             finished: Vec::new(),
             decided_below: 0,
-            committed: Vec::new(),
+            committed: Default::default(),
         }
     }
 }

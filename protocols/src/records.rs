@@ -3,6 +3,7 @@
 //! which log the same records.
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::model::{Key, Output, Receipt, ShardId, Status, Transaction, TxId, Value};
 use crate::state::State;
@@ -58,8 +59,9 @@ pub enum ShardRecord {
 /// length wait beside, by index.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Commits {
-    /// Each commit with its output's word (0 for a wide one).
-    words: Vec<(TxId, Value)>,
+    /// Each commit with its output's word (0 for a wide one); a lone
+    /// commit (a cross-shard decision's usual list) stays inline.
+    words: SmallVec<[(TxId, Value); 1]>,
     /// The outputs that are not one word, by index in `words`, ascending.
     #[serde(default)]
     wide: Vec<(u32, Output)>,
@@ -69,7 +71,7 @@ impl Commits {
     /// Room for `capacity` commits.
     pub fn with_capacity(capacity: usize) -> Commits {
         Commits {
-            words: Vec::with_capacity(capacity),
+            words: SmallVec::with_capacity(capacity),
             wide: Vec::new(),
         }
     }
@@ -118,6 +120,12 @@ impl Commits {
     /// Roughly the bytes it owns on the heap.
     fn footprint(&self) -> usize {
         std::mem::size_of_val(self.words.as_slice()) + std::mem::size_of_val(self.wide.as_slice())
+    }
+}
+
+impl<const N: usize> From<[(TxId, Output); N]> for Commits {
+    fn from(commits: [(TxId, Output); N]) -> Commits {
+        commits.into_iter().collect()
     }
 }
 
@@ -176,7 +184,7 @@ pub struct ShardSnapshot {
     pub decided_below: Attempt,
     /// Local commits remembered to answer re-submissions, oldest first
     /// (see [`crate::committed`]).
-    pub committed: Vec<(TxId, Output)>,
+    pub committed: Commits,
 }
 
 /// A coordinator's snapshot: the commit decisions not yet done, as
@@ -188,7 +196,7 @@ pub struct CoordinatorSnapshot {
     pub commits: Vec<CoordinatorRecord>,
     /// Finished commits remembered to answer re-submissions, oldest first
     /// (see [`crate::committed`]).
-    pub committed: Vec<(TxId, Output)>,
+    pub committed: Commits,
     /// The epoch of the incarnation that wrote the snapshot.
     pub epoch: u32,
 }
@@ -245,7 +253,7 @@ impl CoordinatorRecord {
             CoordinatorRecord::Commit {
                 committed, writes, ..
             } => {
-                size_of_val(&committed[..])
+                committed.footprint()
                     + size_of_val(&writes[..])
                     + writes
                         .iter()
@@ -273,7 +281,7 @@ impl ShardSnapshot {
             + size_of_val(self.prepared.as_slice())
             + locks
             + size_of_val(self.finished.as_slice())
-            + size_of_val(self.committed.as_slice())) as u64
+            + self.committed.footprint()) as u64
     }
 }
 
@@ -282,9 +290,7 @@ impl CoordinatorSnapshot {
     /// [`ShardRecord::footprint`].
     pub fn footprint(&self) -> u64 {
         let commits: u64 = self.commits.iter().map(CoordinatorRecord::footprint).sum();
-        std::mem::size_of::<Self>() as u64
-            + commits
-            + std::mem::size_of_val(self.committed.as_slice()) as u64
+        std::mem::size_of::<Self>() as u64 + commits + self.committed.footprint() as u64
     }
 }
 

@@ -11,7 +11,7 @@ use crate::contracts::Registry;
 use crate::exec::{BlockExecutor, ExecutorError};
 use crate::model::{Receipt, ShardId, Transaction, TxId};
 use crate::placement::Placement;
-use crate::records::{CoordinatorRecord, CoordinatorSnapshot, ShardRecord, ShardSnapshot};
+use crate::records::{Commits, CoordinatorRecord, CoordinatorSnapshot, ShardRecord, ShardSnapshot};
 use crate::state::State;
 use crate::twopc::{
     Committed, Coordinator, CoordinatorConfig, Participant, ParticipantConfig, Writes,
@@ -61,7 +61,7 @@ impl ShardMemory {
             for (tx, attempt, keys) in snapshot.prepared {
                 memory.participant.restore(tx, attempt, keys);
             }
-            for (tx, output) in snapshot.committed {
+            for (tx, output) in snapshot.committed.iter() {
                 memory.committed.remember(tx, output);
             }
             memory.participant.take_granted();
@@ -165,9 +165,9 @@ pub fn recover_coordinator(
     let mut machine = Coordinator::new(config, placement, registry).with_epoch(epoch);
     let (commits, committed) = match snapshot {
         Some(snapshot) => (snapshot.commits, snapshot.committed),
-        None => (Vec::new(), Vec::new()),
+        None => (Vec::new(), Commits::default()),
     };
-    for (tx, output) in committed {
+    for (tx, output) in committed.iter() {
         machine.restore_committed(tx, output);
     }
     type Open = (Committed, Vec<(ShardId, Writes)>);
@@ -187,7 +187,7 @@ pub fn recover_coordinator(
             CoordinatorRecord::Done { tx } => {
                 if let Some((committed, _)) = open.remove(&tx) {
                     for (member, output) in committed.iter() {
-                        machine.restore_committed(*member, output.clone());
+                        machine.restore_committed(member, output);
                     }
                 }
             }
@@ -211,7 +211,7 @@ mod tests {
     fn commit(id: u128, from: u64, to: u64, output: Value) -> CoordinatorRecord {
         CoordinatorRecord::Commit {
             tx: TxId::from_u128(id),
-            committed: [(TxId::from_u128(id), output.into())].into(),
+            committed: std::sync::Arc::new([(TxId::from_u128(id), output.into())].into()),
             writes: vec![
                 (
                     ShardId(0),
@@ -277,7 +277,7 @@ mod tests {
     fn coordinator_log_recovers_done_and_open_commits() {
         let snapshot = CoordinatorSnapshot {
             commits: vec![commit(1, 0, 1, 5)],
-            committed: vec![(TxId::from_u128(7), 70.into())],
+            committed: [(TxId::from_u128(7), 70.into())].into(),
             epoch: 4,
         };
         let records = vec![

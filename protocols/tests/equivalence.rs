@@ -558,7 +558,7 @@ fn check_redo(case: &Case, executor: &dyn BlockExecutor) -> Result<(), TestCaseE
         prepared: Vec::new(),
         finished: Vec::new(),
         decided_below: 0,
-        committed: Vec::new(),
+        committed: Default::default(),
     };
     let mut state = world.genesis;
     let mut records = Vec::new();

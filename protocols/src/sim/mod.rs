@@ -386,7 +386,7 @@ impl ShardNode {
                         prepared: Vec::new(),
                         finished: Vec::new(),
                         decided_below: 0,
-                        committed: Vec::new(),
+                        committed: Default::default(),
                     });
                 }
                 Logged::Record { record, .. } => records.push(record.clone()),
@@ -1170,7 +1170,7 @@ impl<'c> Sim<'c> {
         for record in &self.coordinator.log {
             if let CoordinatorRecord::Commit { tx, committed, .. } = record {
                 let members = units.entry(*tx).or_default();
-                members.extend(committed.iter().map(|(member, _)| *member));
+                members.extend(committed.ids());
             }
         }
         // How often each transaction was applied on each shard. A unit's

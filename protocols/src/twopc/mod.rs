@@ -121,7 +121,7 @@ pub type Writes = Arc<[(Key, Value)]>;
 
 /// The transactions a commit decision commits, with their outputs, in the
 /// order they ran. Shared like [`Writes`].
-pub type Committed = Arc<[(TxId, Output)]>;
+pub type Committed = Arc<crate::records::Commits>;
 
 /// The high 64 bits of every group id ([`group_id`]): "parash" in ASCII,
 /// then the version nibble of a custom (version 8) UUID. Random (version
@@ -614,7 +614,7 @@ struct Ran {
     /// The members that succeeded, with their outputs, in the order they
     /// ran. Inline for a lone transaction: the decision's shared copy is
     /// then its one allocation.
-    committed: SmallVec<[(TxId, Output); 1]>,
+    committed: crate::records::Commits,
     /// The members that failed, each for its own reason; they write
     /// nothing.
     failed: Vec<(TxId, TxError)>,
@@ -634,12 +634,12 @@ fn run_members(
     if let [tx] = members {
         return match execute_with_values(tx, values, registry) {
             Ok((output, writes)) => Ran {
-                committed: smallvec::smallvec![(tx.id, output)],
+                committed: [(tx.id, output)].into_iter().collect(),
                 failed: Vec::new(),
                 writes,
             },
             Err(error) => Ran {
-                committed: SmallVec::new(),
+                committed: Default::default(),
                 failed: vec![(tx.id, error)],
                 writes: Vec::new(),
             },
@@ -652,7 +652,7 @@ fn run_members(
         .collect();
     let mut written: Vec<Key> = Vec::new();
     let mut ran = Ran {
-        committed: SmallVec::with_capacity(members.len()),
+        committed: crate::records::Commits::with_capacity(members.len()),
         failed: Vec::new(),
         writes: Vec::new(),
     };
@@ -671,7 +671,7 @@ fn run_members(
                     }
                     *entry = (Some(value), true);
                 }
-                ran.committed.push((tx.id, output));
+                ran.committed.push(tx.id, &output);
             }
             Err(error) => ran.failed.push((tx.id, error)),
         }
@@ -1142,7 +1142,7 @@ impl Coordinator {
                 (*shard, Writes::from(on_shard.as_slice()))
             })
             .collect();
-        let committed = Committed::from(ran.committed.as_slice());
+        let committed = Committed::new(ran.committed);
         self.commands.push(Command::PersistCommit {
             tx: id,
             committed: committed.clone(),
@@ -1295,7 +1295,6 @@ impl Coordinator {
         self.in_flight.remove(&id);
         self.commands.push(Command::Done { tx: id });
         for (member, output) in committed.iter() {
-            let (member, output) = (*member, output.clone());
             self.committed.remember(member, output.clone());
             self.answer(member, Status::Committed { output });
         }
@@ -1438,7 +1437,7 @@ impl Coordinator {
             );
         }
         if is_group_id(&id) {
-            for &(member, _) in committed.iter() {
+            for member in committed.ids() {
                 self.grouped.insert(member, id);
             }
         }
@@ -2356,7 +2355,7 @@ mod tests {
             vec![
                 Command::PersistCommit {
                     tx: tx.id,
-                    committed: [(tx.id, 0.into())].into(),
+                    committed: std::sync::Arc::new([(tx.id, 0.into())].into()),
                     writes,
                 },
                 and_decided(commit(0, tx.id, vec![(from, 70)]), 1),
@@ -2960,7 +2959,7 @@ mod tests {
         c.recover_commit(
             50,
             tx.id,
-            [(tx.id, 7.into())].into(),
+            std::sync::Arc::new([(tx.id, 7.into())].into()),
             vec![
                 (ShardId(0), [(from, 70)].into()),
                 (ShardId(1), [(to, 35)].into()),

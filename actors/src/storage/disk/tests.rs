@@ -50,7 +50,7 @@ fn snapshot(n: u64) -> ShardSnapshot {
         prepared: vec![(TxId::from_u128(7), 0, vec![key(n)])],
         finished: vec![(TxId::from_u128(8), Finished::Aborted(2), 2)],
         decided_below: 1,
-        committed: vec![(TxId::from_u128(9), n.into())],
+        committed: [(TxId::from_u128(9), n.into())].into(),
     }
 }
 

@@ -91,11 +91,13 @@ fn sharing_transactions_run_as_one_group() {
         vec![
             Command::PersistCommit {
                 tx: group,
-                committed: [
-                    (TxId::from_u128(10), 0.into()),
-                    (TxId::from_u128(11), 0.into())
-                ]
-                .into(),
+                committed: std::sync::Arc::new(
+                    [
+                        (TxId::from_u128(10), 0.into()),
+                        (TxId::from_u128(11), 0.into())
+                    ]
+                    .into()
+                ),
                 writes: vec![
                     (ShardId(0), [(k1, 50)].into()),
                     (ShardId(1), [(k2, 35), (k3, 20)].into()),
@@ -152,7 +154,7 @@ fn a_failing_member_fails_alone() {
         commands[0],
         Command::PersistCommit {
             tx: group,
-            committed: [(TxId::from_u128(10), 0.into())].into(),
+            committed: std::sync::Arc::new([(TxId::from_u128(10), 0.into())].into()),
             writes: vec![
                 (ShardId(0), [(k1, 30)].into()),
                 (ShardId(1), [(k2, 30)].into()),
@@ -306,11 +308,13 @@ fn recovered_group_commit_answers_every_member() {
     c.recover_commit(
         0,
         group,
-        [
-            (TxId::from_u128(10), 4.into()),
-            (TxId::from_u128(11), 5.into()),
-        ]
-        .into(),
+        std::sync::Arc::new(
+            [
+                (TxId::from_u128(10), 4.into()),
+                (TxId::from_u128(11), 5.into()),
+            ]
+            .into(),
+        ),
         vec![
             (ShardId(0), [(k1, 50)].into()),
             (ShardId(1), [(k2, 35), (k3, 20)].into()),
