@@ -845,33 +845,27 @@ fn run_once(args: &SystemArgs) -> Result<RunReport, CliError> {
         reports.push(report);
     }
     let mut checks = BTreeMap::new();
-    let paid = reports
-        .iter()
-        .filter_map(|r| r.kinds.get("fee"))
-        .map(|k| k.committed)
-        .sum::<u64>();
+    let committed_of = |kind: &str| {
+        reports
+            .iter()
+            .filter_map(|r| r.kinds.get(kind))
+            .map(|k| k.committed)
+            .sum::<u64>()
+    };
+    let paid = committed_of("fee");
     if paid > 0 {
         let counted = cluster.get_many_blocking(&[Key::field(FEE_COLLECTOR, 0)])?[0].unwrap_or(0);
-        let verdict = if counted == paid { "ok" } else { "MISMATCH" };
-        checks.insert(
-            "fee counter".to_string(),
-            format!("{verdict}: reads {counted}, {paid} fees committed"),
-        );
-        if counted != paid {
-            return Err(CliError::Argument(format!(
-                "the fee counter reads {counted}, but {paid} fees committed"
-            )));
-        }
+        record_check(
+            &mut checks,
+            "fee counter",
+            counted == paid,
+            format!("reads {counted}, {paid} fees committed"),
+        )?;
     }
-    let sales = reports
-        .iter()
-        .filter_map(|r| r.kinds.get("nft sale"))
-        .map(|k| k.committed)
-        .sum::<u64>();
     if args.workload == Workload::Mixed {
         // A sold token is delisted (price 0); the others keep their price.
-        let tokens = nft_sales(args.txs as u64);
-        let prices: Vec<Key> = (0..tokens)
+        let sales = committed_of("nft sale");
+        let prices: Vec<Key> = (0..nft_sales(args.txs as u64))
             .map(|i| Key::field(nft(i), nft_market::PRICE))
             .collect();
         let delisted = cluster
@@ -879,16 +873,12 @@ fn run_once(args: &SystemArgs) -> Result<RunReport, CliError> {
             .into_iter()
             .filter(|price| *price == Some(0))
             .count() as u64;
-        let verdict = if delisted == sales { "ok" } else { "MISMATCH" };
-        checks.insert(
-            "nft sales".to_string(),
-            format!("{verdict}: {delisted} tokens sold, {sales} sales committed"),
-        );
-        if delisted != sales {
-            return Err(CliError::Argument(format!(
-                "{delisted} NFT tokens changed hands, but {sales} sales committed"
-            )));
-        }
+        record_check(
+            &mut checks,
+            "nft sales",
+            delisted == sales,
+            format!("{delisted} tokens sold, {sales} sales committed"),
+        )?;
     }
     let storage = match &args.data_dir {
         Some(dir) => format!("disk: {}", dir.display()),
@@ -925,6 +915,21 @@ fn run_once(args: &SystemArgs) -> Result<RunReport, CliError> {
         checks,
         logs,
     })
+}
+
+/// Records consistency check `name` as `ok: detail`; a check that does
+/// not hold ends the run with an error naming it.
+fn record_check(
+    checks: &mut BTreeMap<String, String>,
+    name: &str,
+    holds: bool,
+    detail: String,
+) -> Result<(), CliError> {
+    if !holds {
+        return Err(CliError::Argument(format!("check {name} failed: {detail}")));
+    }
+    checks.insert(name.to_string(), format!("ok: {detail}"));
+    Ok(())
 }
 
 /// The share of a phase's transactions that touch each shard.
