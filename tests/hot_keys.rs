@@ -214,21 +214,28 @@ fn adds_to_one_key_from_every_shard_keep_their_bounds_exactly() {
     let call = |sender: AccountId, op: Value, amount: Value| {
         cluster.call(sender, POT, (op, amount).encode()).unwrap()
     };
-    let fill = cluster
-        .submit_blocking(call(senders[0], 0, Value::MAX - 1_000))
-        .unwrap();
-    assert!(fill.is_committed(), "{fill:?}");
+    let commit = |tx: Transaction| {
+        let receipt = cluster.submit_blocking(tx).unwrap();
+        assert!(receipt.is_committed(), "{receipt:?}");
+    };
+    // Submits `txs` at once: exactly `winners` commit, and every other
+    // one fails as `lost` says.
+    let race = |txs: Vec<Transaction>, winners: usize, lost: fn(&TxError) -> bool| {
+        let receipts = cluster.submit_batch_blocking(txs).unwrap();
+        let committed = receipts.iter().filter(|r| r.is_committed()).count();
+        assert_eq!(committed, winners, "{:?}", &receipts[..5]);
+        for receipt in receipts.iter().filter(|r| !r.is_committed()) {
+            assert!(receipt.error().is_some_and(lost), "{receipt:?}");
+        }
+    };
+    commit(call(senders[0], 0, Value::MAX - 1_000));
 
     let adds: Vec<Transaction> = (0..300).map(|i| call(senders[i % 30], 0, 10)).collect();
-    let receipts = cluster.submit_batch_blocking(adds).unwrap();
-    let committed = receipts.iter().filter(|r| r.is_committed()).count();
-    assert_eq!(committed, 100, "{:?}", &receipts[..5]);
-    for receipt in receipts.iter().filter(|r| !r.is_committed()) {
-        assert!(
-            matches!(receipt.error(), Some(TxError::Overflow { key }) if *key == pot_key()),
-            "{receipt:?}"
-        );
-    }
+    race(
+        adds,
+        100,
+        |error| matches!(error, TxError::Overflow { key } if *key == pot_key()),
+    );
     let pot = || cluster.get_many_blocking(&[pot_key()]).unwrap()[0];
     assert_eq!(pot(), Some(Value::MAX));
     let shares: Vec<Key> = senders.iter().map(|&s| share_key(s)).collect();
@@ -245,19 +252,13 @@ fn adds_to_one_key_from_every_shard_keep_their_bounds_exactly() {
     );
 
     // Empty the pot down to 1,000, then race 150 takers for it.
-    let drain = cluster
-        .submit_blocking(call(senders[1], 1, Value::MAX - 1_000))
-        .unwrap();
-    assert!(drain.is_committed(), "{drain:?}");
+    commit(call(senders[1], 1, Value::MAX - 1_000));
     let takes: Vec<Transaction> = (0..150).map(|i| call(senders[i % 30], 1, 10)).collect();
-    let receipts = cluster.submit_batch_blocking(takes).unwrap();
-    assert_eq!(receipts.iter().filter(|r| r.is_committed()).count(), 100);
-    for receipt in receipts.iter().filter(|r| !r.is_committed()) {
-        assert!(
-            matches!(receipt.error(), Some(TxError::InsufficientFunds { key, .. }) if *key == pot_key()),
-            "{receipt:?}"
-        );
-    }
+    race(
+        takes,
+        100,
+        |error| matches!(error, TxError::InsufficientFunds { key, .. } if *key == pot_key()),
+    );
     assert_eq!(pot(), Some(0));
 
     // Reading an add key is refused, and the call writes nothing.

@@ -185,30 +185,18 @@ impl AccessSet {
         adds: impl IntoIterator<Item = Key>,
     ) -> AccessSet {
         let reads: SmallVec<[Key; 3]> = reads.into_iter().collect();
-        let mut set = AccessSet::new([], writes);
-        let mut added: SmallVec<[Key; 2]> = SmallVec::new();
+        let adds: SmallVec<[Key; 2]> = adds.into_iter().collect();
+        let read_adds = adds.iter().copied().filter(|key| reads.contains(key));
+        let mut set = AccessSet::new(reads.iter().copied(), writes.into_iter().chain(read_adds));
+        let first_add = set.writes.len();
         for key in adds {
-            if reads.contains(&key) {
-                if !set.writes.contains(&key) {
-                    set.writes.push(key);
-                }
-            } else if !set.writes.contains(&key) && !added.contains(&key) {
-                added.push(key);
+            if !set.writes.contains(&key) {
+                set.writes.push(key);
             }
         }
-        set.reads = reads
-            .into_iter()
-            .filter(|key| !set.writes.contains(key))
-            .fold(SmallVec::new(), |mut kept, key| {
-                if !kept.contains(&key) {
-                    kept.push(key);
-                }
-                kept
-            });
-        // Bounded by validate (at most MAX_ACCESS_KEYS keys in all); a set
-        // too large for the count is refused there.
-        set.adds = u8::try_from(added.len()).unwrap_or(u8::MAX);
-        set.writes.extend(added);
+        // A set too large for the count fails validation (at most
+        // MAX_ACCESS_KEYS keys in all).
+        set.adds = u8::try_from(set.writes.len() - first_add).unwrap_or(u8::MAX);
         set
     }
 

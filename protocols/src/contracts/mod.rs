@@ -262,38 +262,43 @@ impl<'a> Context<'a> {
     /// [`Context::credit`].
     #[inline]
     pub fn add(&mut self, key: Key, amount: Value) -> Result<(), TxError> {
-        self.add_signed(key, i128::from(amount), true)
+        match self.add_position(key)? {
+            Some(position) => self.add_delta(position, i128::from(amount)),
+            None => self.credit(key, amount)?,
+        }
+        Ok(())
     }
 
     /// Subtracts `amount` from `key`: the opposite of [`Context::add`]; on
     /// a write key it is [`Context::debit`].
     #[inline]
     pub fn subtract(&mut self, key: Key, amount: Value) -> Result<(), TxError> {
-        self.add_signed(key, -i128::from(amount), false)
+        match self.add_position(key)? {
+            Some(position) => self.add_delta(position, -i128::from(amount)),
+            None => self.debit(key, amount)?,
+        }
+        Ok(())
     }
 
-    fn add_signed(&mut self, key: Key, delta: i128, up: bool) -> Result<(), TxError> {
+    /// The position of `key` if it is an add key, `None` if it is a write
+    /// key; an error if the call may not change it.
+    fn add_position(&self, key: Key) -> Result<Option<u8>, TxError> {
         let position = self
             .position(&key)
             .filter(|p| *p >= self.tx.access.reads.len())
             .ok_or(TxError::AccessViolation { key, write: true })?;
-        if !self.tx.access.is_add(position) {
-            let amount = delta.unsigned_abs() as Value;
-            return if up {
-                self.credit(key, amount)
-            } else {
-                self.debit(key, amount)
-            };
-        }
-        // The access set holds at most MAX_ACCESS_KEYS (< 256) keys. A net
-        // delta that saturates i128 is far out of bounds either way, so it
-        // fails as it should.
-        let position = position as u8;
+        // The access set holds at most MAX_ACCESS_KEYS (< 256) keys.
+        Ok(self.tx.access.is_add(position).then_some(position as u8))
+    }
+
+    /// Adds `delta` to the net change of the add key at `position`. A net
+    /// change that saturates i128 is far out of bounds either way, so it
+    /// fails as it should.
+    fn add_delta(&mut self, position: u8, delta: i128) {
         match self.deltas.iter_mut().find(|(p, _)| *p == position) {
             Some(entry) => entry.1 = entry.1.saturating_add(delta),
             None => self.deltas.push((position, delta)),
         }
-        Ok(())
     }
 
     /// Fails with [`TxError::UnknownAccount`] unless `account` exists (holds
