@@ -2,8 +2,11 @@
 //! coordinator and four participants in one thread, messages handed over
 //! directly (no actors, no logs), 10,000 cross-shard transfers over 100k
 //! accounts per iteration, by how many may be active at once
-//! (`CoordinatorConfig::max_active`). What the protocol itself costs per
-//! transaction, apart from the runtime around it.
+//! (`CoordinatorConfig::max_active`); and 10,000 fee payments from
+//! accounts on the other shards into one collector's counters (add keys),
+//! which the coordinator runs in groups. What the protocol itself costs per
+//! transaction, apart from the runtime around it: with every state machine
+//! on one thread, the ceiling of one coordinator on this machine.
 //!
 //! Run with `cargo bench --bench twopc`.
 
@@ -18,6 +21,8 @@ use parashard::protocols::twopc::{
     Command, Coordinator, CoordinatorConfig, Participant, ToCoordinator, ToParticipant,
 };
 use parashard::protocols::workload::{Rng, TxIds};
+
+mod common;
 
 /// The allocator the `parashard` binary uses (see `src/main.rs`).
 #[global_allocator]
@@ -86,14 +91,14 @@ fn deliver(
 /// does: the shards keep the floor of decided rounds the last one sent.
 fn run(
     config: &CoordinatorConfig,
+    registry: &Arc<Registry>,
     epoch: u32,
     placement: &Placement,
     shards: &mut [Shard],
     txs: &[Transaction],
 ) -> usize {
     let mut coordinator =
-        Coordinator::new(config.clone(), placement.clone(), Arc::new(Registry::new()))
-            .with_epoch(epoch);
+        Coordinator::new(config.clone(), placement.clone(), registry.clone()).with_epoch(epoch);
     for tx in txs {
         coordinator.begin(0, tx.clone());
     }
@@ -135,6 +140,12 @@ fn twopc(c: &mut Criterion) {
     let mut rng = Rng::new(7);
     let mut ids = TxIds::default();
     let mut epoch = 0;
+    let registry = common::fee_registry();
+    let collector_shard = placement.shard_of_account(common::COLLECTOR);
+    let payers: Vec<AccountId> = (0..ACCOUNTS)
+        .map(AccountId)
+        .filter(|a| placement.shard_of_account(*a) != collector_shard)
+        .collect();
     let mut group = c.benchmark_group("twopc");
     group
         .throughput(Throughput::Elements(TRANSFERS as u64))
@@ -154,7 +165,8 @@ fn twopc(c: &mut Criterion) {
                     || cross_transfers(&placement, &mut rng, &mut ids),
                     |txs| {
                         epoch += 1;
-                        let committed = run(&config, epoch, &placement, &mut shards, &txs);
+                        let committed =
+                            run(&config, &registry, epoch, &placement, &mut shards, &txs);
                         assert_eq!(committed, txs.len(), "every transfer commits");
                     },
                     criterion::BatchSize::LargeInput,
@@ -162,6 +174,25 @@ fn twopc(c: &mut Criterion) {
             },
         );
     }
+    let config = CoordinatorConfig::default();
+    group.bench_function("hot-counter-fees", |b| {
+        b.iter_batched(
+            || {
+                (0..TRANSFERS)
+                    .map(|_| {
+                        let payer = payers[rng.below(payers.len() as u64) as usize];
+                        common::pay_fee(ids.next_id(), payer, true)
+                    })
+                    .collect::<Vec<_>>()
+            },
+            |txs| {
+                epoch += 1;
+                let committed = run(&config, &registry, epoch, &placement, &mut shards, &txs);
+                assert_eq!(committed, txs.len(), "every fee commits");
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
     group.finish();
 }
 

@@ -151,7 +151,7 @@ mod tests {
                     _ => unreachable!(),
                 },
             )
-            .and_then(|output| Ok((output, ctx.into_writes()?)));
+            .and_then(|output| Ok((output, ctx.into_pending().resolve(&tx, &slots)?)));
             assert_eq!(fast, general, "seed {seed:#x}, case {case}");
         }
     }

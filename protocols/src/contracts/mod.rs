@@ -311,16 +311,56 @@ impl<'a> Context<'a> {
         }
     }
 
-    /// The call's writes, with each add key's net delta resolved against
-    /// the key's value now: the executors call this in the transaction's
-    /// place in the order, when the value is the one the order gives.
-    fn into_writes(self) -> Result<Writes, TxError> {
+    /// The call's writes and its net changes to its add keys, not yet
+    /// resolved.
+    fn into_pending(self) -> Pending {
+        Pending {
+            writes: self.writes,
+            deltas: self.deltas,
+        }
+    }
+}
+
+/// What a call that returned `Ok` leaves: its writes, and its net change
+/// to each add key, which [`Pending::resolve`] judges against the key's
+/// value at the call's place in the order. The parallel executor runs
+/// calls that add to a key in parallel and resolves them one after
+/// another: a call cannot read its add keys, so only the resolving waits
+/// for the calls before it.
+pub(crate) struct Pending {
+    writes: Writes,
+    deltas: Deltas,
+}
+
+impl Pending {
+    /// The writes, with each add key's net delta resolved against the
+    /// key's value in `slots` now: the executors call this in the
+    /// transaction's place in the order, so the bound is exact. Above
+    /// `u64::MAX` fails with [`TxError::Overflow`], below zero with
+    /// [`TxError::InsufficientFunds`]; either way the call writes nothing.
+    pub(crate) fn resolve(
+        self,
+        tx: &Transaction,
+        slots: &[Option<&Slot>],
+    ) -> Result<Writes, TxError> {
+        self.resolve_against(tx, |position| {
+            slots[usize::from(position)]
+                .and_then(Slot::load)
+                .unwrap_or(0)
+        })
+    }
+
+    /// [`Pending::resolve`] against the values `value_of` gives for the
+    /// add keys at their positions (0 for a missing key).
+    pub(crate) fn resolve_against(
+        self,
+        tx: &Transaction,
+        mut value_of: impl FnMut(u8) -> Value,
+    ) -> Result<Writes, TxError> {
         let mut writes = self.writes;
         for (position, delta) in self.deltas {
-            let key = *self.tx.access.key(usize::from(position)).expect("declared");
-            let current = self.slots[usize::from(position)]
-                .and_then(Slot::load)
-                .unwrap_or(0);
+            let key = *tx.access.key(usize::from(position)).expect("declared");
+            let current = value_of(position);
             let sum = i128::from(current) + delta;
             if sum < 0 {
                 return Err(TxError::InsufficientFunds {
@@ -343,12 +383,24 @@ pub(crate) fn run(
     slots: &[Option<&Slot>],
     registry: &Registry,
 ) -> Result<(Output, Writes), TxError> {
+    let (output, pending) = run_unresolved(tx, slots, registry)?;
+    Ok((output, pending.resolve(tx, slots)?))
+}
+
+/// Runs `tx` against its resolved slots up to its add keys: [`run`]
+/// without the final [`Pending::resolve`], which reads the add keys'
+/// slots. Contract panics are caught here, so no panic leaves an executor
+/// worker.
+pub(crate) fn run_unresolved(
+    tx: &Transaction,
+    slots: &[Option<&Slot>],
+    registry: &Registry,
+) -> Result<(Output, Pending), TxError> {
     if let Some(result) = coin::transfer_fast(tx, slots) {
         return result.map(|[(_, from_left), (_, to_sum)]| {
-            (
-                0.into(),
-                [(0, from_left), (1, to_sum)].into_iter().collect(),
-            )
+            let writes = [(0, from_left), (1, to_sum)].into_iter().collect();
+            let deltas = Deltas::new();
+            (0.into(), Pending { writes, deltas })
         });
     }
     tx.access.validate()?;
@@ -408,5 +460,5 @@ pub(crate) fn run(
             ),
         });
     }
-    Ok((output, ctx.into_writes()?))
+    Ok((output, ctx.into_pending()))
 }

@@ -115,24 +115,42 @@ pub(crate) fn run_and_store(
             Status::Committed { output: 0.into() }
         }
         Some(Err(error)) => Status::Failed(error),
-        None => match crate::contracts::run(tx, slots, registry) {
-            Ok((output, writes)) => {
-                for (position, value) in writes {
-                    let position = usize::from(position);
-                    match slots[position] {
-                        Some(slot) => slot.store(value),
-                        None => create(position, tx.access.key(position).expect("declared"), value),
-                    }
-                }
-                Status::Committed { output }
-            }
-            Err(error) => Status::Failed(error),
-        },
+        None => store(
+            tx,
+            slots,
+            crate::contracts::run(tx, slots, registry),
+            &mut create,
+        ),
     };
     receipt.write(Receipt {
         tx_id: tx.id,
         status,
     });
+}
+
+/// Stores the writes of a call's `outcome` if it committed, creating
+/// missing keys through `create`, and returns the receipt's status.
+#[inline]
+pub(crate) fn store(
+    tx: &Transaction,
+    slots: &[Option<&crate::state::Slot>],
+    outcome: Result<(crate::model::Output, crate::contracts::Writes), crate::model::TxError>,
+    create: &mut impl FnMut(usize, &crate::model::Key, crate::model::Value),
+) -> crate::model::Status {
+    use crate::model::Status;
+    match outcome {
+        Ok((output, writes)) => {
+            for (position, value) in writes {
+                let position = usize::from(position);
+                match slots[position] {
+                    Some(slot) => slot.store(value),
+                    None => create(position, tx.access.key(position).expect("declared"), value),
+                }
+            }
+            Status::Committed { output }
+        }
+        Err(error) => Status::Failed(error),
+    }
 }
 
 fn check_block_size(block: &[Transaction]) -> Result<(), ExecutorError> {

@@ -57,10 +57,12 @@ use std::sync::{Arc, Mutex};
 
 use super::adaptive::{Chooser, Way};
 use super::sequential::execute_in_order;
+use smallvec::SmallVec;
+
 use super::{check_block_size, prefetch_transaction, run_and_store, BlockExecutor, ExecutorError};
-use crate::contracts::Registry;
+use crate::contracts::{Pending, Registry};
 use crate::fastmap::FastMap;
-use crate::model::{Key, Receipt, Transaction, MAX_ACCESS_KEYS};
+use crate::model::{Key, Output, Receipt, Status, Transaction, TxError, Value, MAX_ACCESS_KEYS};
 use crate::state::{hash, partition_of, Slot, State, PARTITIONS};
 
 /// Transactions a worker claims at once: large enough to amortise the
@@ -452,6 +454,155 @@ impl<'s> ChunkKeys<'s> {
     }
 }
 
+/// Waits for dependencies on earlier chunks, reading the other workers'
+/// floors only when a dependency is too recent for what it last read.
+struct Waiter<'r> {
+    floors: &'r [Padded<AtomicUsize>],
+    progress: &'r [Progress],
+    /// Chunks below this are done, as last read from the floors.
+    done_below: usize,
+    /// Dependencies that had to be waited for.
+    waits: u64,
+}
+
+impl Waiter<'_> {
+    /// Returns once transaction `d` (of an earlier chunk) is done.
+    #[inline]
+    fn wait(&mut self, d: usize) {
+        if d / CHUNK < self.done_below {
+            return;
+        }
+        self.done_below = self
+            .floors
+            .iter()
+            .map(|f| f.0.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0);
+        if d / CHUNK >= self.done_below {
+            self.waits += u64::from(wait_for(self.progress, d));
+        }
+    }
+}
+
+/// A call that ran and waits to be resolved against its add keys.
+struct Deferred {
+    /// Its place in the chunk.
+    n: usize,
+    ran: Result<(Output, Pending), TxError>,
+}
+
+/// The chunk a worker executes: which of its calls wait to be resolved,
+/// and how far it is done. Calls with add keys run as soon as their other
+/// dependencies are done and are resolved at the end of the chunk, in
+/// order (or earlier, when a later call of the chunk depends on one): so
+/// calls adding to one key run in parallel on all workers, and only their
+/// short resolving goes in order. Progress is published up to the first
+/// call not yet resolved, so a call is published only once every call it
+/// depends on is: a reader of a key waits for its last declarer alone,
+/// which stands for the whole chain before it.
+struct ChunkRun<'a> {
+    progress: &'a Progress,
+    /// The chunk's first index in the round.
+    start: usize,
+    /// The calls not yet resolved, in order.
+    deferred: &'a mut Vec<Deferred>,
+}
+
+impl ChunkRun<'_> {
+    /// Whether transaction `d` of this chunk waits to be resolved.
+    fn is_deferred(&self, d: usize) -> bool {
+        let n = d - self.start;
+        self.deferred.binary_search_by_key(&n, |e| e.n).is_ok()
+    }
+
+    /// Call `n` is done: published at once unless an earlier one still
+    /// waits to be resolved.
+    #[inline]
+    fn done(&self, n: usize) {
+        if self.deferred.is_empty() {
+            self.progress.0.store(n as u32 + 1, Ordering::Release);
+        }
+    }
+
+    fn defer(&mut self, n: usize, ran: Result<(Output, Pending), TxError>) {
+        self.deferred.push(Deferred { n, ran });
+    }
+
+    /// Resolves every deferred call in order, each once the calls before
+    /// it through its add keys are done, and publishes progress up to
+    /// `upto`, the first call of the chunk not yet run. The add keys'
+    /// running values stay in `overlay` until the last call is resolved:
+    /// a hot counter's cache line is then read and written once per
+    /// chunk, not once per call while the next chunk's claimer stamps it.
+    fn resolve(
+        &mut self,
+        waiter: &mut Waiter<'_>,
+        keys: &ChunkKeys<'_>,
+        txs: &[Transaction],
+        out: &mut [MaybeUninit<Receipt>],
+        upto: usize,
+    ) {
+        let mut overlay: SmallVec<[(&Slot, Value); 4]> = SmallVec::new();
+        for Deferred { n, ran } in self.deferred.drain(..) {
+            let (tx, range) = (&txs[n], keys.range(n));
+            let ordered = range.len().saturating_sub(usize::from(tx.access.adds));
+            for &dependency in &keys.dependencies[range.start + ordered..range.end] {
+                // A dependency inside the chunk is done or resolved
+                // before this one.
+                match dependency.checked_sub(1) {
+                    Some(d) if (d as usize) < self.start => waiter.wait(d as usize),
+                    _ => {}
+                }
+            }
+            let slots = &keys.slots[range];
+            let slot_at = |position: usize| {
+                slots[position].expect("every scheduled key was given a slot when claimed")
+            };
+            let value_of = |overlay: &[(&Slot, Value)], slot: &Slot| {
+                overlay
+                    .iter()
+                    .find(|(s, _)| std::ptr::eq(*s, slot))
+                    .map_or_else(|| slot.load().unwrap_or(0), |(_, value)| *value)
+            };
+            let outcome = ran.and_then(|(output, pending)| {
+                let writes = pending.resolve_against(tx, |position| {
+                    value_of(&overlay, slot_at(usize::from(position)))
+                })?;
+                Ok((output, writes))
+            });
+            let status = match outcome {
+                Ok((output, writes)) => {
+                    for (position, value) in writes {
+                        let position = usize::from(position);
+                        let slot = slot_at(position);
+                        match overlay.iter_mut().find(|(s, _)| std::ptr::eq(*s, slot)) {
+                            Some(entry) => entry.1 = value,
+                            None if tx.access.is_add(position) => overlay.push((slot, value)),
+                            None => slot.store(value),
+                        }
+                    }
+                    Status::Committed { output }
+                }
+                Err(error) => Status::Failed(error),
+            };
+            out[n].write(Receipt {
+                tx_id: tx.id,
+                status,
+            });
+        }
+        for (slot, value) in overlay {
+            slot.store(value);
+        }
+        self.progress.0.store(upto as u32, Ordering::Release);
+    }
+}
+
+/// Where a parallel round would create a key: never, since every scheduled
+/// key was given a slot when claimed.
+fn never_create(_: usize, _: &Key, _: crate::model::Value) {
+    unreachable!("every scheduled key was given a slot when claimed")
+}
+
 /// The keys of `tx` the executor schedules: every declared key, reads
 /// first, up to one more than an access set may hold.
 #[inline]
@@ -497,10 +648,14 @@ impl ParallelExecutor {
             let floor = &sync.floors[worker].0;
             // No chunk taken from here on is below the next one to hand out.
             floor.store(next_chunk.load(Ordering::Relaxed), Ordering::Release);
-            // Chunks below this are done, as last read from the floors.
-            let mut done_below = 0;
+            let mut waiter = Waiter {
+                floors: &sync.floors,
+                progress: &progress,
+                done_below: 0,
+                waits: 0,
+            };
             let mut keys = ChunkKeys::new();
-            let mut waits = 0u64;
+            let mut deferred = Vec::new();
             let mut done = 0usize;
             loop {
                 let chunk = next_chunk.fetch_add(1, Ordering::Relaxed);
@@ -559,36 +714,49 @@ impl ParallelExecutor {
                     cut.store(start + taken, Ordering::Release);
                 }
                 claimed.store(chunk + 1, Ordering::Release);
+                let mut chunk_run = ChunkRun {
+                    progress: &progress[chunk],
+                    start,
+                    deferred: &mut deferred,
+                };
                 for (n, tx) in txs[..taken].iter().enumerate() {
                     let range = keys.range(n);
-                    for &dependency in &keys.dependencies[range.clone()] {
+                    // An add key's dependency is waited for only when the
+                    // call is resolved: the call cannot read the key.
+                    let adds = usize::from(tx.access.adds);
+                    let ordered = range.len().saturating_sub(adds);
+                    for &dependency in &keys.dependencies[range.start..range.start + ordered] {
                         let Some(d) = dependency.checked_sub(1) else {
                             continue;
                         };
                         let d = d as usize;
-                        if d / CHUNK >= done_below {
-                            done_below = sync
-                                .floors
-                                .iter()
-                                .map(|f| f.0.load(Ordering::Acquire))
-                                .min()
-                                .unwrap_or(0);
-                            if d / CHUNK >= done_below {
-                                waits += u64::from(wait_for(&progress, d));
+                        if d >= start {
+                            // Earlier in this chunk: done, unless its
+                            // resolving is deferred.
+                            if chunk_run.is_deferred(d) {
+                                chunk_run.resolve(&mut waiter, &keys, txs, out, n);
                             }
+                            continue;
                         }
+                        waiter.wait(d);
                     }
                     let slots = &keys.slots[range];
-                    let create = |_, _: &Key, _| {
-                        unreachable!("every scheduled key was given a slot when claimed")
-                    };
-                    run_and_store(tx, slots, &self.registry, create, &mut out[n]);
-                    progress[chunk].0.store(n as u32 + 1, Ordering::Release);
+                    if adds == 0 {
+                        run_and_store(tx, slots, &self.registry, never_create, &mut out[n]);
+                        chunk_run.done(n);
+                        continue;
+                    }
+                    // A call that failed is deferred too: it may not be
+                    // published before the calls it depends on, or a later
+                    // reader of its add keys would wait for it alone.
+                    let ran = crate::contracts::run_unresolved(tx, slots, &self.registry);
+                    chunk_run.defer(n, ran);
                 }
+                chunk_run.resolve(&mut waiter, &keys, txs, out, taken);
                 done += taken;
             }
             floor.store(usize::MAX, Ordering::Release);
-            self.waits.fetch_add(waits, Ordering::Relaxed);
+            self.waits.fetch_add(waiter.waits, Ordering::Relaxed);
             sync.written.0.fetch_add(done, Ordering::Release);
         };
         self.handoff();
@@ -686,14 +854,17 @@ fn wait_for(progress: &[Progress], tx: usize) -> bool {
 /// mostly wait for each other.
 fn looks_contended(block: &[Transaction]) -> bool {
     let sample = &block[..block.len().min(SAMPLE)];
-    let mut last_seen: FastMap<&Key, usize> =
+    // Each key's last declarer, and whether it only added to the key: two
+    // calls that only add to a key run in parallel, so they do not conflict.
+    let mut last_seen: FastMap<&Key, (usize, bool)> =
         FastMap::with_capacity_and_hasher(sample.len() * 2, Default::default());
     let mut conflicting = 0;
     for (i, tx) in sample.iter().enumerate() {
         let mut conflict = false;
-        for key in tx.access.keys() {
-            if let Some(previous) = last_seen.insert(key, i) {
-                conflict |= previous != i && i - previous <= CONFLICT_WINDOW;
+        for (j, key) in tx.access.keys().enumerate() {
+            let adds = tx.access.is_add(j);
+            if let Some((previous, added)) = last_seen.insert(key, (i, adds)) {
+                conflict |= previous != i && i - previous <= CONFLICT_WINDOW && !(added && adds);
             }
         }
         conflicting += usize::from(conflict);

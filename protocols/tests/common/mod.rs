@@ -157,7 +157,10 @@ impl Contract for Sneaky {
 /// Op 0 adds `amount` to both; op 1 subtracts it from both (the share
 /// first, so a short share fails before the total is judged); op 2 reads
 /// the total, which an add key refuses; op 3 adds `amount` twice to the
-/// total and subtracts it once (net `+amount`: only the net is judged).
+/// total and subtracts it once (net `+amount`: only the net is judged);
+/// op 4 reads the total and sets the share to it. Declared as a write
+/// key instead of an add key, the total is added to step by step (each
+/// addition checked) and may be read.
 pub struct Tally;
 
 /// The shared total [`Tally`] adds to.
@@ -190,6 +193,10 @@ impl Contract for Tally {
             2 => {
                 ctx.read(tally_key())?;
             }
+            4 => {
+                let total = ctx.read(tally_key())?.unwrap_or(0);
+                ctx.write(share, total)?;
+            }
             _ => {
                 ctx.add(tally_key(), *amount)?;
                 ctx.add(tally_key(), *amount)?;
@@ -203,6 +210,12 @@ impl Contract for Tally {
 /// The access set of a [`Tally`] call: the share written, the total added to.
 pub fn tally_access(sender: AccountId) -> AccessSet {
     AccessSet::with_adds([], [share_key(sender)], [tally_key()])
+}
+
+/// The access set of a [`Tally`] call that declares the total as a write
+/// key: ordered like any write, and readable.
+pub fn tally_write_access(sender: AccountId) -> AccessSet {
+    AccessSet::new([], [share_key(sender), tally_key()])
 }
 
 /// The registry every test uses: the five test contracts.
@@ -291,6 +304,10 @@ pub enum Mix {
     Light,
     /// Every call, pools and mints often: dense conflicts.
     Heavy,
+    /// Mostly calls adding to one shared total (an add key), among
+    /// transfers, with a few that read or write the total: long chains of
+    /// adds that the parallel executor runs unordered.
+    Counters,
 }
 
 /// The shape of one random block.
@@ -426,6 +443,7 @@ enum Kind {
     AddLiquidity,
     Swap,
     Custom,
+    Tally,
     BadAccessSet,
 }
 
@@ -457,6 +475,7 @@ fn weights(mix: Mix) -> &'static [(Kind, u64)] {
             (CreatePool, 3),
             (BadAccessSet, 3),
         ],
+        Mix::Counters => &[(Tally, 12), (Transfer, 6), (Custom, 1), (TokenTransfer, 1)],
     }
 }
 
@@ -691,6 +710,24 @@ impl Generator {
                     Transaction::custom(id, from, MOVER, vec![to.0, amount], mover_access(from, to))
                 }
             },
+            Kind::Tally => {
+                let (op, amount, access) = match (fail, self.rng.below(20)) {
+                    (false, 0..=13) => (0, self.amount(), tally_access(from)),
+                    (false, 14..=16) => (1, self.amount(), tally_access(from)),
+                    (false, 17) => (3, self.amount(), tally_access(from)),
+                    // The total as a write key: ordered after the adds
+                    // before it, and every add after it waits for it.
+                    (false, 18) => (self.rng.below(4), self.amount(), tally_write_access(from)),
+                    (false, _) => (4, 0, tally_write_access(from)),
+                    // Huge amounts push the total towards the top (later
+                    // additions overflow) and subtractions below zero.
+                    (true, 0..=7) => (self.pick(&[0, 3]), self.huge(), tally_access(from)),
+                    (true, 8..=15) => (1, self.huge(), tally_access(from)),
+                    (true, 16..=18) => (2, 1, tally_access(from)),
+                    (true, _) => (3, self.huge(), tally_write_access(from)),
+                };
+                Transaction::custom(id, from, TALLY, vec![op, amount], access)
+            }
             Kind::BadAccessSet => {
                 let to = self.recipient();
                 let mut tx = Transaction::transfer(id, from, to, self.amount());

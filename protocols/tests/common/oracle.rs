@@ -309,8 +309,35 @@ fn run(c: &mut Call1<'_>) -> Result<Value, Fail> {
                 return Err("InvalidInput");
             };
             let share = share_key(sender);
-            // The total's net change, judged against its value once the
-            // call is done.
+            let total = tally_key();
+            if !tx.access.add_keys().contains(&total) {
+                // A write key: every step checked as it happens.
+                match op {
+                    0 => {
+                        c.give(share, amount)?;
+                        c.give(total, amount)?;
+                    }
+                    1 => {
+                        c.take(share, amount)?;
+                        c.take(total, amount)?;
+                    }
+                    2 => {
+                        c.get(total)?;
+                    }
+                    4 => {
+                        let value = c.get(total)?.unwrap_or(0);
+                        c.put(share, value)?;
+                    }
+                    _ => {
+                        c.give(total, amount)?;
+                        c.give(total, amount)?;
+                        c.take(total, amount)?;
+                    }
+                }
+                return Ok(op);
+            }
+            // An add key: the total's net change, judged against its value
+            // once the call is done.
             let net = match op {
                 0 => {
                     c.give(share, amount)?;
@@ -320,14 +347,14 @@ fn run(c: &mut Call1<'_>) -> Result<Value, Fail> {
                     c.take(share, amount)?;
                     -i128::from(amount)
                 }
-                2 => return Err("AccessViolation"),
+                2 | 4 => return Err("AccessViolation"),
                 _ => i128::from(amount),
             };
-            let total = i128::from(c.state.get(&tally_key()).copied().unwrap_or(0)) + net;
-            if total < 0 {
+            let total_now = i128::from(c.state.get(&total).copied().unwrap_or(0)) + net;
+            if total_now < 0 {
                 return Err("InsufficientFunds");
             }
-            c.put(tally_key(), Value::try_from(total).map_err(|_| "Overflow")?)?;
+            c.put(total, Value::try_from(total_now).map_err(|_| "Overflow")?)?;
             Ok(op)
         }
         Call::Custom { .. } => Err("UnknownContract"),
