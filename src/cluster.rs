@@ -29,6 +29,7 @@ use parashard_actors::storage::{
     CoordinatorRecord, DiskStorage, MemoryStorage, ShardRecord, SnapshotPolicy, Storage,
     StorageError, StorageStats,
 };
+use parashard_protocols::auth;
 use parashard_protocols::contracts::{Contract, Registry, RegistryError};
 use parashard_protocols::model::{
     AccountId, AssetId, ContractId, Key, Receipt, ShardId, Status, Transaction, TxError, TxId,
@@ -130,6 +131,7 @@ pub struct ClusterBuilder {
     fault_seed: Option<u64>,
     remember_committed: usize,
     call_timeout: Duration,
+    chain_id: u64,
 }
 
 /// How long a call waits for its answer unless told otherwise
@@ -150,6 +152,7 @@ impl Default for ClusterBuilder {
             fault_seed: None,
             remember_committed: parashard_protocols::committed::DEFAULT_REMEMBERED,
             call_timeout: DEFAULT_CALL_TIMEOUT,
+            chain_id: 0,
         }
     }
 }
@@ -196,6 +199,14 @@ impl ClusterBuilder {
                 .into_iter()
                 .map(|account| (account, shard_of(account))),
         );
+        self
+    }
+
+    /// The cluster's chain id (default 0): every signature covers it, so a
+    /// transaction signed for one cluster is refused by another
+    /// ([`TxError::BadSignature`]; see `parashard_protocols::auth`).
+    pub fn chain_id(mut self, chain_id: u64) -> Self {
+        self.chain_id = chain_id;
         self
     }
 
@@ -385,6 +396,7 @@ impl ClusterBuilder {
             blocking,
             faults,
             timeout: self.call_timeout,
+            chain_id: self.chain_id,
             stopped: AtomicBool::new(false),
             registry,
         })
@@ -499,6 +511,7 @@ pub struct Cluster {
     timeout: Duration,
     stopped: AtomicBool,
     registry: Arc<Registry>,
+    chain_id: u64,
 }
 
 /// Unfinished work in a cluster: what a test waits to drain before it
@@ -547,6 +560,12 @@ impl Cluster {
             return Err(ClusterError::BlockingInAsync);
         }
         Ok(self.blocking.block_on(future))
+    }
+
+    /// The chain id every signature must cover
+    /// ([`ClusterBuilder::chain_id`]).
+    pub fn chain_id(&self) -> u64 {
+        self.chain_id
     }
 
     /// The timeout every call that waits gets unless told otherwise
@@ -638,22 +657,22 @@ impl Cluster {
         let _entered = span.enter();
         let start = Instant::now();
         let ids: Vec<TxId> = txs.iter().map(|tx| tx.id).collect();
+        // Signatures first: a transaction whose signature does not verify
+        // is answered here and goes nowhere.
+        let mut refused: Vec<Option<TxError>> = auth::verify(self.chain_id, &txs);
         // Split: one block per shard for local transactions, one batch of
         // cross-shard transactions for the coordinator (the last group).
         // Sized first, so that each transaction moves once.
         let shards = self.placement.shards() as usize;
         let targets: Vec<usize> = txs
             .iter()
-            .map(|tx| {
-                let target = if tx.access.is_empty() {
-                    Some(ShardId(0))
-                } else {
-                    single_shard(&self.placement, tx)
-                };
-                target.map_or(shards, |shard| shard.0 as usize)
+            .zip(&refused)
+            .map(|(tx, refused)| match refused {
+                Some(_) => shards + 1,
+                None => single_shard(&self.placement, tx).map_or(shards, |shard| shard.0 as usize),
             })
             .collect();
-        let mut sizes = vec![0; shards + 1];
+        let mut sizes = vec![0; shards + 2];
         for &target in &targets {
             sizes[target] += 1;
         }
@@ -667,8 +686,19 @@ impl Cluster {
             group.push(tx);
         }
         let mut parts = Vec::new();
+        let mut receipts: Vec<Option<Receipt>> = vec![None; ids.len()];
         for (target, (positions, group)) in groups.into_iter().enumerate() {
             if group.is_empty() {
+                continue;
+            }
+            if target > shards {
+                for position in positions {
+                    let error = refused[position].take().expect("refused");
+                    receipts[position] = Some(Receipt {
+                        tx_id: ids[position],
+                        status: Status::Failed(error),
+                    });
+                }
                 continue;
             }
             let (reply, receiver) = oneshot::channel();
@@ -686,7 +716,6 @@ impl Cluster {
             };
             parts.push((positions, receiver, who, sent));
         }
-        let mut receipts: Vec<Option<Receipt>> = vec![None; ids.len()];
         let mut latencies = Latencies::default();
         for (positions, receiver, who, sent) in parts {
             let answer = match sent {

@@ -23,6 +23,7 @@ pub mod prelude {
         Cluster, ClusterError, CrashPoint, FaultError, LinkFaults, MetricsSnapshot, SnapshotPolicy,
         Within,
     };
+    pub use parashard_protocols::auth::{PublicKey, SigningKey};
     pub use parashard_protocols::contracts::args::{Arg, Args};
     pub use parashard_protocols::model::ShardId;
     pub use parashard_protocols::placement::Placement;

@@ -412,10 +412,13 @@ impl Handler<Crash> for CoordinatorActor {
     }
 }
 
-/// The shard a transaction's keys live on, if they all live on one.
+/// The shard a transaction's keys live on, if they all live on its
+/// sender's shard: a transaction always involves its sender's shard, which
+/// holds the sender's sequence key (see `parashard_protocols::auth`).
 pub fn single_shard(placement: &Placement, tx: &Transaction) -> Option<ShardId> {
-    let mut keys = tx.access.keys();
-    let first = placement.shard_of(keys.next()?);
-    keys.all(|k| placement.shard_of(k) == first)
-        .then_some(first)
+    let home = placement.shard_of_account(tx.sender);
+    tx.access
+        .keys()
+        .all(|k| placement.shard_of(k) == home)
+        .then_some(home)
 }

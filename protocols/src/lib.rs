@@ -12,6 +12,7 @@
 //! the library's stable API, and are left out of these docs.
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod committed;
 pub mod contracts;
 pub mod exec;

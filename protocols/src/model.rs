@@ -110,6 +110,37 @@ impl Key {
         }
     }
 
+    /// The first of the slots kept for an account's authentication: its
+    /// sequence key, then the four words of its public key. No contract
+    /// may touch them ([`Key::is_auth`]).
+    pub const AUTH_BASE: u64 = u64::MAX - 4;
+
+    /// `account`'s sequence key: whether the account holds a public key
+    /// (the top bit), and how many signed transactions it has committed
+    /// (the rest): the sequence number its next signed transaction must
+    /// carry. See [`crate::auth`].
+    pub fn sequence(account: AccountId) -> Key {
+        Key {
+            account,
+            slot: Self::AUTH_BASE,
+        }
+    }
+
+    /// Word `word` (0 to 3) of `account`'s public key.
+    pub fn public_key_word(account: AccountId, word: u64) -> Key {
+        debug_assert!(word < 4);
+        Key {
+            account,
+            slot: Self::AUTH_BASE + 1 + word,
+        }
+    }
+
+    /// Whether this is one of an account's authentication keys, which only
+    /// the signature checks and [`Call::SetPublicKey`] change.
+    pub fn is_auth(&self) -> bool {
+        self.slot >= Self::AUTH_BASE
+    }
+
     /// The asset this key is a balance of, if it is a balance.
     pub fn asset(&self) -> Option<AssetId> {
         (self.slot < Self::META_BASE).then_some(AssetId(self.slot))
@@ -357,6 +388,14 @@ pub enum Call {
         /// Its arguments.
         args: Vec<Value>,
     },
+    /// Gives the sender the ed25519 public key `key`: from then on every
+    /// transaction it sends must be signed with the key's secret (see
+    /// [`crate::auth`]). Unsigned, it sets the first key of an account that
+    /// has none; signed with the current key, it replaces it.
+    SetPublicKey {
+        /// The key.
+        key: crate::auth::PublicKey,
+    },
 }
 
 /// A transaction: who sends it, what it does, and what it may touch.
@@ -370,6 +409,10 @@ pub struct Transaction {
     pub call: Call,
     /// What it may touch.
     pub access: AccessSet,
+    /// The sender's signature, required if the sender holds a public key
+    /// (see [`crate::auth`]; [`Transaction::sign`] adds it).
+    #[serde(default)]
+    pub auth: Option<Box<crate::auth::Auth>>,
 }
 
 impl Transaction {
@@ -380,7 +423,20 @@ impl Transaction {
             sender,
             call,
             access,
+            auth: None,
         }
+    }
+
+    /// Gives the sender `key` ([`Call::SetPublicKey`]).
+    pub fn set_public_key(id: TxId, sender: AccountId, key: crate::auth::PublicKey) -> Transaction {
+        let mut writes = vec![Key::sequence(sender)];
+        writes.extend((0..4).map(|word| Key::public_key_word(sender, word)));
+        Transaction::new(
+            id,
+            sender,
+            Call::SetPublicKey { key },
+            AccessSet::new([], writes),
+        )
     }
 
     /// Creates `account` holding `balance` coins.
@@ -628,6 +684,39 @@ pub enum TxError {
     InFlight {
         /// The id.
         tx: TxId,
+    },
+    /// The sender holds a public key and the transaction is not signed.
+    #[error("{account} holds a public key: its transactions must be signed")]
+    SignatureMissing {
+        /// The sender.
+        account: AccountId,
+    },
+    /// The signature does not verify for the transaction's content and
+    /// the key it names (or is malformed); nothing ran.
+    #[error("bad signature on {tx}: {reason}")]
+    BadSignature {
+        /// The transaction.
+        tx: TxId,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The transaction is signed with another key than the sender's (or
+    /// the sender holds no key).
+    #[error("{account} is not signed for by this key")]
+    WrongKey {
+        /// The sender.
+        account: AccountId,
+    },
+    /// A signed transaction's sequence number is not the sender's next:
+    /// a replay (below it) or out of order (above it).
+    #[error("sequence {got} of {account}, expected {expected}")]
+    BadSequence {
+        /// The sender.
+        account: AccountId,
+        /// The next sequence number the sender may use.
+        expected: u64,
+        /// The transaction's.
+        got: u64,
     },
     /// The shard's storage failed; it refuses work until it recovers from
     /// its log (a restart), and this transaction did not run.

@@ -373,6 +373,10 @@ impl Partition {
 /// A shard's state. See the module documentation for its layout.
 pub struct State {
     partitions: Box<[Partition]>,
+    /// Whether an authentication key ([`Key::is_auth`]) was ever inserted:
+    /// until then no account here holds a public key, and blocks skip the
+    /// look-up of their unsigned senders' keys ([`crate::auth`]).
+    auth_keys: std::sync::atomic::AtomicBool,
 }
 
 impl Default for State {
@@ -394,6 +398,7 @@ impl State {
             partitions: (0..PARTITIONS)
                 .map(|_| Partition::with_capacity((per_partition * 4).div_ceil(3)))
                 .collect(),
+            auth_keys: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -406,10 +411,20 @@ impl State {
     /// Sets `key` to `value` directly, outside any transaction (genesis,
     /// recovery, tests).
     pub fn set(&mut self, key: Key, value: Value) {
+        if key.is_auth() {
+            *self.auth_keys.get_mut() = true;
+        }
         let h = hash(&key);
         let partition = &mut self.partitions[partition_of(h)];
         let index = partition.find_or_insert(&key, h);
         partition.slot(index).store(value);
+    }
+
+    /// Whether any account here may hold a public key: false only if no
+    /// authentication key was ever stored.
+    #[inline]
+    pub fn may_hold_public_keys(&self) -> bool {
+        self.auth_keys.load(Relaxed)
     }
 
     /// Every live key with its value, in no particular order.
@@ -457,6 +472,9 @@ impl State {
     /// state; see [`Partition::insert_shared`].
     pub(crate) fn insert_shared(&self, key: &Key, h: u64) -> &Slot {
         debug_assert_eq!(h, hash(key));
+        if key.is_auth() {
+            self.auth_keys.store(true, Relaxed);
+        }
         let partition = &self.partitions[partition_of(h)];
         partition.slot(partition.insert_shared(key, h))
     }

@@ -74,7 +74,10 @@ pub(crate) fn transfer_fast<'s>(
     let from = tx.sender;
     let from_key = Key::balance(from, AssetId::COIN);
     let to_key = Key::balance(to, AssetId::COIN);
+    // A signed transfer declares its sender's authentication keys, so it
+    // never has this shape; the check makes sure it never skips them.
     let canonical = tx.access.reads.is_empty()
+        && tx.auth.is_none()
         && tx.access.adds == 0
         && tx.access.writes.len() == 2
         && from != to

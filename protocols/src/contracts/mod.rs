@@ -207,9 +207,20 @@ impl<'a> Context<'a> {
     }
 
     /// Sets `key` to `value`, creating it if needed. An add key cannot be
-    /// set, only added to ([`Context::add`]).
+    /// set, only added to ([`Context::add`]), and an account's
+    /// authentication keys ([`Key::is_auth`]) not at all.
     #[inline]
     pub fn write(&mut self, key: Key, value: Value) -> Result<(), TxError> {
+        if key.is_auth() {
+            return Err(TxError::AccessViolation { key, write: true });
+        }
+        self.write_any(key, value)
+    }
+
+    /// [`Context::write`] of any declared write key, authentication keys
+    /// included: for the native authentication calls alone.
+    #[inline]
+    fn write_any(&mut self, key: Key, value: Value) -> Result<(), TxError> {
         let position = self
             .position(&key)
             .filter(|p| *p >= self.tx.access.reads.len() && !self.tx.access.is_add(*p))
@@ -283,6 +294,9 @@ impl<'a> Context<'a> {
     /// The position of `key` if it is an add key, `None` if it is a write
     /// key; an error if the call may not change it.
     fn add_position(&self, key: Key) -> Result<Option<u8>, TxError> {
+        if key.is_auth() {
+            return Err(TxError::AccessViolation { key, write: true });
+        }
         let position = self
             .position(&key)
             .filter(|p| *p >= self.tx.access.reads.len())
@@ -309,6 +323,43 @@ impl<'a> Context<'a> {
             Some(_) => Ok(()),
             None => Err(TxError::UnknownAccount { account }),
         }
+    }
+
+    /// Checks a signed transaction's key and sequence number against the
+    /// sender's state and counts it (see [`crate::auth`]).
+    fn authenticate(&mut self, auth: &crate::auth::Auth) -> Result<(), TxError> {
+        let sender = self.tx.sender;
+        let sequence = self.read(Key::sequence(sender))?.unwrap_or(0);
+        let mut words = [0; 4];
+        for (word, value) in words.iter_mut().enumerate() {
+            *value = self
+                .read(Key::public_key_word(sender, word as u64))?
+                .unwrap_or(0);
+        }
+        let next = crate::auth::check(sender, auth, sequence, words)?;
+        self.write_any(Key::sequence(sender), next)
+    }
+
+    /// [`Call::SetPublicKey`]: stores `key` as the sender's, keeping its
+    /// count of signed transactions. Unsigned, only if the sender holds no
+    /// key yet; signed, [`Context::authenticate`] has checked the current
+    /// key.
+    fn set_public_key(&mut self, key: &crate::auth::PublicKey) -> Result<Output, TxError> {
+        if ed25519_dalek::VerifyingKey::from_bytes(&key.0).is_err() {
+            return Err(TxError::InvalidInput {
+                reason: "the public key is not a valid ed25519 point".into(),
+            });
+        }
+        let sender = self.tx.sender;
+        let sequence = self.read(Key::sequence(sender))?.unwrap_or(0);
+        if sequence & crate::auth::HAS_KEY != 0 && self.tx.auth.is_none() {
+            return Err(TxError::SignatureMissing { account: sender });
+        }
+        self.write_any(Key::sequence(sender), sequence | crate::auth::HAS_KEY)?;
+        for (word, value) in key.words().into_iter().enumerate() {
+            self.write_any(Key::public_key_word(sender, word as u64), value)?;
+        }
+        Ok(0.into())
     }
 
     /// The call's writes and its net changes to its add keys, not yet
@@ -405,7 +456,11 @@ pub(crate) fn run_unresolved(
     }
     tx.access.validate()?;
     let mut ctx = Context::new(tx, slots);
+    if let Some(auth) = &tx.auth {
+        ctx.authenticate(auth)?;
+    }
     let output = match &tx.call {
+        Call::SetPublicKey { key } => ctx.set_public_key(key),
         Call::CreateAccount { account, balance } => {
             coin::create_account(&mut ctx, *account, *balance).map(Output::from)
         }

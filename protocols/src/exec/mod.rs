@@ -101,10 +101,18 @@ pub(crate) fn run_and_store(
     tx: &Transaction,
     slots: &[Option<&crate::state::Slot>],
     registry: &crate::contracts::Registry,
+    screen: &Screen,
     mut create: impl FnMut(usize, &crate::model::Key, crate::model::Value),
     receipt: &mut std::mem::MaybeUninit<Receipt>,
 ) {
     use crate::model::Status;
+    if let Some(error) = screen.refuses(tx) {
+        receipt.write(Receipt {
+            tx_id: tx.id,
+            status: Status::Failed(error),
+        });
+        return;
+    }
     let status = match crate::contracts::coin::transfer_fast(tx, slots) {
         // The common coin transfer, stored here rather than through a list
         // of writes: it is most of what executors run.
@@ -150,6 +158,53 @@ pub(crate) fn store(
             Status::Committed { output }
         }
         Err(error) => Status::Failed(error),
+    }
+}
+
+/// The senders whose unsigned transactions a block refuses with
+/// [`TxError::SignatureMissing`](crate::model::TxError::SignatureMissing):
+/// those holding a public key when the block starts, and those given their
+/// first in the block (see [`crate::auth`]). Judged once per block on the
+/// state before it, the same way by both executors.
+#[derive(Debug, Default)]
+pub(crate) struct Screen {
+    refused: crate::fastmap::FastMap<crate::model::AccountId, ()>,
+}
+
+impl Screen {
+    /// The screen of `block` on `state`. A state that never held a public
+    /// key, with a block that gives none, costs one pass over the calls.
+    pub(crate) fn of(state: &State, block: &[Transaction]) -> Screen {
+        use crate::model::{Call, Key};
+        let mut screen = Screen::default();
+        let sets_key = |tx: &Transaction| matches!(tx.call, Call::SetPublicKey { .. });
+        if !state.may_hold_public_keys() && !block.iter().any(sets_key) {
+            return screen;
+        }
+        for tx in block {
+            let refused = sets_key(tx)
+                || (tx.auth.is_none()
+                    && state
+                        .get(&Key::sequence(tx.sender))
+                        .is_some_and(|sequence| sequence & crate::auth::HAS_KEY != 0));
+            if refused {
+                screen.refused.insert(tx.sender, ());
+            }
+        }
+        screen
+    }
+
+    /// The error `tx` fails with before it runs, if the screen refuses it.
+    #[inline]
+    pub(crate) fn refuses(&self, tx: &Transaction) -> Option<crate::model::TxError> {
+        if self.refused.is_empty()
+            || tx.auth.is_some()
+            || matches!(tx.call, crate::model::Call::SetPublicKey { .. })
+            || !self.refused.contains_key(&tx.sender)
+        {
+            return None;
+        }
+        Some(crate::model::TxError::SignatureMissing { account: tx.sender })
     }
 }
 

@@ -59,7 +59,9 @@ use super::adaptive::{Chooser, Way};
 use super::sequential::execute_in_order;
 use smallvec::SmallVec;
 
-use super::{check_block_size, prefetch_transaction, run_and_store, BlockExecutor, ExecutorError};
+use super::{
+    check_block_size, prefetch_transaction, run_and_store, BlockExecutor, ExecutorError, Screen,
+};
 use crate::contracts::{Pending, Registry};
 use crate::fastmap::FastMap;
 use crate::model::{Key, Output, Receipt, Status, Transaction, TxError, Value, MAX_ACCESS_KEYS};
@@ -274,6 +276,7 @@ impl ParallelExecutor {
         self.parallel_blocks.fetch_add(1, Ordering::Relaxed);
         let mut epoch = lock(&self.epoch);
         let mut receipts: Vec<Receipt> = Vec::with_capacity(block.len());
+        let screen = Screen::of(state, block);
         let mut done = 0;
         while done < block.len() {
             if done > 0 {
@@ -294,7 +297,7 @@ impl ParallelExecutor {
             // The receipts so far are initialised: the spare capacity
             // starts at `done`.
             let out = &mut receipts.spare_capacity_mut()[..block.len() - done];
-            let ran = self.run_round(pool, state, &block[done..], out, *epoch);
+            let ran = self.run_round(pool, state, &block[done..], &screen, out, *epoch);
             // SAFETY: `run_round` initialised exactly the first `ran`
             // elements of `out`, the spare capacity just past `done`.
             unsafe { receipts.set_len(done + ran) };
@@ -620,6 +623,7 @@ impl ParallelExecutor {
         pool: &rayon::ThreadPool,
         state: &State,
         block: &[Transaction],
+        screen: &Screen,
         out: &mut [MaybeUninit<Receipt>],
         epoch: u32,
     ) -> usize {
@@ -742,14 +746,17 @@ impl ParallelExecutor {
                     }
                     let slots = &keys.slots[range];
                     if adds == 0 {
-                        run_and_store(tx, slots, &self.registry, never_create, &mut out[n]);
+                        run_and_store(tx, slots, &self.registry, screen, never_create, &mut out[n]);
                         chunk_run.done(n);
                         continue;
                     }
                     // A call that failed is deferred too: it may not be
                     // published before the calls it depends on, or a later
                     // reader of its add keys would wait for it alone.
-                    let ran = crate::contracts::run_unresolved(tx, slots, &self.registry);
+                    let ran = match screen.refuses(tx) {
+                        Some(error) => Err(error),
+                        None => crate::contracts::run_unresolved(tx, slots, &self.registry),
+                    };
                     chunk_run.defer(n, ran);
                 }
                 chunk_run.resolve(&mut waiter, &keys, txs, out, taken);

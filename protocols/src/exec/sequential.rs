@@ -5,7 +5,8 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use super::{
-    check_block_size, prefetch_transaction, run_and_store, with_slots, BlockExecutor, ExecutorError,
+    check_block_size, prefetch_transaction, run_and_store, with_slots, BlockExecutor,
+    ExecutorError, Screen,
 };
 use crate::contracts::Registry;
 use crate::model::{Key, Receipt, Transaction, Value};
@@ -93,6 +94,7 @@ fn run_in_order<T>(
     registry: &Registry,
 ) -> Vec<Receipt> {
     let mut receipts = Vec::with_capacity(block.len());
+    let screen = Screen::of(state_of(target), block);
     let mut hashes = [[0u64; HASHED_KEYS]; HASH_RING];
     // Hashes and prefetches transaction `i`'s keys, keeping the hashes.
     let prefetch = |state: &State, hashes: &mut [[u64; HASHED_KEYS]; HASH_RING], i: usize| {
@@ -118,7 +120,7 @@ fn run_in_order<T>(
         let state = state_of(target);
         prefetch(state, &mut hashes, i + PREFETCH_DISTANCE);
         let known = hashes[i % HASH_RING];
-        let created = execute_one(state, tx, &known, registry, receipt);
+        let created = execute_one(state, tx, &known, registry, &screen, receipt);
         for (key, value) in created {
             create(target, key, value);
         }
@@ -137,6 +139,7 @@ fn execute_one(
     tx: &Transaction,
     known: &[u64; HASHED_KEYS],
     registry: &Registry,
+    screen: &Screen,
     receipt: &mut std::mem::MaybeUninit<Receipt>,
 ) -> SmallVec<[(Key, Value); 2]> {
     let slot_of = |j: usize| {
@@ -149,7 +152,7 @@ fn execute_one(
     with_slots(tx.access.len(), slot_of, |slots| {
         let mut created = SmallVec::new();
         let create = |_, key: &Key, value| created.push((*key, value));
-        run_and_store(tx, slots, registry, create, receipt);
+        run_and_store(tx, slots, registry, screen, create, receipt);
         created
     })
 }

@@ -664,6 +664,7 @@ impl<'c> Sim<'c> {
             .access
             .keys()
             .map(|k| self.placement.shard_of(k))
+            .chain([self.placement.shard_of_account(tx.sender)])
             .collect();
         shards.sort_unstable();
         shards.dedup();

@@ -559,9 +559,13 @@ impl Flights {
 fn keys_on(placement: &Placement, members: &[Arc<Transaction>], shard: ShardId) -> Vec<Key> {
     let mut keys: Vec<Key> = members
         .iter()
-        .flat_map(|tx| tx.access.keys())
+        .flat_map(|tx| {
+            tx.access
+                .keys()
+                .copied()
+                .chain(crate::auth::implicit_key(tx))
+        })
         .filter(|key| placement.shard_of(key) == shard)
-        .copied()
         .collect();
     if members.len() > 1 {
         keys.sort_unstable();
@@ -631,8 +635,19 @@ fn run_members(
     values: &[(Key, Option<Value>)],
     registry: &Registry,
 ) -> Ran {
+    // An unsigned member whose sender holds a public key fails before it
+    // runs, judged on the sender's sequence key where the member stands.
+    let refused = |tx: &Transaction, value_of: &dyn Fn(&Key) -> Option<Value>| {
+        crate::auth::implicit_key(tx)
+            .and_then(|key| crate::auth::refuse_unsigned(tx, value_of(&key)))
+    };
     if let [tx] = members {
-        return match execute_with_values(tx, values, registry) {
+        let value_of = |key: &Key| values.iter().find(|(k, _)| k == key).and_then(|(_, v)| *v);
+        let outcome = match refused(tx, &value_of) {
+            Some(error) => Err(error),
+            None => execute_with_values(tx, values, registry),
+        };
+        return match outcome {
             Ok((output, writes)) => Ran {
                 committed: [(tx.id, output)].into_iter().collect(),
                 failed: Vec::new(),
@@ -662,7 +677,12 @@ fn run_members(
             .keys()
             .map(|key| (*key, current.get(key).and_then(|(value, _)| *value)))
             .collect();
-        match execute_with_values(tx, &own, registry) {
+        let value_of = |key: &Key| current.get(key).and_then(|(value, _)| *value);
+        let outcome = match refused(tx, &value_of) {
+            Some(error) => Err(error),
+            None => execute_with_values(tx, &own, registry),
+        };
+        match outcome {
             Ok((output, writes)) => {
                 for (key, value) in writes {
                     let entry = current.entry(key).or_insert((None, false));
@@ -954,8 +974,12 @@ impl Coordinator {
     /// Begins the first round of a unit of validated transactions.
     fn start(&mut self, now_ms: u64, members: SmallVec<[Arc<Transaction>; 1]>) {
         let mut shards = PerShard::default();
-        for key in members.iter().flat_map(|tx| tx.access.keys()) {
-            shards.insert(self.placement.shard_of(key), ());
+        for tx in &members {
+            // The sender's shard too: it holds the sender's sequence key.
+            shards.insert(self.placement.shard_of_account(tx.sender), ());
+            for key in tx.access.keys() {
+                shards.insert(self.placement.shard_of(key), ());
+            }
         }
         let id = match members.as_slice() {
             [tx] => tx.id,
@@ -2289,7 +2313,7 @@ mod tests {
             vec![
                 Command::Send {
                     to: ShardId(0),
-                    messages: prepare(vec![from])
+                    messages: prepare(vec![from, Key::sequence(AccountId(1))])
                 },
                 Command::SetTimer { at_ms: 1_100 },
             ]
@@ -2473,7 +2497,7 @@ mod tests {
                     ToParticipant::Prepare {
                         tx: tx.id,
                         attempt: 1,
-                        keys: vec![from]
+                        keys: vec![from, Key::sequence(AccountId(1))]
                     }
                 ),
                 Command::SetTimer { at_ms: 1_002 },
@@ -2544,7 +2568,7 @@ mod tests {
             ToParticipant::Prepare {
                 tx: a.id,
                 attempt: 2,
-                keys: vec![from]
+                keys: vec![from, Key::sequence(AccountId(1))]
             }
         )));
         assert_eq!(floors(commands), vec![], "the floor did not rise");
@@ -2665,7 +2689,7 @@ mod tests {
                 ToParticipant::Prepare {
                     tx: tx.id,
                     attempt: 0,
-                    keys: vec![from]
+                    keys: vec![from, Key::sequence(AccountId(1))]
                 }
             )
         );
@@ -2692,7 +2716,7 @@ mod tests {
                     ToParticipant::Prepare {
                         tx: tx.id,
                         attempt: 0,
-                        keys: vec![from]
+                        keys: vec![from, Key::sequence(AccountId(1))]
                     }
                 ),
                 Command::SetTimer { at_ms: 2_000 },

@@ -65,7 +65,7 @@ fn sharing_transactions_run_as_one_group() {
                 ToParticipant::Prepare {
                     tx: group,
                     attempt: 0,
-                    keys: vec![k1],
+                    keys: vec![k1, Key::sequence(AccountId(1))],
                 }
             ),
             Command::SetTimer { at_ms: 1_000 },
@@ -225,7 +225,7 @@ fn an_overdue_group_fails_every_member() {
                 ToParticipant::Prepare {
                     tx: group_id(0),
                     attempt: 0,
-                    keys: vec![k1],
+                    keys: vec![k1, Key::sequence(AccountId(1))],
                 }
             ),
             Command::SetTimer { at_ms: 2_000 },
@@ -276,9 +276,12 @@ fn groups_are_bounded() {
             _ => None,
         })
         .collect();
+    // The sender's sequence key too: the coordinator checks that it
+    // holds no public key.
+    let keys = vec![k1, Key::sequence(AccountId(1))];
     assert_eq!(
         prepares,
-        vec![(group_id(0), vec![k1]), (TxId::from_u128(12), vec![k1])]
+        vec![(group_id(0), keys.clone()), (TxId::from_u128(12), keys)]
     );
 }
 
@@ -417,7 +420,7 @@ fn a_queued_round_waits() {
         ToParticipant::Prepare {
             tx: tx.id,
             attempt: 0,
-            keys: vec![k1],
+            keys: vec![k1, Key::sequence(AccountId(1))],
         },
     );
     c.handle_message(900, queued.clone());
