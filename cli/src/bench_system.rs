@@ -149,6 +149,10 @@ pub struct SystemArgs {
     /// them).
     #[arg(long, default_value_t = 30_000)]
     swaps: usize,
+    /// `all`: local transfers signed with ed25519 by accounts that hold
+    /// keys, beside the unsigned local transfers (0 skips them).
+    #[arg(long, default_value_t = 100_000)]
+    signed: usize,
     /// `all`: traders of the hot pool, all on other shards than the pool.
     #[arg(long, default_value_t = 3_000)]
     traders: u64,
@@ -659,6 +663,19 @@ fn set_up(
             .with_id(gen.ids.next_id()),
         );
     }
+    if args.workload == Workload::All && args.signed > 0 {
+        genesis.extend((0..SIGNERS).map(|i| {
+            CreateAccount {
+                account: signer_account(i),
+                balance: GENESIS,
+            }
+            .with_id(gen.ids.next_id())
+        }));
+        genesis.extend((0..SIGNERS).map(|i| {
+            let key = PublicKey::of(&signing_key(i));
+            Transaction::set_public_key(gen.ids.next_id(), signer_account(i), key)
+        }));
+    }
     for chunk in genesis.chunks(args.batch) {
         expect_all_committed("genesis", cluster.submit_batch_blocking(chunk.to_vec())?)?;
     }
@@ -702,6 +719,59 @@ fn expect_all_committed(what: &str, receipts: Vec<Receipt>) -> Result<(), CliErr
             receipt.status
         ))),
     }
+}
+
+/// Accounts of the signed phase, each holding a key.
+const SIGNERS: u64 = 10_000;
+/// The first of them.
+const SIGNER_BASE: u64 = 1 << 40;
+
+fn signer_account(i: u64) -> AccountId {
+    AccountId(SIGNER_BASE + i)
+}
+
+/// Signer `i`'s secret key, derived from `i` (a benchmark's, not secret).
+fn signing_key(i: u64) -> SigningKey {
+    let mut seed = [0u8; 32];
+    seed[..8].copy_from_slice(&i.to_le_bytes());
+    seed[8] = 0x5e;
+    SigningKey::from_bytes(&seed)
+}
+
+/// `args.signed` local transfers, each signed by its sender. Each batch
+/// has senders of its own, so that one sender's transfers, in sequence
+/// order, run in one block in order whatever the clients' interleaving.
+fn signed_transfers(args: &SystemArgs, gen: &mut Generator) -> Vec<Transaction> {
+    use rayon::prelude::*;
+    let batches = args.signed.div_ceil(args.batch).max(1) as u64;
+    let per_batch = (SIGNERS / batches).max(1);
+    let mut by_shard: Vec<Vec<u64>> = vec![Vec::new(); gen.placement.shards() as usize];
+    for i in 0..SIGNERS {
+        by_shard[gen.placement.shard_of_account(signer_account(i)).0 as usize].push(i);
+    }
+    let mut sequences = vec![0u64; SIGNERS as usize];
+    let unsigned: Vec<(Transaction, u64, u64)> = (0..args.signed)
+        .map(|n| {
+            let batch = (n / args.batch) as u64 % batches;
+            let from = (batch * per_batch + gen.rng.below(per_batch)) % SIGNERS;
+            let shard = &by_shard[gen.placement.shard_of_account(signer_account(from)).0 as usize];
+            let to = shard[gen.rng.below(shard.len() as u64) as usize];
+            let tx = Transaction::transfer(
+                gen.ids.next_id(),
+                signer_account(from),
+                signer_account(to),
+                1,
+            );
+            let sequence = sequences[from as usize];
+            sequences[from as usize] += 1;
+            (tx, from, sequence)
+        })
+        .collect();
+    // Signing is the client's work, done before the phase is timed.
+    unsigned
+        .into_par_iter()
+        .map(|(tx, from, sequence)| tx.sign(0, sequence, &signing_key(from)))
+        .collect()
 }
 
 /// The phases of `args.workload`.
@@ -758,6 +828,12 @@ fn phases(args: &SystemArgs, gen: &mut Generator) -> Result<Vec<Phase>, CliError
                 });
                 phases.push(hot("swaps, one hot pool", swaps));
                 phases.push(hot("fees, one hot counter", fees));
+            }
+            if args.signed > 0 {
+                phases.push(Phase {
+                    beside: Some("local transfers"),
+                    ..phase("signed local transfers", signed_transfers(args, gen))
+                });
             }
             phases
         }

@@ -23,9 +23,11 @@
 //!   after a later one from the same sender, whatever its id, across
 //!   shards, crashes and restarts: the count is state like any other.
 //! - **That an unsigned transaction's sender holds no key** is checked by
-//!   the executor before the block runs, against the state at the block's
-//!   start ([`TxError::SignatureMissing`]); an account given its first key
-//!   in a block sends no unsigned transaction in that block. A cross-shard
+//!   the executor in block order, before the transaction runs
+//!   ([`TxError::SignatureMissing`]): against the keys held when the block
+//!   started, and any `SetPublicKey` of the sender earlier in the block
+//!   (whether it then commits or not: the judgement comes before
+//!   execution, the same in both executors). A cross-shard
 //!   transaction reads its sender's sequence key as part of its prepare,
 //!   so the coordinator checks it in the transaction's place in its group.
 //!   A transaction always involves its sender's shard for this reason.

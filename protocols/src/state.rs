@@ -373,10 +373,60 @@ impl Partition {
 /// A shard's state. See the module documentation for its layout.
 pub struct State {
     partitions: Box<[Partition]>,
-    /// Whether an authentication key ([`Key::is_auth`]) was ever inserted:
-    /// until then no account here holds a public key, and blocks skip the
-    /// look-up of their unsigned senders' keys ([`crate::auth`]).
-    auth_keys: std::sync::atomic::AtomicBool,
+    /// The accounts here that hold a public key ([`crate::auth`]): a small
+    /// index beside the tables, so that a block's unsigned senders are
+    /// checked against it in cache rather than with a look-up each in the
+    /// tables. Keys are never removed, so it only grows.
+    keyed: Keyed,
+}
+
+/// The accounts that hold a public key, with a one-hash filter in front:
+/// most senders of most blocks hold none, and the filter, a few bits per
+/// account that does, answers them from the L1 or L2 cache.
+#[derive(Default)]
+struct Keyed {
+    accounts: crate::fastmap::FastMap<AccountId, ()>,
+    /// Bit `hash(account) % len` is set for every keyed account; at
+    /// least [`Keyed::BITS_PER_ACCOUNT`] bits per account.
+    filter: Vec<u64>,
+}
+
+impl Keyed {
+    const BITS_PER_ACCOUNT: usize = 32;
+
+    fn bit(&self, account: AccountId) -> (usize, u64) {
+        let h = account.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16;
+        // The filter's length is a power of two.
+        let i = h & (self.filter.len() as u64 * 64 - 1);
+        ((i / 64) as usize, 1 << (i % 64))
+    }
+
+    fn insert(&mut self, account: AccountId) {
+        if self.accounts.insert(account, ()).is_some() {
+            return;
+        }
+        if self.filter.len() * 64 < self.accounts.len() * Self::BITS_PER_ACCOUNT {
+            let words = (self.accounts.len() * Self::BITS_PER_ACCOUNT * 2).div_ceil(64);
+            self.filter = vec![0; words.next_power_of_two()];
+            let accounts: Vec<AccountId> = self.accounts.keys().copied().collect();
+            for account in accounts {
+                let (word, mask) = self.bit(account);
+                self.filter[word] |= mask;
+            }
+        } else {
+            let (word, mask) = self.bit(account);
+            self.filter[word] |= mask;
+        }
+    }
+
+    #[inline]
+    fn contains(&self, account: AccountId) -> bool {
+        if self.filter.is_empty() {
+            return false;
+        }
+        let (word, mask) = self.bit(account);
+        self.filter[word] & mask != 0 && self.accounts.contains_key(&account)
+    }
 }
 
 impl Default for State {
@@ -398,7 +448,7 @@ impl State {
             partitions: (0..PARTITIONS)
                 .map(|_| Partition::with_capacity((per_partition * 4).div_ceil(3)))
                 .collect(),
-            auth_keys: std::sync::atomic::AtomicBool::new(false),
+            keyed: Default::default(),
         }
     }
 
@@ -411,8 +461,8 @@ impl State {
     /// Sets `key` to `value` directly, outside any transaction (genesis,
     /// recovery, tests).
     pub fn set(&mut self, key: Key, value: Value) {
-        if key.is_auth() {
-            *self.auth_keys.get_mut() = true;
+        if key == Key::sequence(key.account) && value & crate::auth::HAS_KEY != 0 {
+            self.keyed.insert(key.account);
         }
         let h = hash(&key);
         let partition = &mut self.partitions[partition_of(h)];
@@ -420,11 +470,23 @@ impl State {
         partition.slot(index).store(value);
     }
 
-    /// Whether any account here may hold a public key: false only if no
-    /// authentication key was ever stored.
+    /// Whether `account` holds a public key.
     #[inline]
-    pub fn may_hold_public_keys(&self) -> bool {
-        self.auth_keys.load(Relaxed)
+    pub fn holds_public_key(&self, account: AccountId) -> bool {
+        self.keyed.contains(account)
+    }
+
+    /// Whether any account here holds a public key.
+    #[inline]
+    pub fn any_public_keys(&self) -> bool {
+        !self.keyed.accounts.is_empty()
+    }
+
+    /// Records that `account` now holds a public key: the executors call
+    /// this for each committed `SetPublicKey`, whose writes they store in
+    /// place rather than through [`State::set`].
+    pub(crate) fn note_public_key(&mut self, account: AccountId) {
+        self.keyed.insert(account);
     }
 
     /// Every live key with its value, in no particular order.
@@ -472,9 +534,6 @@ impl State {
     /// state; see [`Partition::insert_shared`].
     pub(crate) fn insert_shared(&self, key: &Key, h: u64) -> &Slot {
         debug_assert_eq!(h, hash(key));
-        if key.is_auth() {
-            self.auth_keys.store(true, Relaxed);
-        }
         let partition = &self.partitions[partition_of(h)];
         partition.slot(partition.insert_shared(key, h))
     }

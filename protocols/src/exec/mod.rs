@@ -91,7 +91,8 @@ pub(crate) fn prefetch_transaction(tx: &Transaction) {
 }
 
 /// Runs `tx` against the slots of its declared keys (`None`: missing),
-/// stores its writes if it commits, and writes its receipt into `receipt`;
+/// unless `refuse` (see [`Screen`]), stores its writes if it commits, and
+/// writes its receipt into `receipt`;
 /// a write to a missing key goes to `create` with the key's position and
 /// the key. Shared by both executors, which differ only in how they create
 /// keys. The receipt is written in place, each field once: a receipt built
@@ -101,15 +102,15 @@ pub(crate) fn run_and_store(
     tx: &Transaction,
     slots: &[Option<&crate::state::Slot>],
     registry: &crate::contracts::Registry,
-    screen: &Screen,
+    refuse: bool,
     mut create: impl FnMut(usize, &crate::model::Key, crate::model::Value),
     receipt: &mut std::mem::MaybeUninit<Receipt>,
 ) {
     use crate::model::Status;
-    if let Some(error) = screen.refuses(tx) {
+    if refuse {
         receipt.write(Receipt {
             tx_id: tx.id,
-            status: Status::Failed(error),
+            status: refused(tx),
         });
         return;
     }
@@ -161,51 +162,60 @@ pub(crate) fn store(
     }
 }
 
-/// The senders whose unsigned transactions a block refuses with
-/// [`TxError::SignatureMissing`](crate::model::TxError::SignatureMissing):
-/// those holding a public key when the block starts, and those given their
-/// first in the block (see [`crate::auth`]). Judged once per block on the
-/// state before it, the same way by both executors.
+/// Judges, in block order, which unsigned transactions a block refuses
+/// with [`TxError::SignatureMissing`](crate::model::TxError::SignatureMissing):
+/// those whose sender holds a public key when the block starts, or was
+/// given its first by a `SetPublicKey` earlier in the block (committed or
+/// not: the judgement comes before execution, see [`crate::auth`]). Both
+/// executors call [`Screen::judge`] once per transaction in block order
+/// (the parallel one as it claims), so they refuse the same ones.
 #[derive(Debug, Default)]
 pub(crate) struct Screen {
-    refused: crate::fastmap::FastMap<crate::model::AccountId, ()>,
+    /// Senders of the `SetPublicKey` calls judged so far.
+    setting: crate::fastmap::FastMap<crate::model::AccountId, ()>,
 }
 
 impl Screen {
-    /// The screen of `block` on `state`. A state that never held a public
-    /// key, with a block that gives none, costs one pass over the calls.
-    pub(crate) fn of(state: &State, block: &[Transaction]) -> Screen {
-        use crate::model::{Call, Key};
-        let mut screen = Screen::default();
-        let sets_key = |tx: &Transaction| matches!(tx.call, Call::SetPublicKey { .. });
-        if !state.may_hold_public_keys() && !block.iter().any(sets_key) {
-            return screen;
+    /// Whether `tx`, the next transaction in block order, is refused.
+    #[inline]
+    pub(crate) fn judge(&mut self, state: &State, tx: &Transaction) -> bool {
+        if tx.auth.is_some() {
+            return false;
         }
-        for tx in block {
-            let refused = sets_key(tx)
-                || (tx.auth.is_none()
-                    && state
-                        .get(&Key::sequence(tx.sender))
-                        .is_some_and(|sequence| sequence & crate::auth::HAS_KEY != 0));
-            if refused {
-                screen.refused.insert(tx.sender, ());
-            }
+        if matches!(tx.call, crate::model::Call::SetPublicKey { .. }) {
+            self.setting.insert(tx.sender, ());
+            return false;
         }
-        screen
+        let refused = state.holds_public_key(tx.sender)
+            || (!self.setting.is_empty() && self.setting.contains_key(&tx.sender));
+        debug_assert!(
+            refused
+                || state
+                    .get(&crate::model::Key::sequence(tx.sender))
+                    .is_none_or(|sequence| sequence & crate::auth::HAS_KEY == 0),
+            "the index of keyed accounts matches the state"
+        );
+        refused
     }
 
-    /// The error `tx` fails with before it runs, if the screen refuses it.
-    #[inline]
-    pub(crate) fn refuses(&self, tx: &Transaction) -> Option<crate::model::TxError> {
-        if self.refused.is_empty()
-            || tx.auth.is_some()
-            || matches!(tx.call, crate::model::Call::SetPublicKey { .. })
-            || !self.refused.contains_key(&tx.sender)
-        {
-            return None;
+    /// After the block: records the senders of its committed
+    /// `SetPublicKey` calls as holding keys.
+    pub(crate) fn note_keys(&self, state: &mut State, block: &[Transaction], receipts: &[Receipt]) {
+        if self.setting.is_empty() {
+            return;
         }
-        Some(crate::model::TxError::SignatureMissing { account: tx.sender })
+        for (tx, receipt) in block.iter().zip(receipts) {
+            if matches!(tx.call, crate::model::Call::SetPublicKey { .. }) && receipt.is_committed()
+            {
+                state.note_public_key(tx.sender);
+            }
+        }
     }
+}
+
+/// The receipt status of an unsigned transaction [`Screen::judge`] refused.
+pub(crate) fn refused(tx: &Transaction) -> crate::model::Status {
+    crate::model::Status::Failed(crate::model::TxError::SignatureMissing { account: tx.sender })
 }
 
 fn check_block_size(block: &[Transaction]) -> Result<(), ExecutorError> {

@@ -103,6 +103,8 @@ const EPOCHS: u32 = 1 << (32 - INDEX_BITS);
 const SCHEDULED_KEYS: usize = MAX_ACCESS_KEYS + 1;
 
 const _: () = assert!(super::MAX_BLOCK_TXS <= 1 << INDEX_BITS);
+// A chunk's refused signatures are the bits of a `u64`.
+const _: () = assert!(CHUNK <= 64);
 const _: () = assert!(CHUNK * SCHEDULED_KEYS < u16::MAX as usize);
 
 /// Counters of what the parallel executor did.
@@ -276,7 +278,8 @@ impl ParallelExecutor {
         self.parallel_blocks.fetch_add(1, Ordering::Relaxed);
         let mut epoch = lock(&self.epoch);
         let mut receipts: Vec<Receipt> = Vec::with_capacity(block.len());
-        let screen = Screen::of(state, block);
+        // Judged by each chunk's claimer in turn, in block order.
+        let screen = Judge::default();
         let mut done = 0;
         while done < block.len() {
             if done > 0 {
@@ -303,6 +306,7 @@ impl ParallelExecutor {
             unsafe { receipts.set_len(done + ran) };
             done += ran;
         }
+        lock(&screen.screen).note_keys(state, block, &receipts);
         receipts
     }
 }
@@ -454,6 +458,36 @@ impl<'s> ChunkKeys<'s> {
                 .push(if current { declarer + 1 } else { 0 });
         }
         true
+    }
+}
+
+/// The [`Screen`] of a parallel round, which the chunks' claimers consult
+/// in turn (the claim chain orders them). Until a `SetPublicKey` shows up,
+/// a judgement needs only the state's index of keyed accounts, and the
+/// screen's lock (a cache line the claimers would pass between cores each
+/// chunk) is left alone.
+#[derive(Default)]
+struct Judge {
+    screen: Mutex<Screen>,
+    /// Whether a `SetPublicKey` has been judged: from then on every
+    /// judgement goes through the screen. Claimers write it in claim order,
+    /// so relaxed accesses suffice (the claim chain orders them).
+    setting: std::sync::atomic::AtomicBool,
+}
+
+impl Judge {
+    /// [`Screen::judge`].
+    #[inline]
+    fn judge(&self, state: &State, tx: &Transaction) -> bool {
+        if tx.auth.is_some() {
+            return false;
+        }
+        let sets_key = matches!(tx.call, crate::model::Call::SetPublicKey { .. });
+        if !sets_key && !self.setting.load(Ordering::Relaxed) {
+            return state.holds_public_key(tx.sender);
+        }
+        self.setting.store(true, Ordering::Relaxed);
+        lock(&self.screen).judge(state, tx)
     }
 }
 
@@ -623,7 +657,7 @@ impl ParallelExecutor {
         pool: &rayon::ThreadPool,
         state: &State,
         block: &[Transaction],
-        screen: &Screen,
+        screen: &Judge,
         out: &mut [MaybeUninit<Receipt>],
         epoch: u32,
     ) -> usize {
@@ -702,8 +736,10 @@ impl ParallelExecutor {
                 if cut.load(Ordering::Acquire) <= start {
                     break;
                 }
-                // Claim, hashing the rest a few transactions ahead.
+                // Claim, hashing the rest a few transactions ahead, and
+                // judge the signatures in the same order.
                 let mut taken = txs.len();
+                let mut refused = 0u64;
                 for (n, tx) in txs.iter().enumerate() {
                     while hashed < txs.len().min(n + CLAIM_AHEAD + 1) {
                         keys.hash(state, txs, hashed);
@@ -713,6 +749,7 @@ impl ParallelExecutor {
                         taken = n;
                         break;
                     }
+                    refused |= u64::from(screen.judge(state, tx)) << n;
                 }
                 if taken < txs.len() {
                     cut.store(start + taken, Ordering::Release);
@@ -745,17 +782,18 @@ impl ParallelExecutor {
                         waiter.wait(d);
                     }
                     let slots = &keys.slots[range];
+                    let refuse = refused >> n & 1 == 1;
                     if adds == 0 {
-                        run_and_store(tx, slots, &self.registry, screen, never_create, &mut out[n]);
+                        run_and_store(tx, slots, &self.registry, refuse, never_create, &mut out[n]);
                         chunk_run.done(n);
                         continue;
                     }
                     // A call that failed is deferred too: it may not be
                     // published before the calls it depends on, or a later
                     // reader of its add keys would wait for it alone.
-                    let ran = match screen.refuses(tx) {
-                        Some(error) => Err(error),
-                        None => crate::contracts::run_unresolved(tx, slots, &self.registry),
+                    let ran = match refuse {
+                        true => Err(TxError::SignatureMissing { account: tx.sender }),
+                        false => crate::contracts::run_unresolved(tx, slots, &self.registry),
                     };
                     chunk_run.defer(n, ran);
                 }

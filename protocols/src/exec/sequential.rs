@@ -53,7 +53,17 @@ pub(crate) fn execute_in_order(
     block: &[Transaction],
     registry: &Registry,
 ) -> Vec<Receipt> {
-    run_in_order(state, |state| state, State::set, block, registry)
+    let mut screen = Screen::default();
+    let receipts = run_in_order(
+        state,
+        |state| state,
+        State::set,
+        block,
+        registry,
+        &mut screen,
+    );
+    screen.note_keys(state, block, &receipts);
+    receipts
 }
 
 /// Runs every transaction of `block` in turn against one [`State`] shared
@@ -72,6 +82,7 @@ pub fn execute_unordered_share(
     registry: &Registry,
 ) -> Result<Vec<Receipt>, ExecutorError> {
     check_block_size(block)?;
+    let mut screen = Screen::default();
     let mut shared = state;
     Ok(run_in_order(
         &mut shared,
@@ -79,6 +90,7 @@ pub fn execute_unordered_share(
         |_, _, _| {},
         block,
         registry,
+        &mut screen,
     ))
 }
 
@@ -92,9 +104,9 @@ fn run_in_order<T>(
     mut create: impl FnMut(&mut T, Key, Value),
     block: &[Transaction],
     registry: &Registry,
+    screen: &mut Screen,
 ) -> Vec<Receipt> {
     let mut receipts = Vec::with_capacity(block.len());
-    let screen = Screen::of(state_of(target), block);
     let mut hashes = [[0u64; HASHED_KEYS]; HASH_RING];
     // Hashes and prefetches transaction `i`'s keys, keeping the hashes.
     let prefetch = |state: &State, hashes: &mut [[u64; HASHED_KEYS]; HASH_RING], i: usize| {
@@ -120,7 +132,8 @@ fn run_in_order<T>(
         let state = state_of(target);
         prefetch(state, &mut hashes, i + PREFETCH_DISTANCE);
         let known = hashes[i % HASH_RING];
-        let created = execute_one(state, tx, &known, registry, &screen, receipt);
+        let refuse = screen.judge(state, tx);
+        let created = execute_one(state, tx, &known, registry, refuse, receipt);
         for (key, value) in created {
             create(target, key, value);
         }
@@ -139,7 +152,7 @@ fn execute_one(
     tx: &Transaction,
     known: &[u64; HASHED_KEYS],
     registry: &Registry,
-    screen: &Screen,
+    refuse: bool,
     receipt: &mut std::mem::MaybeUninit<Receipt>,
 ) -> SmallVec<[(Key, Value); 2]> {
     let slot_of = |j: usize| {
@@ -152,7 +165,7 @@ fn execute_one(
     with_slots(tx.access.len(), slot_of, |slots| {
         let mut created = SmallVec::new();
         let create = |_, key: &Key, value| created.push((*key, value));
-        run_and_store(tx, slots, registry, screen, create, receipt);
+        run_and_store(tx, slots, registry, refuse, create, receipt);
         created
     })
 }
