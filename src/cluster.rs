@@ -659,17 +659,21 @@ impl Cluster {
         let ids: Vec<TxId> = txs.iter().map(|tx| tx.id).collect();
         // Signatures first: a transaction whose signature does not verify
         // is answered here and goes nowhere.
-        let mut refused: Vec<Option<TxError>> = auth::verify(self.chain_id, &txs);
+        let mut refused: Vec<Option<TxError>> = Vec::new();
+        for (position, error) in auth::verify(self.chain_id, &txs) {
+            refused.resize(txs.len(), None);
+            refused[position] = Some(error);
+        }
         // Split: one block per shard for local transactions, one batch of
         // cross-shard transactions for the coordinator (the last group).
         // Sized first, so that each transaction moves once.
         let shards = self.placement.shards() as usize;
         let targets: Vec<usize> = txs
             .iter()
-            .zip(&refused)
-            .map(|(tx, refused)| match refused {
-                Some(_) => shards + 1,
-                None => single_shard(&self.placement, tx).map_or(shards, |shard| shard.0 as usize),
+            .enumerate()
+            .map(|(i, tx)| match refused.get(i) {
+                Some(Some(_)) => shards + 1,
+                _ => single_shard(&self.placement, tx).map_or(shards, |shard| shard.0 as usize),
             })
             .collect();
         let mut sizes = vec![0; shards + 2];

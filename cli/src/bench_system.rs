@@ -440,7 +440,13 @@ impl Generator {
 /// One timed phase: its transactions and what its ratio line compares.
 struct Phase {
     name: &'static str,
+    /// What runs, untimed, just before the phase (on the cluster and the
+    /// reference executor), each step a batch that must commit whole.
+    setup: Vec<Vec<Transaction>>,
     txs: Vec<Transaction>,
+    /// Makes `txs` just before the phase, if they are costly to hold
+    /// through the phases before (signed transactions).
+    make: Option<fn(&SystemArgs, &mut Generator) -> Vec<Transaction>>,
     /// Another phase this one's throughput is compared with.
     beside: Option<&'static str>,
     /// Fault injection during the phase.
@@ -663,19 +669,6 @@ fn set_up(
             .with_id(gen.ids.next_id()),
         );
     }
-    if args.workload == Workload::All && args.signed > 0 {
-        genesis.extend((0..SIGNERS).map(|i| {
-            CreateAccount {
-                account: signer_account(i),
-                balance: GENESIS,
-            }
-            .with_id(gen.ids.next_id())
-        }));
-        genesis.extend((0..SIGNERS).map(|i| {
-            let key = PublicKey::of(&signing_key(i));
-            Transaction::set_public_key(gen.ids.next_id(), signer_account(i), key)
-        }));
-    }
     for chunk in genesis.chunks(args.batch) {
         expect_all_committed("genesis", cluster.submit_batch_blocking(chunk.to_vec())?)?;
     }
@@ -778,6 +771,8 @@ fn signed_transfers(args: &SystemArgs, gen: &mut Generator) -> Vec<Transaction> 
 fn phases(args: &SystemArgs, gen: &mut Generator) -> Result<Vec<Phase>, CliError> {
     let phase = |name, txs| Phase {
         name,
+        setup: Vec::new(),
+        make: None,
         txs,
         beside: None,
         drop_percent: 0.0,
@@ -818,6 +813,8 @@ fn phases(args: &SystemArgs, gen: &mut Generator) -> Result<Vec<Phase>, CliError
                     .collect();
                 let hot = |name, txs| Phase {
                     name,
+                    setup: Vec::new(),
+                    make: None,
                     txs,
                     beside: Some("spread cross-shard transfers"),
                     drop_percent: args.drop_percent,
@@ -830,9 +827,28 @@ fn phases(args: &SystemArgs, gen: &mut Generator) -> Result<Vec<Phase>, CliError
                 phases.push(hot("fees, one hot counter", fees));
             }
             if args.signed > 0 {
+                // The signers and their keys come just before their
+                // phase, so that the phases before run as without them.
+                let accounts = (0..SIGNERS)
+                    .map(|i| {
+                        CreateAccount {
+                            account: signer_account(i),
+                            balance: GENESIS,
+                        }
+                        .with_id(gen.ids.next_id())
+                    })
+                    .collect();
+                let keys = (0..SIGNERS)
+                    .map(|i| {
+                        let key = PublicKey::of(&signing_key(i));
+                        Transaction::set_public_key(gen.ids.next_id(), signer_account(i), key)
+                    })
+                    .collect();
                 phases.push(Phase {
+                    setup: vec![accounts, keys],
+                    make: Some(signed_transfers),
                     beside: Some("local transfers"),
-                    ..phase("signed local transfers", signed_transfers(args, gen))
+                    ..phase("signed local transfers", Vec::new())
                 });
             }
             phases
@@ -897,7 +913,16 @@ fn run_once(args: &SystemArgs) -> Result<RunReport, CliError> {
     }
 
     let mut reports: Vec<PhaseReport> = Vec::new();
-    for phase in phases {
+    for mut phase in phases {
+        if let Some(make) = phase.make {
+            phase.txs = make(args, &mut gen);
+        }
+        for step in std::mem::take(&mut phase.setup) {
+            for block in step.chunks(args.batch) {
+                executor.execute_block(&mut state, block)?;
+                expect_all_committed(phase.name, cluster.submit_batch_blocking(block.to_vec())?)?;
+            }
+        }
         let start = Instant::now();
         for block in phase.txs.chunks(args.batch) {
             executor.execute_block(&mut state, block)?;

@@ -154,23 +154,29 @@ impl Transaction {
     }
 }
 
-/// Checks the signatures of `txs` for the cluster `chain_id`: one entry per
-/// transaction, `None` if it is unsigned or its signature verifies,
-/// otherwise its [`TxError::BadSignature`]. Signatures are verified in
-/// batches, the batches spread over rayon's threads; a batch that fails is
-/// verified one by one to find the bad signatures.
-pub fn verify(chain_id: u64, txs: &[Transaction]) -> Vec<Option<TxError>> {
+/// Checks the signatures of `txs` for the cluster `chain_id`: the position
+/// and [`TxError::BadSignature`] of each transaction whose signature does
+/// not verify, in order (unsigned ones pass: see [`crate::auth`]).
+/// Signatures are verified in batches, the batches spread over rayon's
+/// threads; a batch that fails is verified one by one to find the bad
+/// signatures.
+pub fn verify(chain_id: u64, txs: &[Transaction]) -> Vec<(usize, TxError)> {
     use rayon::prelude::*;
     if txs.iter().all(|tx| tx.auth.is_none()) {
-        return vec![None; txs.len()];
+        return Vec::new();
     }
     txs.par_chunks(VERIFY_BATCH)
-        .flat_map_iter(|chunk| verify_chunk(chain_id, chunk))
+        .enumerate()
+        .flat_map_iter(|(c, chunk)| {
+            verify_chunk(chain_id, chunk)
+                .into_iter()
+                .map(move |(i, error)| (c * VERIFY_BATCH + i, error))
+        })
         .collect()
 }
 
-fn verify_chunk(chain_id: u64, txs: &[Transaction]) -> Vec<Option<TxError>> {
-    let mut results = vec![None; txs.len()];
+fn verify_chunk(chain_id: u64, txs: &[Transaction]) -> Vec<(usize, TxError)> {
+    let mut results: Vec<Option<TxError>> = vec![None; txs.len()];
     let mut batch = Vec::new();
     for (i, tx) in txs.iter().enumerate() {
         let Some(auth) = &tx.auth else { continue };
@@ -202,6 +208,10 @@ fn verify_chunk(chain_id: u64, txs: &[Transaction]) -> Vec<Option<TxError>> {
         }
     }
     results
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, error)| Some((i, error?)))
+        .collect()
 }
 
 /// The key a cross-shard transaction reads besides those it declares: an
@@ -360,20 +370,26 @@ mod tests {
         let good: Vec<Transaction> = (0..100u64)
             .map(|i| Transaction::transfer(TxId::from_u128(i.into()), a, b, 5).sign(7, i, &key(1)))
             .collect();
-        assert!(verify(7, &good).iter().all(Option::is_none));
-        assert!(verify(8, &good[..1])[0].is_some(), "another chain");
+        assert_eq!(verify(7, &good), vec![]);
+        assert_eq!(verify(8, &good[..1]).len(), 1, "another chain");
         let mut forged = good.clone();
         forged[3].call = crate::model::Call::Transfer { to: b, amount: 6 };
         forged[40].auth.as_mut().expect("signed").sequence += 1;
         forged[77].auth.as_mut().expect("signed").public_key = PublicKey::of(&key(2));
         forged[90].auth.as_mut().expect("signed").public_key = PublicKey([0xff; 32]);
         let results = verify(7, &forged);
-        for (i, result) in results.iter().enumerate() {
-            let bad = [3, 40, 77, 90].contains(&i);
+        let refused: Vec<usize> = results.iter().map(|(i, _)| *i).collect();
+        assert_eq!(refused, vec![3, 40, 77, 90], "{results:?}");
+        for (i, error) in results {
             assert_eq!(
-                matches!(result, Some(TxError::BadSignature { .. })),
-                bad,
-                "{i}: {result:?}"
+                error,
+                TxError::BadSignature {
+                    tx: forged[i].id,
+                    reason: match i {
+                        90 => "the public key is not a valid ed25519 point".into(),
+                        _ => "the signature does not verify".into(),
+                    }
+                }
             );
         }
     }
