@@ -39,6 +39,7 @@ fn tune_allocator() {
 mod bench_bound;
 mod bench_recovery;
 mod bench_system;
+mod run;
 
 #[derive(Parser)]
 #[command(
@@ -67,6 +68,11 @@ enum Command {
     /// how long the shard takes to recover from it (log replay, then from
     /// a snapshot).
     BenchRecovery(bench_recovery::RecoveryArgs),
+    /// Applies transactions from JSON lines (a file or standard input) on
+    /// a cluster, in memory or on a data directory, and writes a receipt
+    /// per line as JSON lines; invalid lines are named by number on
+    /// standard error (`docs/JSONL.md`).
+    Run(run::RunArgs),
     /// Runs the deterministic fault simulator over many seeds and checks
     /// the design's invariants; exits non-zero on the first violation.
     Simulate(SimulateArgs),
@@ -138,6 +144,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench_system::run(&args),
         Command::BenchExecutor(args) => bench_executor(&args),
         Command::BenchRecovery(args) => bench_recovery::run(&args),
+        Command::Run(args) => run::run(&args),
         Command::Simulate(args) => simulate(&args),
     };
     match result {

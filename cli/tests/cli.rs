@@ -279,3 +279,99 @@ fn bench_sweep_writes_a_plot_and_every_run() {
     let out = parashard(&["bench", "--workload", "transfer", "--sweep", "color=1,2"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot sweep"));
 }
+
+/// Proves `parashard run` applies the valid lines of a transactions file
+/// and names each invalid one by number: a genesis file creates two
+/// accounts and gives one a key; of five lines, a signed transfer and an
+/// unsigned transfer from the keyless account commit, an unsigned
+/// transfer from the keyed account fails with `SignatureMissing`, and a
+/// line that is not JSON and one with an unknown field are reported on
+/// standard error with their numbers, with no receipt.
+#[test]
+fn run_applies_valid_lines_and_names_invalid_ones() {
+    use parashard::prelude::*;
+    use parashard::protocols::tx::{Request, SetPublicKey, TxLine};
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::from_bytes(&[8; 32]);
+    let line = |tx: &TxLine| serde_json::to_string(tx).unwrap();
+    let genesis = [
+        r#"{"type":"create_account","account":1,"balance":100}"#.to_string(),
+        r#"{"type":"create_account","account":2,"balance":100}"#.to_string(),
+        line(&TxLine {
+            id: None,
+            auth: None,
+            request: Request::SetPublicKey(SetPublicKey {
+                account: AccountId(1),
+                key: PublicKey::of(&key),
+            }),
+        }),
+    ];
+    let part = Transfer {
+        from: AccountId(1),
+        to: AccountId(2),
+        amount: 30,
+    };
+    let id = TxId::from_u128(1);
+    let signed = part.with_id(id).sign(9, 0, &key);
+    let signed_line = line(&TxLine {
+        id: Some(id),
+        auth: signed.auth.as_deref().cloned(),
+        request: Request::Transfer(part),
+    });
+    let txs = [
+        signed_line,
+        "{not json".to_string(),
+        r#"{"type":"transfer","from":1,"to":2,"amount":5}"#.to_string(),
+        r#"{"type":"transfer","from":2,"to":1,"amount":7}"#.to_string(),
+        r#"{"type":"transfer","from":2,"to":1,"amount":7,"memo":"x"}"#.to_string(),
+    ];
+    let (genesis_path, txs_path, receipts_path) = (
+        dir.path().join("genesis.jsonl"),
+        dir.path().join("txs.jsonl"),
+        dir.path().join("receipts.jsonl"),
+    );
+    std::fs::write(&genesis_path, genesis.join("\n")).unwrap();
+    std::fs::write(&txs_path, txs.join("\n")).unwrap();
+    let out = parashard(&[
+        "run",
+        "--chain-id",
+        "9",
+        "--genesis",
+        genesis_path.to_str().unwrap(),
+        "--txs",
+        txs_path.to_str().unwrap(),
+        "--receipts",
+        receipts_path.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for number in [2, 5] {
+        assert!(
+            stderr.contains(&format!("txs.jsonl:{number}: invalid")),
+            "{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("2 committed, 1 failed, 0 unknown, 2 invalid"),
+        "{stderr}"
+    );
+    let receipts: Vec<serde_json::Value> = std::fs::read_to_string(&receipts_path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary: Vec<(u64, &str)> = receipts
+        .iter()
+        .map(|r| (r["line"].as_u64().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![(1, "committed"), (3, "failed"), (4, "committed")]
+    );
+    assert!(
+        receipts[1]["error"].get("SignatureMissing").is_some(),
+        "{}",
+        receipts[1]
+    );
+    assert_eq!(receipts[0]["id"], serde_json::to_value(id).unwrap());
+}

@@ -137,6 +137,16 @@ fn declare(tx: &mut Transaction) {
 }
 
 impl Transaction {
+    /// The transaction with `auth` attached, the sender's authentication
+    /// keys declared first as [`Transaction::sign`] declares them: how a
+    /// signature made elsewhere (a JSON line) is put back on the
+    /// transaction it signed.
+    pub fn with_auth(mut self, auth: Auth) -> Transaction {
+        declare(&mut self);
+        self.auth = Some(Box::new(auth));
+        self
+    }
+
     /// Signs the transaction as its sender's `sequence`-th signed one for
     /// the cluster `chain_id`, declaring the sender's authentication keys
     /// first (the signature covers the access set).

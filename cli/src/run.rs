@@ -1,0 +1,176 @@
+//! `parashard run`: transactions from JSON lines onto a cluster, receipts
+//! out as JSON lines. How a program in another language drives parashard.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use parashard::prelude::*;
+use parashard::protocols::tx::TxLine;
+
+use crate::CliError;
+
+/// `parashard run` arguments.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct RunArgs {
+    /// Transactions, one JSON object per line (`docs/JSONL.md`); `-` reads
+    /// standard input.
+    #[arg(long)]
+    txs: PathBuf,
+    /// Transactions applied first, in the same format, each of which must
+    /// commit (accounts, keys, pools).
+    #[arg(long)]
+    genesis: Option<PathBuf>,
+    /// Where receipts go, one JSON line per valid transaction line
+    /// (default: standard output).
+    #[arg(long)]
+    receipts: Option<PathBuf>,
+    /// Shards.
+    #[arg(long, default_value_t = 4)]
+    shards: u32,
+    /// Keep the cluster's state in this directory (created if missing; a
+    /// later run on it continues from what committed).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The chain id signatures must cover.
+    #[arg(long, default_value_t = 0)]
+    chain_id: u64,
+    /// Lines submitted per batch. A batch runs like one `submit_batch`:
+    /// its local transactions in line order per shard, its cross-shard
+    /// ones concurrently; `--batch 1` runs every line after the one before.
+    #[arg(long, default_value_t = 10_000)]
+    batch: usize,
+}
+
+/// A receipt as a line of output.
+#[derive(Serialize)]
+struct ReceiptLine<'a> {
+    /// The input line it answers (1-based).
+    line: usize,
+    id: TxId,
+    #[serde(flatten)]
+    status: StatusLine<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+enum StatusLine<'a> {
+    Committed { output: &'a [Value] },
+    Failed { error: &'a TxError, reason: String },
+    Unknown { reason: String },
+}
+
+/// Parsed lines: each valid one with its line number; each invalid one
+/// reported on standard error with its number and reason.
+fn read_lines(path: &PathBuf) -> Result<(Vec<(usize, Transaction)>, usize), CliError> {
+    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(BufReader::new(std::io::stdin()))
+    } else {
+        let file = std::fs::File::open(path)
+            .map_err(|e| CliError::Argument(format!("{}: {e}", path.display())))?;
+        Box::new(BufReader::new(file))
+    };
+    let (mut valid, mut invalid) = (Vec::new(), 0);
+    for (i, line) in reader.lines().enumerate() {
+        let number = i + 1;
+        let line = line.map_err(|e| CliError::Argument(format!("{}: {e}", path.display())))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<TxLine>(&line) {
+            Ok(parsed) => valid.push((number, parsed.into_transaction())),
+            Err(error) => {
+                invalid += 1;
+                eprintln!("{}:{number}: invalid: {error}", path.display());
+            }
+        }
+    }
+    Ok((valid, invalid))
+}
+
+pub(crate) fn run(args: &RunArgs) -> Result<(), CliError> {
+    if args.batch == 0 {
+        return Err(CliError::Argument("--batch must be at least 1".into()));
+    }
+    let mut builder = Cluster::builder()
+        .shards(args.shards)
+        .chain_id(args.chain_id);
+    if let Some(dir) = &args.data_dir {
+        builder = builder.data_dir(dir);
+    }
+    let cluster = builder.start()?;
+    if let Some(genesis) = &args.genesis {
+        let (lines, invalid) = read_lines(genesis)?;
+        if invalid > 0 {
+            return Err(CliError::Argument(format!(
+                "{}: {invalid} invalid lines",
+                genesis.display()
+            )));
+        }
+        for chunk in lines.chunks(args.batch) {
+            let txs = chunk.iter().map(|(_, tx)| tx.clone()).collect();
+            let receipts = cluster.submit_batch_blocking(txs)?;
+            for ((number, _), receipt) in chunk.iter().zip(&receipts) {
+                if !receipt.is_committed() {
+                    return Err(CliError::Argument(format!(
+                        "{}:{number}: did not commit: {}",
+                        genesis.display(),
+                        receipt.status
+                    )));
+                }
+            }
+        }
+    }
+    let (lines, invalid) = read_lines(&args.txs)?;
+    let mut out: Box<dyn Write> = match &args.receipts {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .map_err(|e| CliError::Argument(format!("{}: {e}", path.display())))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    let (mut committed, mut failed, mut unknown) = (0, 0, 0);
+    for chunk in lines.chunks(args.batch) {
+        let txs = chunk.iter().map(|(_, tx)| tx.clone()).collect();
+        let receipts = cluster.submit_batch_blocking(txs)?;
+        for ((number, _), receipt) in chunk.iter().zip(&receipts) {
+            let status = match &receipt.status {
+                Status::Committed { output } => {
+                    committed += 1;
+                    StatusLine::Committed {
+                        output: output.words(),
+                    }
+                }
+                Status::Failed(error) => {
+                    failed += 1;
+                    StatusLine::Failed {
+                        error,
+                        reason: error.to_string(),
+                    }
+                }
+                other => {
+                    unknown += 1;
+                    StatusLine::Unknown {
+                        reason: other.to_string(),
+                    }
+                }
+            };
+            let line = ReceiptLine {
+                line: *number,
+                id: receipt.tx_id,
+                status,
+            };
+            let text = serde_json::to_string(&line).expect("receipts serialise");
+            writeln!(out, "{text}").map_err(|e| CliError::Argument(format!("receipts: {e}")))?;
+        }
+    }
+    out.flush()
+        .map_err(|e| CliError::Argument(format!("receipts: {e}")))?;
+    eprintln!(
+        "{} lines: {committed} committed, {failed} failed, {unknown} unknown, {invalid} invalid",
+        lines.len() + invalid
+    );
+    cluster.shutdown();
+    Ok(())
+}
