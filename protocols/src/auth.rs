@@ -386,7 +386,12 @@ mod tests {
         forged[3].call = crate::model::Call::Transfer { to: b, amount: 6 };
         forged[40].auth.as_mut().expect("signed").sequence += 1;
         forged[77].auth.as_mut().expect("signed").public_key = PublicKey::of(&key(2));
-        forged[90].auth.as_mut().expect("signed").public_key = PublicKey([0xff; 32]);
+        // A byte string that is no point on the curve.
+        let not_a_point = (0..=255u8)
+            .map(|b| [b; 32])
+            .find(|bytes| ed25519_dalek::VerifyingKey::from_bytes(bytes).is_err())
+            .expect("some repeated byte is not a point");
+        forged[90].auth.as_mut().expect("signed").public_key = PublicKey(not_a_point);
         let results = verify(7, &forged);
         let refused: Vec<usize> = results.iter().map(|(i, _)| *i).collect();
         assert_eq!(refused, vec![3, 40, 77, 90], "{results:?}");
