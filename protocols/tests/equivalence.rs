@@ -751,7 +751,7 @@ fn signature_checks_match_sequential() {
     use parashard_protocols::{AccountId, Key, Transaction, TxError};
     const ACCOUNTS: u64 = 2_000;
     let signer = |a: u64| SigningKey::from_bytes(&[(a % 251) as u8 + 1; 32]);
-    let keyed = |a: u64| a % 10 == 0;
+    let keyed = |a: u64| a.is_multiple_of(10);
     let executors = Executors::new(&[2]);
     let mut outcomes = BTreeMap::<String, u64>::new();
     for seed in 0..20u64 {
