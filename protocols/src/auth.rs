@@ -1,7 +1,7 @@
 //! Authenticated senders: ed25519 signatures and per-account sequence
 //! numbers.
 //!
-//! An account may hold an ed25519 public key ([`Call::SetPublicKey`]).
+//! An account may hold an ed25519 public key ([`Call::SetPublicKey`](crate::model::Call::SetPublicKey)).
 //! From then on every transaction it sends must carry an [`Auth`]: the
 //! public key, the sender's next sequence number and a signature over the
 //! transaction's canonical encoding ([`message`]: the chain id, the id, the
