@@ -386,7 +386,14 @@ fn outputs_of_several_words_reach_the_receipt_and_its_retry() {
         .submit_blocking(cluster.call(AccountId(0), WORDS, too_many).unwrap())
         .unwrap();
     assert!(
-        matches!(receipt.error(), Some(TxError::InvalidInput { reason }) if reason.contains("at most 8")),
+        matches!(
+            receipt.error(),
+            Some(TxError::TooLarge {
+                size: 9,
+                max: 8,
+                ..
+            })
+        ),
         "{receipt:?}"
     );
     assert_eq!(

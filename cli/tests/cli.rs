@@ -300,6 +300,7 @@ fn run_applies_valid_lines_and_names_invalid_ones() {
         line(&TxLine {
             id: None,
             auth: None,
+            gas_limit: None,
             request: Request::SetPublicKey(SetPublicKey {
                 account: AccountId(1),
                 key: PublicKey::of(&key),
@@ -316,6 +317,7 @@ fn run_applies_valid_lines_and_names_invalid_ones() {
     let signed_line = line(&TxLine {
         id: Some(id),
         auth: signed.auth.as_deref().cloned(),
+        gas_limit: None,
         request: Request::Transfer(part),
     });
     let txs = [

@@ -101,6 +101,7 @@ pub fn message(chain_id: u64, tx: &Transaction, sequence: u64, key: &PublicKey) 
         sender: AccountId,
         call: &'a crate::model::Call,
         access: &'a crate::model::AccessSet,
+        gas_limit: u64,
         sequence: u64,
         key: &'a PublicKey,
     }
@@ -111,6 +112,7 @@ pub fn message(chain_id: u64, tx: &Transaction, sequence: u64, key: &PublicKey) 
         sender: tx.sender,
         call: &tx.call,
         access: &tx.access,
+        gas_limit: tx.gas_limit,
         sequence,
         key,
     };

@@ -165,6 +165,9 @@ impl fmt::Display for Key {
 /// The most keys one transaction may declare.
 pub const MAX_ACCESS_KEYS: usize = 64;
 
+/// The most argument words a user contract call may carry.
+pub const MAX_ARGS: usize = 1024;
+
 /// The keys a transaction may touch, declared up front. The executor routes
 /// and schedules by it, and the execution context refuses anything outside
 /// it.
@@ -281,11 +284,10 @@ impl AccessSet {
             });
         }
         if self.len() > MAX_ACCESS_KEYS {
-            return Err(TxError::InvalidInput {
-                reason: format!(
-                    "access set declares {} keys, at most {MAX_ACCESS_KEYS} allowed",
-                    self.len()
-                ),
+            return Err(TxError::TooLarge {
+                what: Limit::AccessKeys,
+                size: self.len() as u64,
+                max: MAX_ACCESS_KEYS as u64,
             });
         }
         let key_at = |i: usize| match self.reads.get(i) {
@@ -413,6 +415,12 @@ pub struct Transaction {
     /// (see [`crate::auth`]; [`Transaction::sign`] adds it).
     #[serde(default)]
     pub auth: Option<Box<crate::auth::Auth>>,
+    /// The most gas its call may use ([`crate::contracts::gas`]): a call
+    /// that needs more fails with [`TxError::OutOfGas`] and writes
+    /// nothing. [`crate::contracts::gas::DEFAULT_LIMIT`] unless set with
+    /// [`Transaction::with_gas_limit`].
+    #[serde(default = "crate::contracts::gas::default_limit")]
+    pub gas_limit: u64,
 }
 
 impl Transaction {
@@ -424,7 +432,15 @@ impl Transaction {
             call,
             access,
             auth: None,
+            gas_limit: crate::contracts::gas::DEFAULT_LIMIT,
         }
+    }
+
+    /// The transaction with gas limit `limit` (sign after setting it: the
+    /// signature covers the limit).
+    pub fn with_gas_limit(mut self, limit: u64) -> Transaction {
+        self.gas_limit = limit;
+        self
     }
 
     /// Gives the sender `key` ([`Call::SetPublicKey`]).
@@ -718,6 +734,23 @@ pub enum TxError {
         /// The transaction's.
         got: u64,
     },
+    /// The call needed more gas than the transaction's limit allows
+    /// ([`crate::contracts::gas`]); nothing it wrote applies.
+    #[error("out of gas: the call needed more than its limit of {limit}")]
+    OutOfGas {
+        /// The transaction's gas limit.
+        limit: u64,
+    },
+    /// An input is larger than the limit named allows; nothing ran.
+    #[error("{what} is {size}, at most {max} allowed")]
+    TooLarge {
+        /// What is too large.
+        what: Limit,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
     /// The shard's storage failed; it refuses work until it recovers from
     /// its log (a restart), and this transaction did not run.
     #[error("{shard} refuses work: its storage failed: {error}")]
@@ -727,6 +760,24 @@ pub enum TxError {
         /// The storage error.
         error: String,
     },
+}
+
+/// The size limits an input is checked against ([`TxError::TooLarge`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum Limit {
+    /// Keys in an access set: [`MAX_ACCESS_KEYS`].
+    #[error("the access set's number of keys")]
+    AccessKeys,
+    /// Words of a user contract call's arguments: [`MAX_ARGS`].
+    #[error("the number of argument words")]
+    Args,
+    /// Words a call returns: [`MAX_OUTPUT_WORDS`].
+    #[error("the number of output words")]
+    OutputWords,
+    /// Bytes of one line of `parashard run` input.
+    #[error("the line's length in bytes")]
+    LineBytes,
 }
 
 impl TxError {

@@ -285,6 +285,10 @@ pub struct TxLine {
     /// The sender's signature.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<crate::auth::Auth>,
+    /// The transaction's gas limit ([`crate::contracts::gas`]), the
+    /// default if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gas_limit: Option<u64>,
     /// The call.
     #[serde(flatten)]
     pub request: Request,
@@ -295,7 +299,10 @@ impl TxLine {
     /// and, if signed, its signature, with the sender's authentication
     /// keys declared as [`Transaction::sign`] declares them.
     pub fn into_transaction(self) -> Transaction {
-        let tx = self.request.with_id(self.id.unwrap_or_else(TxId::random));
+        let mut tx = self.request.with_id(self.id.unwrap_or_else(TxId::random));
+        if let Some(limit) = self.gas_limit {
+            tx.gas_limit = limit;
+        }
         match self.auth {
             Some(auth) => tx.with_auth(auth),
             None => tx,
@@ -465,6 +472,7 @@ mod tests {
         let line = TxLine {
             id: Some(id),
             auth: signed.auth.as_deref().cloned(),
+            gas_limit: None,
             request: Request::Transfer(part),
         };
         let text = serde_json::to_string(&line).expect("encodes");

@@ -8,12 +8,13 @@
 mod common;
 
 use common::{
-    counter_access, mover_access, sneaky_access, sneaky_target, COUNTER, MOVER, PANICKER,
-    PANIC_MARK, SNEAKY, UNREGISTERED,
+    counter_access, mover_access, sneaky_access, sneaky_target, BURNER, COUNTER, MOVER, PANICKER,
+    PANIC_MARK, SNEAKY, SPINNER, UNREGISTERED,
 };
 use parashard_protocols::contracts::amm::ASSET_A;
+use parashard_protocols::contracts::gas;
 use parashard_protocols::contracts::token::issuer_key;
-use parashard_protocols::model::MAX_ACCESS_KEYS;
+use parashard_protocols::model::{Limit, MAX_ACCESS_KEYS, MAX_ARGS};
 use parashard_protocols::state::PARTITIONS;
 use parashard_protocols::workload::TxIds;
 use parashard_protocols::{
@@ -604,10 +605,89 @@ fn counter_with_keys(id: TxId, extra: u64) -> Transaction {
     Transaction::custom(id, ALICE, COUNTER, vec![], access)
 }
 
-/// Proves the access-set bound is exact: a call declaring 64 keys runs, one
-/// declaring 65 fails with InvalidInput saying how many it declared.
+/// Proves gas bounds are exact and a call out of gas writes nothing: a
+/// call that spins until its gas runs out (and then swallows the error and
+/// returns `Ok`) fails with OutOfGas; a counter, a counter that charges
+/// for its own work, a native transfer and a transfer written as user
+/// code each commit with exactly the gas they need and fail with one unit
+/// less; and the transactions around them are untouched.
 #[test]
-fn invalid_input_for_too_many_keys() {
+fn out_of_gas_is_exact_and_writes_nothing() {
+    let mut ids = ids();
+    let counter = |id, contract, args: Vec<Value>, sender, limit| {
+        Transaction::custom(id, sender, contract, args, counter_access(sender))
+            .with_gas_limit(limit)
+    };
+    let counter_gas = gas::BASE + gas::READ + gas::WRITE;
+    // Mover checks both accounts, then debits and credits.
+    let mover_gas = gas::BASE + 4 * gas::READ + 2 * gas::WRITE;
+    let mover = |id, limit| {
+        Transaction::custom(id, CAROL, MOVER, vec![BOB.0, 5], mover_access(CAROL, BOB))
+            .with_gas_limit(limit)
+    };
+    let block = [
+        Transaction::custom(ids.next_id(), CAROL, SPINNER, vec![], counter_access(CAROL)),
+        counter(ids.next_id(), COUNTER, vec![], ALICE, counter_gas),
+        counter(ids.next_id(), COUNTER, vec![], ALICE, counter_gas - 1),
+        counter(ids.next_id(), BURNER, vec![500], BOB, counter_gas + 500),
+        counter(ids.next_id(), BURNER, vec![500], BOB, counter_gas + 499),
+        counter(ids.next_id(), BURNER, vec![u64::MAX], BOB, u64::MAX),
+        Transaction::transfer(ids.next_id(), ALICE, BOB, 7).with_gas_limit(gas::TRANSFER),
+        Transaction::transfer(ids.next_id(), ALICE, BOB, 7).with_gas_limit(gas::TRANSFER - 1),
+        mover(ids.next_id(), mover_gas),
+        mover(ids.next_id(), mover_gas - 1),
+        Transaction::transfer(ids.next_id(), ALICE, BOB, 7).with_gas_limit(0),
+    ];
+    let out = |limit| TxError::OutOfGas { limit };
+    let (receipts, state) = assert_only_these_fail(
+        &block,
+        &[
+            (0, out(gas::DEFAULT_LIMIT)),
+            (2, out(counter_gas - 1)),
+            (4, out(counter_gas + 499)),
+            (5, out(u64::MAX)),
+            (7, out(gas::TRANSFER - 1)),
+            (9, out(mover_gas - 1)),
+            (10, out(0)),
+        ],
+    );
+    assert_eq!(output(&receipts[1]), 1);
+    assert_eq!(output(&receipts[3]), 1);
+    assert_eq!(state.get(&common::counter_key(CAROL)), None);
+    assert_eq!(state.get(&coins(ALICE)), Some(1_000 - 7));
+    assert_eq!(state.get(&coins(CAROL)), Some(3_000 - 5));
+}
+
+/// Proves a user call's arguments are bounded: MAX_ARGS words run, one
+/// more fails with TooLarge naming the limit.
+#[test]
+fn too_large_for_too_many_args() {
+    let mut ids = ids();
+    let call = |id, words: usize| {
+        Transaction::custom(id, ALICE, COUNTER, vec![0; words], counter_access(ALICE))
+    };
+    let block = [
+        call(ids.next_id(), MAX_ARGS),
+        call(ids.next_id(), MAX_ARGS + 1),
+    ];
+    let (receipts, _) = assert_only_these_fail(
+        &block,
+        &[(
+            1,
+            TxError::TooLarge {
+                what: Limit::Args,
+                size: MAX_ARGS as u64 + 1,
+                max: MAX_ARGS as u64,
+            },
+        )],
+    );
+    assert_eq!(output(&receipts[0]), 1);
+}
+
+/// Proves the access-set bound is exact: a call declaring 64 keys runs, one
+/// declaring 65 fails with TooLarge saying how many it declared.
+#[test]
+fn too_large_for_too_many_keys() {
     let mut ids = ids();
     let max = MAX_ACCESS_KEYS as u64;
     let block = [
@@ -620,14 +700,18 @@ fn invalid_input_for_too_many_keys() {
         &[
             (
                 0,
-                TxError::InvalidInput {
-                    reason: "access set declares 65 keys, at most 64 allowed".into(),
+                TxError::TooLarge {
+                    what: Limit::AccessKeys,
+                    size: 65,
+                    max,
                 },
             ),
             (
                 2,
-                TxError::InvalidInput {
-                    reason: "access set declares 193 keys, at most 64 allowed".into(),
+                TxError::TooLarge {
+                    what: Limit::AccessKeys,
+                    size: 193,
+                    max,
                 },
             ),
         ],

@@ -5,8 +5,10 @@
 pub mod amm;
 pub mod args;
 pub mod coin;
+pub mod gas;
 pub mod token;
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -14,8 +16,8 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use crate::model::{
-    AccessSet, AccountId, Call, ContractId, Key, Output, Transaction, TxError, TxId, Value,
-    MAX_OUTPUT_WORDS,
+    AccessSet, AccountId, Call, ContractId, Key, Limit, Output, Transaction, TxError, TxId, Value,
+    MAX_ARGS, MAX_OUTPUT_WORDS,
 };
 use crate::state::Slot;
 
@@ -152,6 +154,7 @@ pub(crate) type Writes = SmallVec<[(u8, Value); 4]>;
 type Deltas = SmallVec<[(u8, i128); 1]>;
 
 /// What a call sees: its transaction and the state of its declared keys.
+/// Every access is charged gas ([`gas`]) against the transaction's limit.
 pub struct Context<'a> {
     tx: &'a Transaction,
     /// One entry per declared key (reads, then writes): its slot, or `None`
@@ -159,6 +162,11 @@ pub struct Context<'a> {
     slots: &'a [Option<&'a Slot>],
     writes: Writes,
     deltas: Deltas,
+    /// Gas the call may still use.
+    gas_left: Cell<u64>,
+    /// Whether the call asked for more than was left; then every further
+    /// access fails.
+    out_of_gas: Cell<bool>,
 }
 
 impl<'a> Context<'a> {
@@ -169,7 +177,35 @@ impl<'a> Context<'a> {
             slots,
             writes: Writes::new(),
             deltas: Deltas::new(),
+            gas_left: Cell::new(tx.gas_limit),
+            out_of_gas: Cell::new(false),
         }
+    }
+
+    /// Charges `units` of gas for work the contract does besides its
+    /// accesses (see [`gas`]). Past the transaction's limit it fails with
+    /// [`TxError::OutOfGas`], and so does every later access: the call
+    /// fails with that error whatever it returns, and writes nothing.
+    #[inline]
+    pub fn charge(&self, units: u64) -> Result<(), TxError> {
+        match self.gas_left.get().checked_sub(units) {
+            Some(left) if !self.out_of_gas.get() => {
+                self.gas_left.set(left);
+                Ok(())
+            }
+            _ => {
+                self.gas_left.set(0);
+                self.out_of_gas.set(true);
+                Err(TxError::OutOfGas {
+                    limit: self.tx.gas_limit,
+                })
+            }
+        }
+    }
+
+    /// Gas left before the call runs out.
+    pub fn gas_left(&self) -> u64 {
+        self.gas_left.get()
     }
 
     /// The transaction's id.
@@ -192,6 +228,7 @@ impl<'a> Context<'a> {
     /// ([`TxError::AccessViolation`]).
     #[inline]
     pub fn read(&self, key: Key) -> Result<Option<Value>, TxError> {
+        self.charge(gas::READ)?;
         let position = self
             .position(&key)
             .filter(|p| !self.tx.access.is_add(*p))
@@ -221,6 +258,7 @@ impl<'a> Context<'a> {
     /// included: for the native authentication calls alone.
     #[inline]
     fn write_any(&mut self, key: Key, value: Value) -> Result<(), TxError> {
+        self.charge(gas::WRITE)?;
         let position = self
             .position(&key)
             .filter(|p| *p >= self.tx.access.reads.len() && !self.tx.access.is_add(*p))
@@ -294,6 +332,7 @@ impl<'a> Context<'a> {
     /// The position of `key` if it is an add key, `None` if it is a write
     /// key; an error if the call may not change it.
     fn add_position(&self, key: Key) -> Result<Option<u8>, TxError> {
+        self.charge(gas::WRITE)?;
         if key.is_auth() {
             return Err(TxError::AccessViolation { key, write: true });
         }
@@ -456,6 +495,7 @@ pub(crate) fn run_unresolved(
     }
     tx.access.validate()?;
     let mut ctx = Context::new(tx, slots);
+    ctx.charge(gas::BASE)?;
     if let Some(auth) = &tx.auth {
         ctx.authenticate(auth)?;
     }
@@ -495,6 +535,13 @@ pub(crate) fn run_unresolved(
             let code = registry.get(*contract).ok_or(TxError::UnknownContract {
                 contract: *contract,
             })?;
+            if args.len() > MAX_ARGS {
+                return Err(TxError::TooLarge {
+                    what: Limit::Args,
+                    size: args.len() as u64,
+                    max: MAX_ARGS as u64,
+                });
+            }
             catch_unwind(AssertUnwindSafe(|| code.execute(&mut ctx, args))).unwrap_or_else(
                 |payload| {
                     let message = payload
@@ -506,13 +553,19 @@ pub(crate) fn run_unresolved(
                 },
             )
         }
-    }?;
+    };
+    // A call that ran out fails so whatever it made of the error.
+    if ctx.out_of_gas.get() {
+        return Err(TxError::OutOfGas {
+            limit: tx.gas_limit,
+        });
+    }
+    let output = output?;
     if output.len() > MAX_OUTPUT_WORDS {
-        return Err(TxError::InvalidInput {
-            reason: format!(
-                "the contract returned {} words, at most {MAX_OUTPUT_WORDS} allowed",
-                output.len()
-            ),
+        return Err(TxError::TooLarge {
+            what: Limit::OutputWords,
+            size: output.len() as u64,
+            max: MAX_OUTPUT_WORDS as u64,
         });
     }
     Ok((output, ctx.into_pending()))

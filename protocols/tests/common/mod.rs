@@ -66,6 +66,10 @@ pub const PANICKER: ContractId = ContractId(3);
 pub const SNEAKY: ContractId = ContractId(4);
 /// [`Tally`]'s id.
 pub const TALLY: ContractId = ContractId(5);
+/// [`Spinner`].
+pub const SPINNER: ContractId = ContractId(6);
+/// [`Burner`].
+pub const BURNER: ContractId = ContractId(7);
 /// The account that holds [`Tally`]'s shared total.
 pub const TALLY_ACCOUNT: AccountId = AccountId(SPECIAL_BASE + 40);
 /// An id no contract is registered under.
@@ -93,6 +97,33 @@ impl Contract for Counter {
             .ok_or(TxError::Overflow { key })?;
         ctx.write(key, next)?;
         Ok(next.into())
+    }
+}
+
+/// Reads the sender's [`counter_key`] until it runs out of gas, then
+/// swallows the error, writes the count of reads and returns `Ok`: a call
+/// that only its gas limit stops.
+pub struct Spinner;
+
+impl Contract for Spinner {
+    fn execute(&self, ctx: &mut Context<'_>, _args: &[Value]) -> Result<Output, TxError> {
+        let key = counter_key(ctx.sender());
+        let mut reads: Value = 0;
+        while ctx.read(key).is_ok() {
+            reads += 1;
+        }
+        let _ = ctx.write(key, reads);
+        Ok(reads.into())
+    }
+}
+
+/// [`Counter`] after charging `args[0]` units of gas for its own work.
+pub struct Burner;
+
+impl Contract for Burner {
+    fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Output, TxError> {
+        ctx.charge(args.first().copied().unwrap_or(0))?;
+        Counter.execute(ctx, args)
     }
 }
 
@@ -221,12 +252,14 @@ pub fn tally_write_access(sender: AccountId) -> AccessSet {
 /// The registry every test uses: the five test contracts.
 pub fn registry() -> Arc<Registry> {
     let mut registry = Registry::new();
-    let contracts: [(ContractId, Arc<dyn Contract>); 5] = [
+    let contracts: [(ContractId, Arc<dyn Contract>); 7] = [
         (COUNTER, Arc::new(Counter)),
         (MOVER, Arc::new(Mover)),
         (PANICKER, Arc::new(Panicker)),
         (SNEAKY, Arc::new(Sneaky)),
         (TALLY, Arc::new(Tally)),
+        (SPINNER, Arc::new(Spinner)),
+        (BURNER, Arc::new(Burner)),
     ];
     for (id, contract) in contracts {
         registry

@@ -38,6 +38,8 @@ pub fn kind(error: &TxError) -> &'static str {
         TxError::UnknownContract { .. } => "UnknownContract",
         TxError::ContractPanicked { .. } => "ContractPanicked",
         TxError::InvalidInput { .. } => "InvalidInput",
+        TxError::TooLarge { .. } => "TooLarge",
+        TxError::OutOfGas { .. } => "OutOfGas",
         _ => "other",
     }
 }
@@ -369,7 +371,10 @@ pub fn run_block(state: &mut BTreeMap<Key, Value>, block: &[Transaction]) -> Vec
         .map(|tx| {
             let keys: Vec<&Key> = tx.access.reads.iter().chain(&tx.access.writes).collect();
             let repeated = (0..keys.len()).any(|i| keys[..i].contains(&keys[i]));
-            if keys.len() > MAX_ACCESS_KEYS || repeated {
+            if keys.len() > MAX_ACCESS_KEYS {
+                return Outcome::Failed("TooLarge");
+            }
+            if repeated {
                 return Outcome::Failed("InvalidInput");
             }
             let mut call = Call1 {
