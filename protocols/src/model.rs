@@ -775,9 +775,6 @@ pub enum Limit {
     /// Words a call returns: [`MAX_OUTPUT_WORDS`].
     #[error("the number of output words")]
     OutputWords,
-    /// Bytes of one line of `parashard run` input.
-    #[error("the line's length in bytes")]
-    LineBytes,
 }
 
 impl TxError {

@@ -162,11 +162,9 @@ pub struct Context<'a> {
     slots: &'a [Option<&'a Slot>],
     writes: Writes,
     deltas: Deltas,
-    /// Gas the call may still use.
-    gas_left: Cell<u64>,
-    /// Whether the call asked for more than was left; then every further
-    /// access fails.
-    out_of_gas: Cell<bool>,
+    /// Gas the call may still use; `None` once it asked for more than was
+    /// left, and then every further access fails.
+    gas_left: Cell<Option<u64>>,
 }
 
 impl<'a> Context<'a> {
@@ -177,8 +175,7 @@ impl<'a> Context<'a> {
             slots,
             writes: Writes::new(),
             deltas: Deltas::new(),
-            gas_left: Cell::new(tx.gas_limit),
-            out_of_gas: Cell::new(false),
+            gas_left: Cell::new(Some(tx.gas_limit)),
         }
     }
 
@@ -188,24 +185,19 @@ impl<'a> Context<'a> {
     /// fails with that error whatever it returns, and writes nothing.
     #[inline]
     pub fn charge(&self, units: u64) -> Result<(), TxError> {
-        match self.gas_left.get().checked_sub(units) {
-            Some(left) if !self.out_of_gas.get() => {
-                self.gas_left.set(left);
-                Ok(())
-            }
-            _ => {
-                self.gas_left.set(0);
-                self.out_of_gas.set(true);
-                Err(TxError::OutOfGas {
-                    limit: self.tx.gas_limit,
-                })
-            }
+        let left = self.gas_left.get().and_then(|left| left.checked_sub(units));
+        self.gas_left.set(left);
+        match left {
+            Some(_) => Ok(()),
+            None => Err(TxError::OutOfGas {
+                limit: self.tx.gas_limit,
+            }),
         }
     }
 
     /// Gas left before the call runs out.
     pub fn gas_left(&self) -> u64 {
-        self.gas_left.get()
+        self.gas_left.get().unwrap_or(0)
     }
 
     /// The transaction's id.
@@ -555,7 +547,7 @@ pub(crate) fn run_unresolved(
         }
     };
     // A call that ran out fails so whatever it made of the error.
-    if ctx.out_of_gas.get() {
+    if ctx.gas_left.get().is_none() {
         return Err(TxError::OutOfGas {
             limit: tx.gas_limit,
         });
