@@ -14,12 +14,15 @@ use parashard_protocols::model::{
 };
 use parashard_protocols::placement::Placement;
 use parashard_protocols::recovery::{last_coordinator_epoch, recover_coordinator};
-use parashard_protocols::twopc::{Command, Coordinator, CoordinatorConfig, ToParticipant};
+use parashard_protocols::twopc::{
+    Command, Coordinator, CoordinatorConfig, Execution, ToParticipant,
+};
 
 use crate::batch::{BatchReply, Batches};
 use crate::faults::{self, CrashPoint, Faults, Target};
 use crate::shard::{Crash, FromCoordinator, FromShard, ShardActor};
 use crate::storage::{CoordinatorRecord, CoordinatorSnapshot, Recovered, Storage, StorageError};
+use crate::workers::{self, ContractWorker, Ran, Run};
 
 /// Cross-shard transactions, answered in batch order.
 #[derive(Message)]
@@ -67,6 +70,10 @@ pub struct CoordinatorActor {
     timer_at_ms: Option<u64>,
     /// Injected faults, consulted at crash points and on every send.
     faults: Arc<Faults>,
+    /// The threads that run user contracts of cross-shard rounds, started
+    /// at the first such round. They outlive restarts: a result of an
+    /// earlier incarnation's round is ignored by the machine.
+    workers: Option<Addr<ContractWorker>>,
 }
 
 /// The most `Done` records held back before they get an append of their
@@ -97,6 +104,7 @@ impl CoordinatorActor {
             pending_done: Vec::new(),
             timer_at_ms: None,
             faults,
+            workers: None,
         }
     }
 
@@ -290,6 +298,7 @@ impl CoordinatorActor {
                     self.batches.complete(receipt, now);
                 }
                 Command::SetTimer { at_ms } => self.schedule_timer(at_ms, ctx),
+                Command::Execute(execution) => self.execute(execution, ctx),
             }
         }
         if commits_sent && self.crash_at(CrashPoint::AfterCommitsSent, ctx) {
@@ -303,6 +312,19 @@ impl CoordinatorActor {
 }
 
 impl CoordinatorActor {
+    /// Hands a round's user contracts to the worker pool; the result comes
+    /// back as [`Ran`].
+    fn execute(&mut self, execution: Execution, ctx: &mut Context<Self>) {
+        let registry = &self.registry;
+        let workers = self
+            .workers
+            .get_or_insert_with(|| workers::start(workers::default_workers(), registry.clone()));
+        workers.do_send(Run {
+            execution,
+            back: ctx.address().recipient(),
+        });
+    }
+
     /// Makes sure the actor's timer fires by `at_ms`.
     fn schedule_timer(&mut self, at_ms: u64, ctx: &mut Context<Self>) {
         if self.timer_at_ms.is_some_and(|scheduled| scheduled <= at_ms) {
@@ -391,6 +413,16 @@ impl Handler<FromShard> for CoordinatorActor {
     fn handle(&mut self, msg: FromShard, ctx: &mut Context<Self>) {
         let now = self.now_ms();
         self.machine.handle_messages(now, msg.0);
+        self.run_commands(ctx);
+    }
+}
+
+impl Handler<Ran> for CoordinatorActor {
+    type Result = ();
+
+    fn handle(&mut self, Ran(executed): Ran, ctx: &mut Context<Self>) {
+        let now = self.now_ms();
+        self.machine.executed(now, executed);
         self.run_commands(ctx);
     }
 }

@@ -9,5 +9,6 @@ pub mod faults;
 pub mod runtime;
 pub mod shard;
 pub mod storage;
+pub mod workers;
 
 pub use parashard_protocols as protocols;

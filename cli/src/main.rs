@@ -472,8 +472,8 @@ fn simulate(args: &SimulateArgs) -> Result<(), CliError> {
         total.unreported
     );
     println!(
-        "groups: {} group commits of {} transactions, the largest {}",
-        total.group_commits, total.grouped_transactions, total.largest_group
+        "groups: {} group commits of {} transactions, the largest {}; {} rounds ran user code off the coordinator's loop",
+        total.group_commits, total.grouped_transactions, total.largest_group, total.executions
     );
     println!(
         "faults: {} messages, {} dropped, {} duplicated; {} shard and {} coordinator crashes; {} inquiries; {} events",

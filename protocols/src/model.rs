@@ -400,6 +400,14 @@ pub enum Call {
     },
 }
 
+impl Call {
+    /// Whether the call runs user code ([`Call::Custom`]) rather than one
+    /// of the native contracts, whose cost is known and small.
+    pub fn is_user_code(&self) -> bool {
+        matches!(self, Call::Custom { .. })
+    }
+}
+
 /// A transaction: who sends it, what it does, and what it may touch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transaction {

@@ -7,7 +7,8 @@ use parashard_protocols::sim::{run, SimConfig};
 use parashard_protocols::twopc::{CoordinatorConfig, ParticipantConfig};
 
 /// The simulator's configuration when these seeds were found: no bursts,
-/// no groups, no re-sent prepares (none of them existed yet).
+/// no groups, no re-sent prepares, no user contracts (none of them
+/// existed yet).
 fn of_the_day() -> SimConfig {
     SimConfig {
         max_shards: 4,
@@ -27,6 +28,7 @@ fn of_the_day() -> SimConfig {
         max_events: 1_000_000,
         max_pending_events: 100_000,
         burst_percent: 0,
+        user_code_percent: 0,
         coordinator: CoordinatorConfig {
             timeout_ms: 200,
             max_retries: 6,

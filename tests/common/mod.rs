@@ -11,10 +11,16 @@ pub fn bank(shards: u32, accounts: u64, balance: Value) -> Cluster {
         .workers(1)
         .start()
         .expect("cluster starts");
+    fund(&cluster, accounts, balance);
+    cluster
+}
+
+/// Creates accounts `0..accounts` with `balance` coins each, and checks
+/// that every creation committed.
+pub fn fund(cluster: &Cluster, accounts: u64, balance: Value) {
     let genesis: Vec<_> = (0..accounts).map(|a| (AccountId(a), balance)).collect();
     let receipts = cluster.create_accounts_blocking(&genesis).expect("genesis");
     assert!(receipts.iter().all(Receipt::is_committed), "{receipts:?}");
-    cluster
 }
 
 /// The coin balances of accounts `0..accounts`.

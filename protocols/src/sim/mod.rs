@@ -20,16 +20,19 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 
-use crate::contracts::Registry;
+use crate::contracts::{Context, Contract, Registry};
 use crate::exec::{BlockExecutor, SequentialExecutor};
-use crate::model::{AccountId, AssetId, Key, Receipt, ShardId, Status, Transaction, TxId, Value};
+use crate::model::{
+    AccountId, AssetId, ContractId, Key, Output, Receipt, ShardId, Status, Transaction, TxError,
+    TxId, Value,
+};
 use crate::placement::Placement;
 use crate::records::{CoordinatorRecord, ShardRecord, ShardSnapshot};
 use crate::recovery::{recover_coordinator, ShardMemory};
 use crate::state::State;
 use crate::twopc::{
-    Command, Coordinator, CoordinatorConfig, Participant, ParticipantConfig, ToCoordinator,
-    ToParticipant,
+    Command, Coordinator, CoordinatorConfig, Executed, Participant, ParticipantConfig,
+    ToCoordinator, ToParticipant,
 };
 use crate::workload::{Rng, TxIds};
 
@@ -102,6 +105,12 @@ pub struct SimConfig {
     /// stream of its own, so that seeds without bursts run as they did
     /// before bursts existed.
     pub burst_percent: u64,
+    /// Percent of transfers made as calls of a user contract that moves
+    /// coins as the native transfer does: its cross-shard rounds run off
+    /// the coordinator's loop ([`Command::Execute`]), their results coming
+    /// back after a random delay, across crashes and retries. Drawn from a
+    /// random stream of its own, as bursts are.
+    pub user_code_percent: u64,
 }
 
 impl Default for SimConfig {
@@ -124,6 +133,7 @@ impl Default for SimConfig {
             max_events: 1_000_000,
             max_pending_events: 100_000,
             burst_percent: 50,
+            user_code_percent: 25,
             coordinator: CoordinatorConfig {
                 timeout_ms: 200,
                 max_retries: 6,
@@ -220,6 +230,8 @@ pub struct RunSummary {
     pub grouped_transactions: u64,
     /// The most transactions one commit decision committed.
     pub largest_group: u64,
+    /// Rounds whose user contracts ran off the coordinator's loop.
+    pub executions: u64,
     /// Messages sent.
     pub messages: u64,
     /// Messages dropped by the network or by a node being down.
@@ -254,6 +266,7 @@ impl RunSummary {
         self.group_commits += other.group_commits;
         self.grouped_transactions += other.grouped_transactions;
         self.largest_group = self.largest_group.max(other.largest_group);
+        self.executions += other.executions;
         self.messages += other.messages;
         self.dropped += other.dropped;
         self.duplicated += other.duplicated;
@@ -282,6 +295,24 @@ fn vary(rng: &mut Rng, base_ms: u64) -> u64 {
 
 /// The token the pool trades against the coin.
 const TOKEN: AssetId = AssetId(1);
+
+/// The user contract some transfers call instead of the native transfer.
+const MOVE_COINS: ContractId = ContractId(1);
+
+/// A user contract that moves coins exactly as the native transfer does:
+/// `args` are the receiving account and the amount.
+struct MoveCoins;
+
+impl Contract for MoveCoins {
+    fn execute(&self, ctx: &mut Context<'_>, args: &[Value]) -> Result<Output, TxError> {
+        let [to, amount] = *args else {
+            return Err(TxError::InvalidInput {
+                reason: "MoveCoins takes a receiver and an amount".into(),
+            });
+        };
+        crate::contracts::coin::transfer(ctx, AccountId(to), amount).map(Output::from)
+    }
+}
 
 /// An entry of a shard's durable log: the genesis state the simulator
 /// seeds directly, or a record as the shard actor writes it. `applied`
@@ -321,6 +352,8 @@ enum Event {
     CoordinatorTimer {
         incarnation: u32,
     },
+    /// A worker hands back what a unit's user contracts gave.
+    Executed(Executed),
     ShardTimer {
         shard: ShardId,
         incarnation: u32,
@@ -456,6 +489,9 @@ struct Sim<'c> {
     /// This run's participant tunables.
     participant_config: ParticipantConfig,
     rng: Rng,
+    /// The stream for user-code calls and how long they run (see
+    /// [`SimConfig::user_code_percent`]).
+    user_code: Rng,
     now_ms: u64,
     seq: u64,
     queue: BinaryHeap<Reverse<Scheduled>>,
@@ -503,7 +539,11 @@ impl<'c> Sim<'c> {
             1 + rng.below(participant_config.remember_finished as u64) as usize;
         participant_config.max_queued_prepares =
             rng.below(participant_config.max_queued_prepares as u64 + 1) as usize;
-        let registry = Arc::new(Registry::new());
+        let mut registry = Registry::new();
+        registry
+            .register(MOVE_COINS, "1", Arc::new(MoveCoins))
+            .expect("a fresh registry");
+        let registry = Arc::new(registry);
         let executor = SequentialExecutor::new(registry.clone());
         let accounts = u64::from(shard_count) * config.accounts_per_shard;
         let mut placement = Placement::hashed(shard_count).expect("at least two shards");
@@ -575,6 +615,7 @@ impl<'c> Sim<'c> {
             coordinator_config,
             participant_config,
             rng,
+            user_code: Rng::new(seed ^ 0x05E2_C0DE_05E2_C0DE),
             now_ms: 0,
             seq: 0,
             queue: BinaryHeap::new(),
@@ -647,7 +688,15 @@ impl<'c> Sim<'c> {
                 let step = 1 + self.rng.below(self.config.accounts_per_shard - 1);
                 (from + step * shard_count) % accounts
             };
-            let tx = Transaction::transfer(ids.next_id(), AccountId(from), AccountId(to), amount);
+            let mut tx =
+                Transaction::transfer(ids.next_id(), AccountId(from), AccountId(to), amount);
+            if self.user_code.chance(self.config.user_code_percent) {
+                let args = vec![to, amount];
+                tx.call = crate::model::Call::Custom {
+                    contract: MOVE_COINS,
+                    args,
+                };
+            }
             debug_assert_eq!(
                 self.placement.shard_of_account(AccountId(from))
                     != self.placement.shard_of_account(AccountId(to)),
@@ -829,6 +878,17 @@ impl<'c> Sim<'c> {
                 self.coordinator.machine.handle_timeout(self.now_ms);
                 self.run_coordinator_commands();
             }
+            Event::Executed(executed) => {
+                if !self.coordinator.up {
+                    self.summary.dropped += 1;
+                    return;
+                }
+                // As in the cluster, workers outlive a coordinator's
+                // restart: a result of an earlier incarnation's round
+                // reaches the new one, whose machine must ignore it.
+                self.coordinator.machine.executed(self.now_ms, executed);
+                self.run_coordinator_commands();
+            }
             Event::ShardTimer { shard, incarnation } => {
                 let node = &mut self.shards[shard.0 as usize];
                 if !node.up || incarnation != node.incarnation {
@@ -951,6 +1011,26 @@ impl<'c> Sim<'c> {
                     }
                 }
                 Command::Reply(receipt) => self.record_receipt(&receipt),
+                Command::Execute(execution) => {
+                    self.summary.executions += 1;
+                    let executed = execution.run(&self.registry);
+                    // Mostly about a message's time. In the faulty period,
+                    // now and then long enough for the coordinator to
+                    // crash, restart and see the transaction again before
+                    // the result comes: a slow contract counts as a fault,
+                    // and the liveness bound runs from its end.
+                    let slow = self.faulty() && self.user_code.chance(20);
+                    let longest = if slow {
+                        2 * self.config.max_down_ms
+                    } else {
+                        2 * self.config.max_delay_ms
+                    };
+                    let took_ms = self.user_code.below(longest + 1);
+                    if slow {
+                        self.faults_end_ms = self.faults_end_ms.max(self.now_ms + took_ms);
+                    }
+                    self.schedule(self.now_ms + took_ms, Event::Executed(executed));
+                }
                 Command::SetTimer { at_ms } => {
                     let at_ms = at_ms.max(self.now_ms);
                     if self.coordinator.timers.insert(at_ms) {

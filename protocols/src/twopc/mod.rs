@@ -5,7 +5,11 @@
 //! values. Once every shard has voted, the coordinator executes the
 //! transaction on those values (any contract, not only transfers: an AMM
 //! swap's output simply flows from the pool's keys to the trader's) and
-//! decides: commit, with each shard's writes, or abort. Locked keys make the
+//! decides: commit, with each shard's writes, or abort. Native calls run
+//! inline; a round whose members call user code hands them to the runtime
+//! instead ([`Command::Execute`]), which runs them on a worker and gives
+//! the result back ([`Coordinator::executed`]), so that a slow contract
+//! delays only its own round, never the coordinator's loop. Locked keys make the
 //! transaction isolated: no other transaction sees a partial effect, and
 //! local transactions on a locked key wait.
 //!
@@ -291,6 +295,45 @@ pub enum Command {
         /// When.
         at_ms: u64,
     },
+    /// Run the unit's user contracts off the coordinator's message loop
+    /// ([`Execution::run`], on a worker) and hand back what it gave
+    /// ([`Coordinator::executed`]). Native calls run inline; user code may
+    /// take as long as its gas allows, and other rounds must not wait for
+    /// it.
+    Execute(Execution),
+}
+
+/// A unit whose every shard has voted and whose members call user code:
+/// see [`Command::Execute`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Execution {
+    /// The unit: a transaction's id, or its group's ([`group_id`]).
+    pub tx: TxId,
+    /// The round the votes belong to.
+    pub attempt: Attempt,
+    members: SmallVec<[Arc<Transaction>; 1]>,
+    values: Vec<(Key, Option<Value>)>,
+}
+
+impl Execution {
+    /// Runs the unit's members one after another on the values its shards
+    /// sent, as the coordinator would inline. Deterministic; may run on any
+    /// thread, for as long as the contracts take.
+    pub fn run(&self, registry: &Registry) -> Executed {
+        Executed {
+            tx: self.tx,
+            attempt: self.attempt,
+            ran: run_members(&self.members, &self.values, registry),
+        }
+    }
+}
+
+/// What running an [`Execution`] gave, for [`Coordinator::executed`].
+#[derive(Debug)]
+pub struct Executed {
+    tx: TxId,
+    attempt: Attempt,
+    ran: Ran,
 }
 
 /// Coordinator tunables.
@@ -433,6 +476,11 @@ enum Phase {
     },
     /// Refused; waiting to retry at `at_ms`.
     Backoff { at_ms: u64 },
+    /// Every shard voted; the members' user contracts run off the loop
+    /// ([`Command::Execute`]). The round holds its locks until
+    /// [`Coordinator::executed`] decides it; no timer runs meanwhile (gas
+    /// bounds the run), and inquiries wait.
+    Executing,
     /// Decided commit; waiting for the shards that have not applied it.
     Committing {
         /// The writes of the shards that have not applied it yet.
@@ -614,6 +662,7 @@ struct FormingGroup {
 }
 
 /// What running a unit's members on the values its shards sent gave.
+#[derive(Debug)]
 struct Ran {
     /// The members that succeeded, with their outputs, in the order they
     /// ran. Inline for a lone transaction: the decision's shared copy is
@@ -778,6 +827,8 @@ pub struct CoordinatorStats {
     pub grouped_transactions: u64,
     /// The most transactions one unit held.
     pub largest_group: u64,
+    /// Rounds whose user contracts ran off the loop ([`Command::Execute`]).
+    pub executions: u64,
 }
 
 impl Coordinator {
@@ -1132,8 +1183,46 @@ impl Coordinator {
             flight.deadline_ms = now_ms + self.config.timeout_ms;
             return;
         }
+        if flight.members.iter().any(|tx| tx.call.is_user_code()) {
+            let values = values.values().flatten().copied().collect();
+            let members = flight.members.clone();
+            flight.phase = Phase::Executing;
+            self.stats.executions += 1;
+            self.commands.push(Command::Execute(Execution {
+                tx: id,
+                attempt,
+                members,
+                values,
+            }));
+            return;
+        }
         let all: SmallVec<[(Key, Option<Value>); 4]> = values.values().flatten().copied().collect();
         let ran = run_members(&flight.members, &all, &self.registry);
+        self.decide(now_ms, id, attempt, ran);
+    }
+
+    /// Hands back an [`Execution`] the runtime ran: the round commits what
+    /// its members gave, as if they had run inline. An execution of a
+    /// round given up since (or of a coordinator incarnation before a
+    /// restart) changes nothing.
+    pub fn executed(&mut self, now_ms: u64, executed: Executed) {
+        self.now_ms = now_ms;
+        let Executed { tx, attempt, ran } = executed;
+        let current = self
+            .in_flight
+            .get(&tx)
+            .is_some_and(|f| f.attempt == attempt && matches!(f.phase, Phase::Executing));
+        if current {
+            self.decide(now_ms, tx, attempt, ran);
+        }
+    }
+
+    /// Decides round `attempt` of unit `id` on what its members gave:
+    /// commit the writes of those that succeeded, or abort if none did.
+    fn decide(&mut self, now_ms: u64, id: TxId, attempt: Attempt, ran: Ran) {
+        let Some(flight) = self.in_flight.get_mut(&id) else {
+            return;
+        };
         if ran.committed.is_empty() {
             self.abort_everywhere(id, attempt);
             self.in_flight.remove(&id);
@@ -2193,6 +2282,7 @@ impl Timers {
 
 #[cfg(test)]
 mod tests {
+    mod execute;
     mod groups;
 
     use super::*;
