@@ -19,6 +19,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::{oneshot, Semaphore};
 use tracing::debug_span;
 
+use crate::admission::{self, SenderLimit};
 use parashard_actors::batch::{Answer, Finished};
 use parashard_actors::coordinator::{single_shard, CountInFlight, SubmitCross};
 use parashard_actors::faults::{FaultError, Faults};
@@ -29,7 +30,6 @@ use parashard_actors::storage::{
     CoordinatorRecord, DiskStorage, MemoryStorage, ShardRecord, SnapshotPolicy, Storage,
     StorageError, StorageStats,
 };
-use parashard_protocols::auth;
 use parashard_protocols::contracts::{Contract, Registry, RegistryError};
 use parashard_protocols::model::{
     AccountId, AssetId, ContractId, Key, Receipt, ShardId, Status, Transaction, TxError, TxId,
@@ -132,6 +132,7 @@ pub struct ClusterBuilder {
     remember_committed: usize,
     call_timeout: Duration,
     chain_id: u64,
+    max_in_flight_per_sender: Option<usize>,
 }
 
 /// How long a call waits for its answer unless told otherwise
@@ -153,6 +154,7 @@ impl Default for ClusterBuilder {
             remember_committed: parashard_protocols::committed::DEFAULT_REMEMBERED,
             call_timeout: DEFAULT_CALL_TIMEOUT,
             chain_id: 0,
+            max_in_flight_per_sender: None,
         }
     }
 }
@@ -240,6 +242,18 @@ impl ClusterBuilder {
         self
     }
 
+    /// The most transactions one sender may have in flight at once
+    /// (counted from admission until the call that submitted them
+    /// returns); beyond it a transaction fails at once with
+    /// [`TxError::TooLarge`] naming [`Limit::SenderInFlight`](parashard_protocols::model::Limit::SenderInFlight). Unbounded
+    /// by default: the cluster's own bound ([`ClusterBuilder::max_in_flight`])
+    /// caps memory either way, and counting costs a shared map update per
+    /// transaction. 0 is refused by [`ClusterBuilder::start`].
+    pub fn max_in_flight_per_sender(mut self, max: usize) -> Self {
+        self.max_in_flight_per_sender = Some(max);
+        self
+    }
+
     /// How many of its latest commits each shard (local transactions) and
     /// the coordinator (cross-shard ones) remember, default
     /// [`parashard_protocols::committed::DEFAULT_REMEMBERED`]. A transaction
@@ -319,6 +333,11 @@ impl ClusterBuilder {
                 "call_timeout 0: no call could ever be answered".into(),
             ));
         }
+        if self.max_in_flight_per_sender == Some(0) {
+            return Err(ClusterError::Config(
+                "max_in_flight_per_sender 0: no transaction could ever be admitted".into(),
+            ));
+        }
         if self.max_in_flight == 0 || self.max_in_flight > Semaphore::MAX_PERMITS {
             return Err(ClusterError::Config(format!(
                 "max_in_flight {} out of range",
@@ -391,6 +410,7 @@ impl ClusterBuilder {
             placement,
             permits: Arc::new(Semaphore::new(self.max_in_flight)),
             max_in_flight: self.max_in_flight,
+            sender_limit: self.max_in_flight_per_sender.map(SenderLimit::new),
             metrics: Metrics::default(),
             storage: Mutex::new(Some(storage)),
             blocking,
@@ -512,6 +532,8 @@ pub struct Cluster {
     stopped: AtomicBool,
     registry: Arc<Registry>,
     chain_id: u64,
+    /// Each sender's transactions in flight, when bounded.
+    sender_limit: Option<SenderLimit>,
 }
 
 /// Unfinished work in a cluster: what a test waits to drain before it
@@ -657,13 +679,11 @@ impl Cluster {
         let _entered = span.enter();
         let start = Instant::now();
         let ids: Vec<TxId> = txs.iter().map(|tx| tx.id).collect();
-        // Signatures first: a transaction whose signature does not verify
-        // is answered here and goes nowhere.
-        let mut refused: Vec<Option<TxError>> = Vec::new();
-        for (position, error) in auth::verify(self.chain_id, &txs) {
-            refused.resize(txs.len(), None);
-            refused[position] = Some(error);
-        }
+        // Limits and signatures first: a transaction refused here is
+        // answered here and goes nowhere. Its sender's count (if bounded)
+        // is held until this call returns.
+        let (mut refused, _counted) =
+            admission::admit(self.chain_id, &txs, self.sender_limit.as_ref());
         // Split: one block per shard for local transactions, one batch of
         // cross-shard transactions for the coordinator (the last group).
         // Sized first, so that each transaction moves once.

@@ -4,6 +4,7 @@
 pub use parashard_actors as actors;
 pub use parashard_protocols as protocols;
 
+mod admission;
 mod cluster;
 pub mod manifest;
 pub use cluster::{
@@ -34,8 +35,8 @@ pub mod prelude {
     };
     pub use parashard_protocols::{
         AbortReason, AccessSet, AccountId, AssetId, BlockExecutor, Call, Context, Contract,
-        ContractId, Key, Output, ParallelExecutor, Receipt, Registry, SequentialExecutor, State,
-        Status, Transaction, TxError, TxId, Unanswered, Value,
+        ContractId, Key, Limit, Output, ParallelExecutor, Receipt, Registry, SequentialExecutor,
+        State, Status, Transaction, TxError, TxId, Unanswered, Value,
     };
 }
 

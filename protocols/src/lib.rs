@@ -35,7 +35,7 @@ pub mod workload;
 pub use contracts::{Context, Contract, Registry, RegistryError};
 pub use exec::{BlockExecutor, ExecutorError, ParallelExecutor, ParallelStats, SequentialExecutor};
 pub use model::{
-    AbortReason, AccessSet, AccountId, AssetId, Call, ContractId, Key, Output, Receipt, ShardId,
-    Status, Transaction, TxError, TxId, Unanswered, Value,
+    AbortReason, AccessSet, AccountId, AssetId, Call, ContractId, Key, Limit, Output, Receipt,
+    ShardId, Status, Transaction, TxError, TxId, Unanswered, Value,
 };
 pub use state::State;

@@ -401,6 +401,14 @@ pub enum Call {
 }
 
 impl Call {
+    /// The argument words of a user contract call; none for native calls.
+    pub fn args(&self) -> &[Value] {
+        match self {
+            Call::Custom { args, .. } => args,
+            _ => &[],
+        }
+    }
+
     /// Whether the call runs user code ([`Call::Custom`]) rather than one
     /// of the native contracts, whose cost is known and small.
     pub fn is_user_code(&self) -> bool {
@@ -442,6 +450,33 @@ impl Transaction {
             auth: None,
             gas_limit: crate::contracts::gas::DEFAULT_LIMIT,
         }
+    }
+
+    /// Checks the limits a transaction is held to before it runs, each
+    /// failing with [`TxError::TooLarge`] that names it: its access set
+    /// ([`AccessSet::validate`], which also refuses a key declared twice),
+    /// its argument words ([`MAX_ARGS`]) and its gas limit
+    /// ([`crate::contracts::gas::MAX_LIMIT`]). A cluster checks them at
+    /// admission, and every executor again before it runs the call.
+    pub fn check_limits(&self) -> Result<(), TxError> {
+        self.access.validate()?;
+        let args = self.call.args().len();
+        if args > MAX_ARGS {
+            return Err(TxError::TooLarge {
+                what: Limit::Args,
+                size: args as u64,
+                max: MAX_ARGS as u64,
+            });
+        }
+        let max_gas = crate::contracts::gas::MAX_LIMIT;
+        if self.gas_limit > max_gas {
+            return Err(TxError::TooLarge {
+                what: Limit::Gas,
+                size: self.gas_limit,
+                max: max_gas,
+            });
+        }
+        Ok(())
     }
 
     /// The transaction with gas limit `limit` (sign after setting it: the
@@ -783,6 +818,14 @@ pub enum Limit {
     /// Words a call returns: [`MAX_OUTPUT_WORDS`].
     #[error("the number of output words")]
     OutputWords,
+    /// A transaction's gas limit:
+    /// [`crate::contracts::gas::MAX_LIMIT`].
+    #[error("the gas limit")]
+    Gas,
+    /// Transactions of one sender in flight at once (a cluster's
+    /// `max_in_flight_per_sender`).
+    #[error("the sender's transactions in flight")]
+    SenderInFlight,
 }
 
 impl TxError {

@@ -610,7 +610,8 @@ fn counter_with_keys(id: TxId, extra: u64) -> Transaction {
 /// returns `Ok`) fails with OutOfGas; a counter, a counter that charges
 /// for its own work, a native transfer and a transfer written as user
 /// code each commit with exactly the gas they need and fail with one unit
-/// less; and the transactions around them are untouched.
+/// less; a limit above `gas::MAX_LIMIT` is refused before the call runs;
+/// and the transactions around them are untouched.
 #[test]
 fn out_of_gas_is_exact_and_writes_nothing() {
     let mut ids = ids();
@@ -631,24 +632,34 @@ fn out_of_gas_is_exact_and_writes_nothing() {
         counter(ids.next_id(), COUNTER, vec![], ALICE, counter_gas - 1),
         counter(ids.next_id(), BURNER, vec![500], BOB, counter_gas + 500),
         counter(ids.next_id(), BURNER, vec![500], BOB, counter_gas + 499),
-        counter(ids.next_id(), BURNER, vec![u64::MAX], BOB, u64::MAX),
+        counter(ids.next_id(), BURNER, vec![u64::MAX], BOB, gas::MAX_LIMIT),
         Transaction::transfer(ids.next_id(), ALICE, BOB, 7).with_gas_limit(gas::TRANSFER),
         Transaction::transfer(ids.next_id(), ALICE, BOB, 7).with_gas_limit(gas::TRANSFER - 1),
         mover(ids.next_id(), mover_gas),
         mover(ids.next_id(), mover_gas - 1),
         Transaction::transfer(ids.next_id(), ALICE, BOB, 7).with_gas_limit(0),
+        // Above the highest limit: refused before it runs, fast path or not.
+        Transaction::transfer(ids.next_id(), ALICE, BOB, 7).with_gas_limit(gas::MAX_LIMIT + 1),
+        counter(ids.next_id(), COUNTER, vec![], ALICE, u64::MAX),
     ];
     let out = |limit| TxError::OutOfGas { limit };
+    let over_max = |size| TxError::TooLarge {
+        what: Limit::Gas,
+        size,
+        max: gas::MAX_LIMIT,
+    };
     let (receipts, state) = assert_only_these_fail(
         &block,
         &[
             (0, out(gas::DEFAULT_LIMIT)),
             (2, out(counter_gas - 1)),
             (4, out(counter_gas + 499)),
-            (5, out(u64::MAX)),
+            (5, out(gas::MAX_LIMIT)),
             (7, out(gas::TRANSFER - 1)),
             (9, out(mover_gas - 1)),
             (10, out(0)),
+            (11, over_max(gas::MAX_LIMIT + 1)),
+            (12, over_max(u64::MAX)),
         ],
     );
     assert_eq!(output(&receipts[1]), 1);

@@ -59,7 +59,8 @@ pub fn transfer(ctx: &mut Context<'_>, to: AccountId, amount: Value) -> Result<V
 /// [`transfer`] without the [`Context`], for the overwhelmingly common shape
 /// of a coin transfer: the access set is exactly the sender's and the
 /// receiver's coin balances, in that order, and they differ, and the gas
-/// limit covers [`gas::TRANSFER`](super::gas::TRANSFER). Returns `None`
+/// limit covers [`gas::TRANSFER`](super::gas::TRANSFER) (and stays within
+/// [`gas::MAX_LIMIT`](super::gas::MAX_LIMIT)). Returns `None`
 /// for any other transaction, which then takes the general path; otherwise
 /// the two balances' slots with their new values, for the caller to store.
 /// Same checks in the same order, hence the same receipt (the tests hold
@@ -79,7 +80,7 @@ pub(crate) fn transfer_fast<'s>(
     // never has this shape; the check makes sure it never skips them.
     let canonical = tx.access.reads.is_empty()
         && tx.auth.is_none()
-        && tx.gas_limit >= super::gas::TRANSFER
+        && (super::gas::TRANSFER..=super::gas::MAX_LIMIT).contains(&tx.gas_limit)
         && tx.access.adds == 0
         && tx.access.writes.len() == 2
         && from != to

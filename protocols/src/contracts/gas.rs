@@ -30,6 +30,12 @@ pub const TRANSFER: u64 = BASE + 2 * READ + 2 * WRITE;
 /// some milliseconds of accesses, far above what the native calls need.
 pub const DEFAULT_LIMIT: u64 = 1_000_000;
 
+/// The highest gas limit a transaction may set: a hundred times
+/// [`DEFAULT_LIMIT`]. It bounds how long one call can hold its shard (or a
+/// coordinator worker) and its locks; above it the transaction is refused
+/// before it runs, with [`TxError::TooLarge`](crate::model::TxError::TooLarge).
+pub const MAX_LIMIT: u64 = 100 * DEFAULT_LIMIT;
+
 /// [`DEFAULT_LIMIT`], for serde's defaults.
 pub(crate) fn default_limit() -> u64 {
     DEFAULT_LIMIT

@@ -17,7 +17,7 @@ use smallvec::SmallVec;
 
 use crate::model::{
     AccessSet, AccountId, Call, ContractId, Key, Limit, Output, Transaction, TxError, TxId, Value,
-    MAX_ARGS, MAX_OUTPUT_WORDS,
+    MAX_OUTPUT_WORDS,
 };
 use crate::state::Slot;
 
@@ -485,7 +485,7 @@ pub(crate) fn run_unresolved(
             (0.into(), Pending { writes, deltas })
         });
     }
-    tx.access.validate()?;
+    tx.check_limits()?;
     let mut ctx = Context::new(tx, slots);
     ctx.charge(gas::BASE)?;
     if let Some(auth) = &tx.auth {
@@ -527,13 +527,6 @@ pub(crate) fn run_unresolved(
             let code = registry.get(*contract).ok_or(TxError::UnknownContract {
                 contract: *contract,
             })?;
-            if args.len() > MAX_ARGS {
-                return Err(TxError::TooLarge {
-                    what: Limit::Args,
-                    size: args.len() as u64,
-                    max: MAX_ARGS as u64,
-                });
-            }
             catch_unwind(AssertUnwindSafe(|| code.execute(&mut ctx, args))).unwrap_or_else(
                 |payload| {
                     let message = payload

@@ -931,7 +931,7 @@ impl Coordinator {
             self.reply(tx.id, TxError::CrossShardAborted { reason });
             return;
         }
-        if let Err(error) = tx.access.validate() {
+        if let Err(error) = tx.check_limits() {
             self.reply(tx.id, error);
             return;
         }

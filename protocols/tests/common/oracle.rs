@@ -371,7 +371,14 @@ pub fn run_block(state: &mut BTreeMap<Key, Value>, block: &[Transaction]) -> Vec
         .map(|tx| {
             let keys: Vec<&Key> = tx.access.reads.iter().chain(&tx.access.writes).collect();
             let repeated = (0..keys.len()).any(|i| keys[..i].contains(&keys[i]));
-            if keys.len() > MAX_ACCESS_KEYS {
+            let args = match &tx.call {
+                Call::Custom { args, .. } => args.len(),
+                _ => 0,
+            };
+            if keys.len() > MAX_ACCESS_KEYS
+                || args > parashard_protocols::model::MAX_ARGS
+                || tx.gas_limit > parashard_protocols::contracts::gas::MAX_LIMIT
+            {
                 return Outcome::Failed("TooLarge");
             }
             if repeated {
