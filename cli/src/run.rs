@@ -78,8 +78,8 @@ fn read_lines(path: &PathBuf) -> Result<(Vec<(usize, Transaction)>, usize), CliE
         if line.trim().is_empty() {
             continue;
         }
-        match serde_json::from_str::<TxLine>(&line) {
-            Ok(parsed) => valid.push((number, parsed.into_transaction())),
+        match TxLine::parse(&line) {
+            Ok(tx) => valid.push((number, tx)),
             Err(error) => {
                 invalid += 1;
                 eprintln!("{}:{number}: invalid: {error}", path.display());

@@ -295,6 +295,14 @@ pub struct TxLine {
 }
 
 impl TxLine {
+    /// Parses one line of a transactions file into its transaction (see
+    /// [`TxLine::into_transaction`]). Never panics, whatever the text (the
+    /// fuzz target `tx_line` holds it to that); the error says what is
+    /// wrong and where in the line.
+    pub fn parse(line: &str) -> Result<Transaction, serde_json::Error> {
+        serde_json::from_str::<TxLine>(line).map(TxLine::into_transaction)
+    }
+
     /// The line's transaction: its request with its id (or a fresh one)
     /// and, if signed, its signature, with the sender's authentication
     /// keys declared as [`Transaction::sign`] declares them.

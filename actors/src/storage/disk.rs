@@ -325,40 +325,21 @@ impl<R: Record> DiskStorage<R> {
                 format!("header says generation {stored}, the file name {generation}"),
             ));
         }
-        let mut records = Vec::new();
-        let mut at = LOG_HEADER_LEN;
-        while at < bytes.len() {
-            match read_frame(&bytes[at..]) {
-                Ok((payload, used)) => {
-                    let batch: Vec<R> = decode(payload).map_err(|reason| {
-                        corrupt(&path, at, format!("checksum matches but {reason}"))
-                    })?;
-                    records.extend(batch);
-                    at += used;
-                }
-                Err(reason) => {
-                    if let Some(next) = next_valid_frame(&bytes, at) {
-                        return Err(corrupt(
-                            &path,
-                            at,
-                            format!("{reason}; a valid record follows at byte {next}"),
-                        ));
-                    }
-                    warn!(
-                        path = %path.display(),
-                        offset = at,
-                        dropped_bytes = bytes.len() - at,
-                        %reason,
-                        "torn log tail (an append a crash cut short); truncating it"
-                    );
-                    file.set_len(at as u64)
-                        .map_err(|e| io_error(&path, "truncate", e))?;
-                    file.sync_data().map_err(|e| io_error(&path, "sync", e))?;
-                    break;
-                }
-            }
+        let Frames { records, end, torn } = read_frames(&bytes, LOG_HEADER_LEN)
+            .map_err(|(at, reason)| corrupt(&path, at, reason))?;
+        if let Some(reason) = torn {
+            warn!(
+                path = %path.display(),
+                offset = end,
+                dropped_bytes = bytes.len() - end,
+                %reason,
+                "torn log tail (an append a crash cut short); truncating it"
+            );
+            file.set_len(end as u64)
+                .map_err(|e| io_error(&path, "truncate", e))?;
+            file.sync_data().map_err(|e| io_error(&path, "sync", e))?;
         }
-        Ok((file, records, (at - LOG_HEADER_LEN) as u64))
+        Ok((file, records, (end - LOG_HEADER_LEN) as u64))
     }
 }
 
@@ -637,6 +618,65 @@ fn read_frame(bytes: &[u8]) -> Result<(&[u8], usize), String> {
         ));
     }
     Ok((payload, FRAME_HEADER_LEN + len))
+}
+
+/// The records of a log's frames ([`read_frames`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frames<R> {
+    /// Every record of the frames that read, in order.
+    pub records: Vec<R>,
+    /// Where the frames that read end.
+    pub end: usize,
+    /// Why the bytes from `end` on do not read, if there are any: a torn
+    /// tail, which recovery truncates.
+    pub torn: Option<String>,
+}
+
+/// Reads the frames of a log from offset `at` of `bytes` on (after the
+/// file's header): each a length, a checksum and a batch of records. A
+/// frame that does not read is the torn tail of an append a crash cut
+/// short if no valid frame follows it; if one does, or if a frame's
+/// checksum matches but its records do not decode, the log is corrupt:
+/// the error gives the offset and the reason. Never panics, whatever the
+/// bytes (the fuzz target `log_frames` holds it to that).
+pub fn read_frames<R: DeserializeOwned>(
+    bytes: &[u8],
+    mut at: usize,
+) -> Result<Frames<R>, (usize, String)> {
+    let mut records = Vec::new();
+    while at < bytes.len() {
+        match read_frame(&bytes[at..]) {
+            Ok((payload, used)) => {
+                let batch: Vec<R> = decode(payload)
+                    .map_err(|reason| (at, format!("checksum matches but {reason}")))?;
+                records.extend(batch);
+                at += used;
+            }
+            Err(reason) => {
+                if let Some(next) = next_valid_frame(bytes, at) {
+                    return Err((
+                        at,
+                        format!("{reason}; a valid record follows at byte {next}"),
+                    ));
+                }
+                return Ok(Frames {
+                    records,
+                    end: at,
+                    torn: Some(reason),
+                });
+            }
+        }
+    }
+    Ok(Frames {
+        records,
+        end: at,
+        torn: None,
+    })
+}
+
+/// Appends the frame of `records` to `out`, as an append writes it.
+pub fn write_frame<R: Serialize>(records: &[R], out: &mut Vec<u8>) -> Result<(), StorageError> {
+    encode_frame(records, out)
 }
 
 /// The offset of the first valid frame that starts after `from`, if any.
