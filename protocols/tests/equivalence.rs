@@ -620,47 +620,14 @@ fn redo_records_rebuild_state_exactly() {
 }
 
 /// Checks both executors against the independent oracle
-/// (`common::oracle`) on every block of `case`: the same outcome kind for
-/// every transaction, the same output for every commit, and the same
-/// state.
+/// (`common::oracle`) on every block of `case`.
 fn check_oracle(case: &Case, executors: &Executors) -> Result<(), TestCaseError> {
-    use common::oracle::{self, Outcome};
-    let world = case.build();
-    let mut model: BTreeMap<_, _> = world.genesis.iter().collect();
-    let mut states = [world.genesis.clone(), world.genesis];
-    let runners: [&dyn BlockExecutor; 2] = [&executors.sequential, &executors.parallel[0]];
-    for (b, block) in world.blocks.iter().enumerate() {
-        let expected = oracle::run_block(&mut model, block);
-        for (r, (runner, state)) in runners.iter().zip(&mut states).enumerate() {
-            let receipts = runner
-                .execute_block(state, block)
-                .map_err(|e| TestCaseError::fail(format!("seed {}: {e}", case.seed)))?;
-            for ((tx, receipt), want) in block.iter().zip(&receipts).zip(&expected) {
-                let got = match &receipt.status {
-                    Status::Committed { output } => Outcome::Committed(output.value()),
-                    Status::Failed(error) => Outcome::Failed(oracle::kind(error)),
-                    _ => Outcome::Failed("unknown status"),
-                };
-                prop_assert_eq!(&got, want, "seed {}: block {}: {:?}", case.seed, b, tx);
-            }
-            let got: BTreeMap<_, _> = state.iter().collect();
-            if got != model {
-                let key = model
-                    .keys()
-                    .chain(got.keys())
-                    .find(|k| got.get(k) != model.get(k))
-                    .copied();
-                return Err(TestCaseError::fail(format!(
-                    "seed {}: block {b}, {}: state differs from the oracle at {key:?}: {:?} against {:?}",
-                    case.seed,
-                    ["sequential", "parallel"][r],
-                    key.and_then(|k| got.get(&k)),
-                    key.and_then(|k| model.get(&k)),
-                )));
-            }
-        }
-    }
-    Ok(())
+    let runners: [(&str, &dyn BlockExecutor); 2] = [
+        ("sequential", &executors.sequential),
+        ("parallel", &executors.parallel[0]),
+    ];
+    common::oracle::compare(case.build(), &runners)
+        .map_err(|difference| TestCaseError::fail(format!("seed {}: {difference}", case.seed)))
 }
 
 /// Proves both executors right against a reference that shares none of

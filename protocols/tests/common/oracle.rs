@@ -7,11 +7,13 @@
 use std::collections::BTreeMap;
 
 use parashard_protocols::model::{
-    AccountId, AssetId, Call, Key, Transaction, TxError, Value, MAX_ACCESS_KEYS,
+    AccountId, AssetId, Call, Key, Status, Transaction, TxError, Value, MAX_ACCESS_KEYS,
 };
+use parashard_protocols::{BlockExecutor, State};
 
 use super::{
-    counter_key, share_key, sneaky_target, tally_key, COUNTER, MOVER, PANICKER, SNEAKY, TALLY,
+    counter_key, share_key, sneaky_target, tally_key, World, COUNTER, MOVER, PANICKER, SNEAKY,
+    TALLY,
 };
 
 /// What the oracle says of one transaction: committed with an output, or
@@ -399,4 +401,46 @@ pub fn run_block(state: &mut BTreeMap<Key, Value>, block: &[Transaction]) -> Vec
             }
         })
         .collect()
+}
+
+/// Runs the blocks of `world` on each of `executors` and on the oracle,
+/// and names the first difference: a transaction's outcome kind, a
+/// commit's output, or the state after a block.
+pub fn compare(world: World, executors: &[(&str, &dyn BlockExecutor)]) -> Result<(), String> {
+    let mut model: BTreeMap<_, _> = world.genesis.iter().collect();
+    let mut states: Vec<State> = executors.iter().map(|_| world.genesis.clone()).collect();
+    for (b, block) in world.blocks.iter().enumerate() {
+        let expected = run_block(&mut model, block);
+        for ((name, runner), state) in executors.iter().zip(&mut states) {
+            let receipts = runner
+                .execute_block(state, block)
+                .map_err(|e| format!("block {b}, {name}: {e}"))?;
+            for ((tx, receipt), want) in block.iter().zip(&receipts).zip(&expected) {
+                let got = match &receipt.status {
+                    Status::Committed { output } => Outcome::Committed(output.value()),
+                    Status::Failed(error) => Outcome::Failed(kind(error)),
+                    _ => Outcome::Failed("unknown status"),
+                };
+                if got != *want {
+                    return Err(format!(
+                        "block {b}, {name}: {got:?}, the oracle {want:?}, for {tx:?}"
+                    ));
+                }
+            }
+            let got: BTreeMap<_, _> = state.iter().collect();
+            if got != model {
+                let key = model
+                    .keys()
+                    .chain(got.keys())
+                    .find(|k| got.get(k) != model.get(k))
+                    .copied();
+                return Err(format!(
+                    "block {b}, {name}: state differs from the oracle at {key:?}: {:?} against {:?}",
+                    key.and_then(|k| got.get(&k)),
+                    key.and_then(|k| model.get(&k)),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
