@@ -61,28 +61,46 @@ enum StatusLine<'a> {
     Unknown { reason: String },
 }
 
+/// The longest line read, in bytes: a longer one is reported invalid and
+/// skipped, never held in memory whole.
+const MAX_LINE_BYTES: usize = 1 << 20;
+
 /// Parsed lines: each valid one with its line number; each invalid one
-/// reported on standard error with its number and reason.
+/// (not UTF-8, too long, not a transaction) reported on standard error
+/// with its number and reason.
 fn read_lines(path: &PathBuf) -> Result<(Vec<(usize, Transaction)>, usize), CliError> {
-    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+    let mut reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
         Box::new(BufReader::new(std::io::stdin()))
     } else {
         let file = std::fs::File::open(path)
             .map_err(|e| CliError::Argument(format!("{}: {e}", path.display())))?;
         Box::new(BufReader::new(file))
     };
+    let io_error = |e: std::io::Error| CliError::Argument(format!("{}: {e}", path.display()));
     let (mut valid, mut invalid) = (Vec::new(), 0);
-    for (i, line) in reader.lines().enumerate() {
-        let number = i + 1;
-        let line = line.map_err(|e| CliError::Argument(format!("{}: {e}", path.display())))?;
-        if line.trim().is_empty() {
-            continue;
+    let mut bytes = Vec::new();
+    for number in 1.. {
+        bytes.clear();
+        let limit = MAX_LINE_BYTES as u64 + 1;
+        let mut line = std::io::Read::take(reader.as_mut(), limit);
+        if line.read_until(b'\n', &mut bytes).map_err(io_error)? == 0 {
+            break;
         }
-        match TxLine::parse(&line) {
+        let parsed = if bytes.len() > MAX_LINE_BYTES && bytes.last() != Some(&b'\n') {
+            reader.skip_until(b'\n').map_err(io_error)?;
+            Err(format!("longer than {MAX_LINE_BYTES} bytes"))
+        } else {
+            match std::str::from_utf8(&bytes) {
+                Ok(line) if line.trim().is_empty() => continue,
+                Ok(line) => TxLine::parse(line).map_err(|e| e.to_string()),
+                Err(e) => Err(format!("not UTF-8: {e}")),
+            }
+        };
+        match parsed {
             Ok(tx) => valid.push((number, tx)),
-            Err(error) => {
+            Err(reason) => {
                 invalid += 1;
-                eprintln!("{}:{number}: invalid: {error}", path.display());
+                eprintln!("{}:{number}: invalid: {reason}", path.display());
             }
         }
     }

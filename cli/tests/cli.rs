@@ -285,8 +285,9 @@ fn bench_sweep_writes_a_plot_and_every_run() {
 /// accounts and gives one a key; of five lines, a signed transfer and an
 /// unsigned transfer from the keyless account commit, an unsigned
 /// transfer from the keyed account fails with `SignatureMissing`, and a
-/// line that is not JSON and one with an unknown field are reported on
-/// standard error with their numbers, with no receipt.
+/// line that is not JSON, one with an unknown field, one over the line
+/// limit and one that is not UTF-8 are reported on standard error with
+/// their numbers, with no receipt, and the line after them still runs.
 #[test]
 fn run_applies_valid_lines_and_names_invalid_ones() {
     use parashard::prelude::*;
@@ -326,6 +327,14 @@ fn run_applies_valid_lines_and_names_invalid_ones() {
         r#"{"type":"transfer","from":1,"to":2,"amount":5}"#.to_string(),
         r#"{"type":"transfer","from":2,"to":1,"amount":7}"#.to_string(),
         r#"{"type":"transfer","from":2,"to":1,"amount":7,"memo":"x"}"#.to_string(),
+        // Longer than any line the reader holds (1 MiB), then bytes that
+        // are not UTF-8: both named, neither stops the run.
+        format!(
+            r#"{{"type":"transfer","from":2,"to":1,"amount":7,"pad":"{}"}}"#,
+            "x".repeat(1 << 20)
+        ),
+        String::from_utf8_lossy(b"{\"type\":\"transfer\"}").into_owned() + "\u{FFFD}",
+        r#"{"type":"transfer","from":2,"to":1,"amount":1}"#.to_string(),
     ];
     let (genesis_path, txs_path, receipts_path) = (
         dir.path().join("genesis.jsonl"),
@@ -333,7 +342,12 @@ fn run_applies_valid_lines_and_names_invalid_ones() {
         dir.path().join("receipts.jsonl"),
     );
     std::fs::write(&genesis_path, genesis.join("\n")).unwrap();
-    std::fs::write(&txs_path, txs.join("\n")).unwrap();
+    let mut bytes = txs.join("\n").into_bytes();
+    // Line 7 ends in a byte that is not UTF-8 (in place of the U+FFFD).
+    let bad = "\u{FFFD}".as_bytes();
+    let at = bytes.windows(bad.len()).position(|w| w == bad).unwrap();
+    bytes.splice(at..at + bad.len(), [0xFF]);
+    std::fs::write(&txs_path, bytes).unwrap();
     let out = parashard(&[
         "run",
         "--chain-id",
@@ -347,14 +361,22 @@ fn run_applies_valid_lines_and_names_invalid_ones() {
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    for number in [2, 5] {
+    for number in [2, 5, 6, 7] {
         assert!(
             stderr.contains(&format!("txs.jsonl:{number}: invalid")),
             "{stderr}"
         );
     }
     assert!(
-        stderr.contains("2 committed, 1 failed, 0 unknown, 2 invalid"),
+        stderr.contains("txs.jsonl:6: invalid: longer than 1048576 bytes"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("txs.jsonl:7: invalid: not UTF-8"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("3 committed, 1 failed, 0 unknown, 4 invalid"),
         "{stderr}"
     );
     let receipts: Vec<serde_json::Value> = std::fs::read_to_string(&receipts_path)
@@ -368,7 +390,12 @@ fn run_applies_valid_lines_and_names_invalid_ones() {
         .collect();
     assert_eq!(
         summary,
-        vec![(1, "committed"), (3, "failed"), (4, "committed")]
+        vec![
+            (1, "committed"),
+            (3, "failed"),
+            (4, "committed"),
+            (8, "committed")
+        ]
     );
     assert!(
         receipts[1]["error"].get("SignatureMissing").is_some(),
